@@ -1,0 +1,1 @@
+"""Command line: `tradecanvas sync | gaps | health | serve | emulator | check`."""
