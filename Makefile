@@ -17,7 +17,7 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check tradecanvas_ext tests bench user_data/strategies
+	$(VENV)/bin/ruff check tradecanvas_ext tests bench user_data
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
