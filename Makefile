@@ -23,7 +23,7 @@ test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 run: $(STAMP)
-	$(VENV)/bin/tradecanvas check --config config.json
+	$(VENV)/bin/tradecanvas demo --config config.json
 
 bench: $(STAMP)
 	$(PY) bench/store_bench.py

@@ -47,3 +47,48 @@ def store(db_url):
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'store.sqlite'}"
+
+
+
+# ---- a runtime on a real SQLite file, real ccxt and the emulator on 127.0.0.1 ------------------------------
+NOW = 1_700_006_400 + 30  # aligned for every timeframe up to 1d; the 1m candle at NOW - 30 is forming
+
+
+@pytest.fixture
+def clock():
+    from tradecanvas_ext.testing import ManualClock
+
+    return ManualClock(NOW)
+
+
+@pytest.fixture
+def exchange(clock):
+    """The exchange emulator on 127.0.0.1 sharing the test's clock."""
+    from tradecanvas_ext.testing import ExchangeEmulator
+
+    emu = ExchangeEmulator(seed=1, symbols=("BTC/USDT", "ETH/USDT", "LTC/USDT"), clock=clock)
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def make_runtime(tmp_path, clock, exchange):
+    """Build and start runtimes (serve=False unless asked); all are stopped at teardown."""
+    from tradecanvas_ext import Runtime, Settings
+
+    made = []
+
+    def make(serve: bool = False, env: dict | None = None, db_url: str | None = None, **section):
+        tc = {"enabled": True, "listen_port": 0, "ccxt_config": exchange.ccxt_config(),
+              "ccxt_timeout_ms": 2000, "series": ["binance:spot:BTC/USDT:1m"],
+              "db_url": db_url or f"sqlite:///{tmp_path / 'tc.sqlite'}"}
+        tc.update(section)
+        settings = Settings.from_config({"tradecanvas": tc, "user_data_dir": str(tmp_path)}, env=env or {})
+        rt = Runtime(settings, clock=clock).start(serve=serve)
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        rt.stop()

@@ -48,6 +48,7 @@ class Settings:
     user_data_dir: str = "user_data"
     datadir: str | None = None
     data_format: str = "feather"
+    exchange: str | None = None  # the bot's exchange id: its DataProvider only serves that exchange
     void_recheck_age_s: float = 86400.0
 
     @classmethod
@@ -68,6 +69,9 @@ class Settings:
             values["datadir"] = str(config["datadir"])
         if isinstance(config.get("dataformat_ohlcv"), str):
             values["data_format"] = config["dataformat_ohlcv"]
+        exchange = config.get("exchange")
+        if isinstance(exchange, Mapping) and isinstance(exchange.get("name"), str):
+            values["exchange"] = exchange["name"].lower()
         if not values.get("db_url"):
             values["db_url"] = f"sqlite:///{Path(user_data_dir) / 'tradecanvas.sqlite'}"
         if values.get("series") is None:
@@ -98,7 +102,7 @@ class Settings:
 
 
 # Taken from the surrounding freqtrade config, not from the user's section.
-_CONTEXT_KEYS = {"user_data_dir", "datadir", "data_format"}
+_CONTEXT_KEYS = {"user_data_dir", "datadir", "data_format", "exchange"}
 # `void_recheck_age_s` is our documented extension: how long a confirmed void is trusted.
 _USER_KEYS = {f.name for f in fields(Settings)} - _CONTEXT_KEYS
 

@@ -60,6 +60,129 @@ def cmd_gaps(args) -> int:
     return 0
 
 
+def _runtime(settings: Settings):
+    from ..runtime import Runtime
+
+    return Runtime(settings).start(serve=False)
+
+
+def run_sync_with_progress(rt, console=None) -> dict:
+    """Startup sync in a worker thread; a progress bar per series from the tracker; final table."""
+    import threading
+
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from ..backfill.startup_sync import format_table
+
+    console = console or _console()
+    done = threading.Event()
+    box: dict = {}
+
+    def work():
+        try:
+            box["result"] = rt.run_startup_sync()
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="tc-cli-sync", daemon=True).start()
+    with Progress(TextColumn("{task.description:42}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                  TextColumn("{task.fields[state]}"), console=console, transient=False) as progress:
+        tasks = {str(s): progress.add_task(str(s), total=100, state="waiting") for s in rt.series_ids}
+        while True:
+            finished = done.wait(0.2)
+            for sid, task in tasks.items():
+                tr = rt.tracker.get(sid)
+                pct = tr.get("progress_pct")
+                progress.update(task, completed=pct if pct is not None else 0, state=tr.get("state") or "")
+            if finished:
+                break
+        result = box.get("result") or {}
+        for row in result.get("series_results", []):
+            progress.update(tasks[row["series_id"]], completed=100 if row["status"] == "synced" else None,
+                            state=row["status"])
+    print(format_table(result), flush=True)
+    return result
+
+
+def cmd_sync(args) -> int:
+    rt = _runtime(_load(args))
+    try:
+        result = run_sync_with_progress(rt)
+    finally:
+        rt.stop()
+    return 0 if result.get("series_errors", 0) == 0 else 1
+
+
+_COLOURS = {"green": "green", "yellow": "yellow", "red": "red"}
+
+
+def _console():
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def print_health(health: dict, console=None) -> None:
+    from rich.table import Table
+
+    console = console or _console()
+    table = Table(title=f"tradecanvas health: {health['status']}")
+    for col in ("series", "status", "reason", "head", "lag s", "missing", "backfill", "progress"):
+        table.add_column(col)
+    for r in health["series"]:
+        colour = _COLOURS[r["status"]]
+        b = r["backfill"]
+        pct = b.get("progress_pct")
+        table.add_row(r["series_id"], f"[{colour}]{r['status']}[/{colour}]", r["status_reason"],
+                      str(r["head_time"]), str(r["lag_seconds"]), str(r["missing_candles"]),
+                      str(b.get("state")), "" if pct is None else f"{pct:.0f}%")
+    console.print(table)
+
+
+def cmd_health(args) -> int:
+    rt = _runtime(_load(args))
+    try:
+        health = rt.health(now_time=args.now_time)
+    finally:
+        rt.stop()
+    if args.json:
+        print(json.dumps(health, indent=2, default=str))
+    else:
+        print_health(health)
+    return 0
+
+
+def cmd_emulator(args) -> int:
+    from ..testing.emulator import main as emulator_main
+
+    return emulator_main(args.emulator_args)
+
+
+def cmd_demo(args) -> int:
+    """`make run`: the emulator on the config's ccxt URL, a startup sync from it, then health."""
+    from urllib.parse import urlsplit
+
+    from ..testing import ExchangeEmulator
+
+    settings = _load(args)
+    url = (settings.ccxt_config.get("urls", {}).get("api", {}) or {}).get("public", "http://127.0.0.1:9999")
+    parts = urlsplit(url)
+    symbols = sorted({s.symbol for s in settings.series_ids})
+    emu = ExchangeEmulator(seed=1, symbols=symbols, host=parts.hostname or "127.0.0.1",
+                           port=parts.port or 9999).start()
+    print(f"exchange emulator serving {', '.join(symbols)} at {emu.url}")
+    rt = _runtime(settings)
+    try:
+        run_sync_with_progress(rt)
+        print_health(rt.health())
+    finally:
+        rt.stop()
+        emu.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradecanvas", description="Gap-aware candle history for freqtrade")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -73,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--start", type=int)
     g.add_argument("--end", type=int)
     g.set_defaults(func=cmd_gaps)
+    sy = sub.add_parser("sync", help="run the startup sync: every configured series up to its latest candle")
+    sy.add_argument("--config", default="config.json")
+    sy.set_defaults(func=cmd_sync)
+    h = sub.add_parser("health", help="health of every configured series")
+    h.add_argument("--config", default="config.json")
+    h.add_argument("--now-time", type=int, dest="now_time")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=cmd_health)
+    e = sub.add_parser("emulator", help="run the bundled exchange emulator (Binance REST format, 127.0.0.1)",
+                       add_help=False)
+    e.add_argument("emulator_args", nargs=argparse.REMAINDER)
+    e.set_defaults(func=cmd_emulator)
+    d = sub.add_parser("demo", help="emulator + startup sync + health (what `make run` does)")
+    d.add_argument("--config", default="config.json")
+    d.set_defaults(func=cmd_demo)
     return p
 
 

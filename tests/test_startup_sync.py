@@ -1,0 +1,53 @@
+"""Contract section 6: run_startup_kline_sync — every series, concurrently, one failure never stops the
+others, and the result shape."""
+from __future__ import annotations
+
+from tests.conftest import NOW
+from tradecanvas_ext.backfill.startup_sync import format_table, run_startup_kline_sync
+from tradecanvas_ext.domain import expected_latest_closed_time
+
+BTC, ETH, BTC5 = "binance:spot:BTC/USDT:1m", "binance:spot:ETH/USDT:1m", "binance:spot:BTC/USDT:5m"
+BAD = "binance:spot:DOGE/USDT:1m"  # not listed on the emulator
+
+
+def test_sync_every_series_and_report(make_runtime, exchange):
+    rt = make_runtime(series=[BTC, ETH, BTC5, BAD], startup_sync_target_candles=1500)
+    exchange.reset_counts()
+    out = rt.run_startup_sync()
+    assert set(out) >= {"enabled", "series_total", "series_synced", "series_lagging", "series_errors",
+                        "duration_ms", "series_results"}
+    assert out["enabled"] and out["series_total"] == 4
+    assert (out["series_synced"], out["series_lagging"], out["series_errors"]) == (3, 0, 1)
+    rows = {r["series_id"]: r for r in out["series_results"]}
+    assert set(rows) == {BTC, ETH, BTC5, BAD}
+    for sid in (BTC, ETH, BTC5):
+        r = rows[sid]
+        tf = 60 if sid.endswith("1m") else 300
+        assert r["target_time"] == expected_latest_closed_time(NOW, tf) == r["after_head_time"]
+        assert r["before_head_time"] is None and r["covered_candles"] == 1500 and r["error"] is None
+        assert set(r) >= {"series_id", "target_time", "before_head_time", "after_head_time",
+                          "covered_candles", "error"}
+    assert "DOGE/USDT" in rows[BAD]["error"]
+    # 1m series: ceil(1500/1000) each; the 5m series is built by rollup only where 1m exists, rest by ccxt
+    assert exchange.request_count("klines") <= 2 + 2 + 2
+    assert rt.health()["startup_sync"] is out
+    table = format_table(out)
+    assert BAD in table and "synced 3 / lagging 0 / errors 1" in table
+
+
+def test_second_sync_is_free_and_disabled_sync(make_runtime, exchange, clock):
+    rt = make_runtime(series=[BTC], startup_sync_target_candles=100)
+    rt.run_startup_sync()
+    exchange.reset_counts()
+    clock.advance(120)  # two more candles closed
+    out = rt.run_startup_sync()
+    assert out["series_synced"] == 1 and exchange.request_count("klines") == 1
+    rt2 = make_runtime(series=[BTC], enable_startup_kline_sync=False, db_url=f"sqlite:///{rt.settings.user_data_dir}/x.db")
+    assert run_startup_kline_sync(rt2)["enabled"] is False
+
+
+def test_lagging_when_ccxt_is_off(make_runtime, exchange):
+    rt = make_runtime(series=[BTC], enable_ccxt_backfill=False)
+    rt.backfill.levels["freqtrade"] = None
+    out = rt.run_startup_sync()
+    assert out["series_lagging"] == 1 and out["series_results"][0]["error"] is None

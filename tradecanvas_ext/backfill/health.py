@@ -1,0 +1,64 @@
+"""Health rules (contract section 3): pure functions, plus a thin service that gathers their inputs."""
+from __future__ import annotations
+
+from ..domain import SeriesId, expected_latest_closed_time
+
+_RANK = {"green": 0, "yellow": 1, "red": 2}
+
+
+def health_status(tf: int, head: int | None, now: float, tracker: dict, runtime_now: float,
+                  recent_seconds: float) -> tuple[str, str]:
+    """(status, reason): the contract's rules, first match wins."""
+    if head is None:
+        return "red", "missing_head"
+    expected = expected_latest_closed_time(now, tf)
+    if head > expected:
+        return "yellow", "head_ahead_of_closed_window"
+    if expected - head <= 0:
+        return "green", "up_to_date"
+    if tracker.get("state") == "running":
+        return "yellow", "backfill_running"
+    finished = tracker.get("finished_at")
+    if (finished is not None and (tracker.get("ran_levels") or 0) > 0
+            and runtime_now - finished <= recent_seconds):
+        return "yellow", "backfill_recent"
+    return "red", "lagging_no_recent_backfill"
+
+
+def worst(statuses) -> str:
+    statuses = list(statuses)
+    return max(statuses, key=_RANK.__getitem__) if statuses else "green"
+
+
+def series_health(series: SeriesId, head: int | None, now: float, tracker: dict, runtime_now: float,
+                  recent_seconds: float) -> dict:
+    tf = series.tf_seconds
+    expected = expected_latest_closed_time(now, tf)
+    status, reason = health_status(tf, head, now, tracker, runtime_now, recent_seconds)
+    lag = missing = missing_candles = None
+    if head is not None:
+        lag = max(0, int(now) - head)
+        missing = max(0, expected - head)
+        missing_candles = missing // tf
+    return {
+        "series_id": str(series), "timeframe_seconds": tf, "now_time": int(now),
+        "expected_latest_closed_time": expected, "head_time": head, "lag_seconds": lag,
+        "missing_seconds": missing, "missing_candles": missing_candles, "status": status,
+        "status_reason": reason, "backfill": {k: v for k, v in tracker.items() if k not in ("run_id",)},
+    }
+
+
+class HealthService:
+    def __init__(self, store, tracker, settings, clock):
+        self._store, self._tracker, self._settings, self._clock = store, tracker, settings, clock
+
+    def one(self, series: SeriesId | str, now_time: float | None = None) -> dict:
+        sid = series if isinstance(series, SeriesId) else SeriesId.parse(series)
+        runtime_now = self._clock()
+        now = runtime_now if now_time is None else now_time
+        return series_health(sid, self._store.head_time(sid), now, self._tracker.get(sid), runtime_now,
+                             self._settings.health_backfill_recent_seconds)
+
+    def all(self, series_ids, now_time: float | None = None, startup_sync: dict | None = None) -> dict:
+        rows = [self.one(s, now_time) for s in series_ids]
+        return {"status": worst(r["status"] for r in rows), "series": rows, "startup_sync": startup_sync}

@@ -1,0 +1,282 @@
+"""BackfillService: the decision tree of contract section 5 (freqtrade -> rollup -> ccxt), single-flight
+per series, a cooldown for read-path calls and a time bound per call.
+
+Locks: `_flights_lock` guards the in-flight table and cooldown stamps; one `threading.Lock` per series
+(`_series_locks`) makes repairs of a series run one at a time. Sources never raise into the service.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..domain import CandleBatch, Hole, SeriesId, align_down, expected_latest_closed_time
+from ..sources.base import CandleSource, SourceResult
+
+log = logging.getLogger(__name__)
+
+NOTE_DONE = "tail_coverage_done"
+NOTE_PARTIAL = "tail_coverage_partial"
+NOTE_FAILED = "tail_coverage_best_effort_failed"
+
+
+@dataclass
+class CoverageResult:
+    series_id: str
+    start: int
+    end: int
+    target: int
+    covered: int = 0
+    filled: int = 0
+    holes: list[Hole] = field(default_factory=list)
+    sources: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    voids_recorded: int = 0
+    complete: bool = False
+    skipped: str | None = None  # "cooldown" when a read-path call did not repair
+    to_time: int | None = None
+    note: str | None = None
+
+    @property
+    def value(self) -> int:
+        """The seed's integer contract: max(filled, covered) without to_time, covered with it."""
+        return self.covered if self.to_time is not None else max(self.filled, self.covered)
+
+    def to_dict(self) -> dict:
+        return {
+            "series_id": self.series_id, "start": self.start, "end": self.end, "target": self.target,
+            "covered": self.covered, "filled": self.filled, "value": self.value, "complete": self.complete,
+            "holes": [h.to_dict() for h in self.holes], "sources": dict(self.sources),
+            "errors": list(self.errors), "rejected": len(self.rejected), "skipped": self.skipped,
+            "note": self.note,
+        }
+
+
+class _Flight:
+    def __init__(self):
+        self.done = threading.Event()
+        self.result: CoverageResult | None = None
+        self.error: BaseException | None = None
+
+
+class BackfillService:
+    def __init__(self, store, settings, clock: Callable[[], float], tracker,
+                 freqtrade: CandleSource | None = None, rollup: CandleSource | None = None,
+                 ccxt: CandleSource | None = None, time_bound_s: float | None = None):
+        self.store, self.settings, self.clock, self.tracker = store, settings, clock, tracker
+        self.levels: dict[str, CandleSource | None] = {"freqtrade": freqtrade, "rollup": rollup, "ccxt": ccxt}
+        # ccxt timeout + retries, per call: a stuck exchange never holds a caller for long.
+        self.time_bound_s = time_bound_s or max(30.0, 4 * settings.ccxt_timeout_ms / 1000)
+        self._flights: dict[tuple, _Flight] = {}
+        self._flights_lock = threading.Lock()
+        self._series_locks: dict[str, threading.Lock] = {}
+        self._last_repair_end: dict[str, float] = {}
+        self.on_written: Callable[[SeriesId, CandleBatch], None] | None = None  # the hub listens here
+
+    # ---- public API -------------------------------------------------------------------------------
+    def ensure_tail_coverage(self, series_id, target: int, to_time: int | None = None, *,
+                             read_path: bool = False) -> CoverageResult:
+        """Top up [end - (target-1)*tf, end]; see contract section 5. `read_path` applies the cooldown."""
+        sid = _sid(series_id)
+        target = max(1, int(target))
+        key = ("tail", str(sid), target, to_time)
+        return self._single_flight(key, str(sid), lambda: self._coverage(sid, target, to_time, read_path))
+
+    def backfill_range(self, series_id, start: int, end: int) -> CoverageResult:
+        sid = _sid(series_id)
+        tf = sid.tf_seconds
+        if end < start:
+            raise ValueError(f"backfill_range: end {end} is before start {start}")
+        end_a = align_down(int(end), tf)
+        target = (end_a - align_down(int(start), tf)) // tf + 1 if end_a >= start else 1
+        return self.ensure_tail_coverage(sid, target, to_time=int(end))
+
+    def backfill_gap(self, series_id, expected_next_time: int, actual_time: int) -> CandleBatch:
+        """Repair [expected_next_time, actual_time - tf] through freqtrade then ccxt (the newest
+        `gap_backfill_max_candles` of it) and return the candles now stored in that range."""
+        sid = _sid(series_id)
+        tf = sid.tf_seconds
+        last = int(actual_time) - tf
+        first = max(int(expected_next_time), last - (self.settings.gap_backfill_max_candles - 1) * tf)
+        if last < first:
+            return CandleBatch.empty()
+        key = ("gap", str(sid), first, last)
+
+        def run() -> CoverageResult:
+            return self._repair(sid, first, last, levels=("freqtrade", "ccxt"), allow_ccxt=True,
+                                reason="gap_backfill", target=(last - first) // tf + 1, to_time=last)
+
+        self._single_flight(key, str(sid), run)
+        return self.store.read_between(sid, int(expected_next_time), last)
+
+    # ---- single flight ----------------------------------------------------------------------------
+    def _single_flight(self, key: tuple, series: str, fn) -> CoverageResult:
+        with self._flights_lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = _Flight()
+            lock = self._series_locks.setdefault(series, threading.Lock())
+        if not leader:
+            flight.done.wait(self.time_bound_s * 2)
+            if flight.error is not None:
+                raise flight.error
+            if flight.result is not None:
+                return flight.result
+        try:
+            with lock:  # one repair of a series at a time, whatever its window
+                flight.result = fn()
+            return flight.result
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            if leader:
+                with self._flights_lock:
+                    self._flights.pop(key, None)
+                flight.done.set()
+
+    # ---- the decision tree ------------------------------------------------------------------------
+    def _coverage(self, sid: SeriesId, target: int, to_time: int | None, read_path: bool) -> CoverageResult:
+        tf = sid.tf_seconds
+        now = self.clock()
+        latest = expected_latest_closed_time(now, tf)
+        end = latest if to_time is None else min(align_down(int(to_time), tf), latest)
+        start = end - (target - 1) * tf
+        if read_path:
+            with self._flights_lock:
+                last = self._last_repair_end.get(str(sid))
+            if last is not None and now - last < self.settings.backfill_cooldown_s:
+                return self._measure(sid, start, end, target, to_time, skipped="cooldown")
+        allow_ccxt = to_time is not None or self.settings.enable_ccxt_backfill_on_read
+        return self._repair(sid, start, end, levels=("freqtrade", "rollup", "ccxt"), allow_ccxt=allow_ccxt,
+                            reason="tail_coverage", target=target, to_time=to_time)
+
+    def _open_holes(self, sid: SeriesId, start: int, end: int, now: float) -> list[Hole]:
+        """Holes still worth fetching: not voids, or voids older than the re-check age."""
+        max_age = self.settings.void_recheck_age_s
+        holes = self.store.holes(sid, start, end)
+        if not any(h.void for h in holes):
+            return holes
+        fresh = [(v.start, v.end) for v in self.store.voids(sid, start, end) if now - v.checked_at < max_age]
+        out = []
+        for h in holes:
+            if h.void and any(vs <= h.start and h.end <= ve for vs, ve in fresh):
+                continue
+            out.append(Hole(h.start, h.end, h.missing_candles, False))
+        return out
+
+    def _repair(self, sid: SeriesId, start: int, end: int, levels: tuple[str, ...], allow_ccxt: bool,
+                reason: str, target: int, to_time: int | None) -> CoverageResult:
+        tf = sid.tf_seconds
+        res = CoverageResult(str(sid), start, end, target, to_time=to_time)
+        if end < start:
+            return res
+        now = self.clock()
+        deadline = time.monotonic() + self.time_bound_s
+        holes = self._open_holes(sid, start, end, now)
+        if not holes:
+            return self._measure(sid, start, end, target, to_time, into=res)
+        missing = sum(h.missing_candles for h in holes)
+        self.tracker.begin(sid, missing * tf, missing, reason)
+        ran = 0
+        try:
+            for level in levels:
+                source = self.levels.get(level)
+                if source is None or not holes or not self._enabled(level, sid, allow_ccxt):
+                    continue
+                if time.monotonic() > deadline:
+                    res.errors.append(f"{sid}: time bound of {self.time_bound_s:.0f}s reached before {level}")
+                    break
+                ran += 1
+                out = self._run_source(source, sid, holes, now, deadline)
+                res.errors.extend(out.errors)
+                written = self._write(sid, out.candles, start, end, now, res)
+                res.sources[level] = res.sources.get(level, 0) + written
+                res.filled += written
+                if out.voids:
+                    res.voids_recorded += self._record_voids(sid, out.voids, start, end, level, now)
+                holes = self._open_holes(sid, start, end, now)
+                left = sum(h.missing_candles for h in holes)
+                self.tracker.progress(sid, left * tf, left, ran)
+        except Exception as exc:  # a bug in a level must not leave the tracker running
+            log.exception("%s: repair failed", sid)
+            res.errors.append(f"{sid}: {type(exc).__name__}: {exc}")
+        self._measure(sid, start, end, target, to_time, into=res)
+        left = sum(h.missing_candles for h in res.holes if not h.void)
+        if res.complete:
+            res.note, ok = NOTE_DONE, True
+        elif res.errors:
+            res.note, ok = NOTE_FAILED, False
+        else:
+            res.note, ok = NOTE_PARTIAL, True
+        self.tracker.finish(sid, ok, res.note, left * tf, left, ran,
+                            error="; ".join(res.errors)[:2000] if res.errors else None)
+        if ran:
+            with self._flights_lock:
+                self._last_repair_end[str(sid)] = self.clock()
+        log.info("%s: %s [%d..%d] filled %d (%s), %d missing left%s", sid, res.note, start, end, res.filled,
+                 res.sources, left, f", errors: {res.errors[:2]}" if res.errors else "")
+        return res
+
+    def _enabled(self, level: str, sid: SeriesId, allow_ccxt: bool) -> bool:
+        if level == "ccxt":
+            return self.settings.enable_ccxt_backfill and allow_ccxt
+        if level == "rollup":
+            tf = sid.tf_seconds
+            return tf > 60 and tf % 60 == 0 and tf <= self.settings.rollup_max_timeframe_s
+        return True
+
+    @staticmethod
+    def _run_source(source: CandleSource, sid, holes, now, deadline) -> SourceResult:
+        try:
+            return source.fetch(sid, holes, now, deadline=deadline)
+        except Exception as exc:  # the protocol says never raise; be safe anyway
+            log.exception("%s: source %s raised", sid, source.name)
+            return SourceResult(errors=[f"{sid}: {source.name}: {type(exc).__name__}: {exc}"])
+
+    def _write(self, sid: SeriesId, batch: CandleBatch, start: int, end: int, now: float,
+               res: CoverageResult) -> int:
+        if len(batch) == 0:
+            return 0
+        inside = batch.take((batch.times >= start) & (batch.times <= end))
+        if len(inside) == 0:
+            return 0
+        # Only what was missing counts as filled; stored candles are not rewritten by a repair.
+        have = self.store.times_between(sid, int(inside.times.min()), int(inside.times.max()))
+        new = inside.take(~np.isin(inside.times, have))
+        if len(new) == 0:
+            return 0
+        up = self.store.upsert_closed(sid, new, now=now)
+        res.rejected.extend(up.rejected)
+        if up.rejected:
+            res.errors.append(f"{sid}: rejected {len(up.rejected)} invalid candle(s) from a source, "
+                              f"first {up.rejected[0]}")
+        if up.accepted and self.on_written is not None:
+            valid, _ = new.split_valid(sid.tf_seconds, now)
+            self.on_written(sid, valid.dedupe_sorted())
+        return up.accepted
+
+    def _record_voids(self, sid: SeriesId, voids, start: int, end: int, source: str, now: float) -> int:
+        ranges = [(max(s, start), min(e, end)) for s, e in voids if e >= start and s <= end]
+        if ranges:
+            self.store.record_voids(sid, ranges, source, checked_at=now)
+        return len(ranges)
+
+    def _measure(self, sid: SeriesId, start: int, end: int, target: int, to_time: int | None,
+                 skipped: str | None = None, into: CoverageResult | None = None) -> CoverageResult:
+        res = into or CoverageResult(str(sid), start, end, target, to_time=to_time, skipped=skipped)
+        if end >= start:
+            res.covered = self.store.count_between(sid, start, end)
+            res.holes = self.store.holes(sid, start, end)
+        res.complete = not any(not h.void for h in res.holes)
+        return res
+
+
+def _sid(series_id) -> SeriesId:
+    return series_id if isinstance(series_id, SeriesId) else SeriesId.parse(series_id)

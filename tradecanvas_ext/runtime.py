@@ -1,0 +1,128 @@
+"""Runtime: wires settings, store, sources, backfill, tracker, health (and the hub and server) together.
+
+The one object a bot, the CLI or a test holds. `_lock` protects start/stop and the DataProvider binding.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from .backfill.health import HealthService
+from .backfill.service import BackfillService
+from .backfill.startup_sync import run_startup_kline_sync
+from .backfill.tracker import ProgressTracker
+from .domain import CandleBatch, SeriesId
+from .settings import Settings
+from .store import CandleStore
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.clock = clock
+        self.store: CandleStore | None = None
+        self.backfill: BackfillService | None = None
+        self.tracker: ProgressTracker | None = None
+        self.health_service: HealthService | None = None
+        self.hub = None
+        self.server = None
+        self.startup_sync_result: dict | None = None
+        self._dp = None
+        self._exchange_pool = None
+        self._sync_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._started = False
+
+    # ---- life cycle -------------------------------------------------------------------------------
+    def start(self, serve: bool = True) -> Runtime:
+        with self._lock:
+            if self._started:
+                return self
+            from .sources.ccxt_source import CcxtSource, ExchangePool
+            from .sources.freqtrade_source import FreqtradeSource
+            from .sources.rollup import RollupSource
+
+            s = self.settings
+            self.store = CandleStore(s.db_url)
+            self.tracker = ProgressTracker(self.store, self.clock)
+            for sid in self.tracker.recover_interrupted():
+                log.warning("%s: a repair was interrupted by a crash or kill; marked failed", sid)
+            self._exchange_pool = ExchangePool(s.ccxt_config, s.ccxt_timeout_ms)
+            self.backfill = BackfillService(
+                self.store, s, self.clock, self.tracker,
+                freqtrade=FreqtradeSource(lambda: self._dp, s.datadir, s.data_format, exchange=s.exchange),
+                rollup=RollupSource(self.store, s.rollup_max_timeframe_s),
+                ccxt=CcxtSource(self._exchange_pool, self.clock),
+            )
+            self.health_service = HealthService(self.store, self.tracker, s, self.clock)
+            if serve:
+                self._start_server()
+            self._started = True
+        return self
+
+    def _start_server(self) -> None:
+        raise NotImplementedError("serving arrives with the web layer (issue 4)")
+
+    def stop(self) -> None:
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            if self.server is not None:
+                self.server.stop()
+                self.server = None
+            if self._exchange_pool is not None:
+                self._exchange_pool.close()
+            if self.store is not None:
+                self.store.close()
+
+    @property
+    def url(self) -> str | None:
+        return None if self.server is None else self.server.url
+
+    # ---- freqtrade binding --------------------------------------------------------------------------
+    def bind_data_provider(self, dp) -> None:
+        with self._lock:
+            self._dp = dp
+
+    # ---- operations -------------------------------------------------------------------------------
+    @property
+    def series_ids(self) -> tuple[SeriesId, ...]:
+        return self.settings.series_ids
+
+    def is_configured(self, series_id: SeriesId | str) -> bool:
+        return str(series_id) in (self.settings.series or ())
+
+    def ingest_closed(self, series_id, candles) -> int:
+        """validate -> store -> hub. Invalid or not-yet-closed candles are rejected; returns accepted."""
+        sid = series_id if isinstance(series_id, SeriesId) else SeriesId.parse(series_id)
+        batch = CandleBatch.coerce(candles)
+        res = self.store.upsert_closed(sid, batch, now=self.clock())
+        if res.accepted and self.hub is not None:
+            valid, _ = batch.split_valid(sid.tf_seconds, self.clock())
+            self.hub.publish_closed(sid, valid.dedupe_sorted())
+        return res.accepted
+
+    def ingest_forming(self, series_id, candle) -> None:
+        if self.hub is not None:
+            sid = series_id if isinstance(series_id, SeriesId) else SeriesId.parse(series_id)
+            self.hub.publish_forming(sid, candle)
+
+    def health(self, series_id=None, now_time: float | None = None) -> dict:
+        if series_id is not None:
+            return self.health_service.one(series_id, now_time)
+        return self.health_service.all(self.series_ids, now_time, self.startup_sync_result)
+
+    def run_startup_sync(self, on_result=None) -> dict:
+        self.startup_sync_result = run_startup_kline_sync(self, on_result=on_result)
+        return self.startup_sync_result
+
+    def start_startup_sync_in_background(self) -> threading.Thread:
+        t = threading.Thread(target=self.run_startup_sync, name="tc-startup-sync", daemon=True)
+        self._sync_thread = t
+        t.start()
+        return t
