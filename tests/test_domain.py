@@ -51,6 +51,8 @@ def test_series_id_parse_simple_and_symbol_with_colon():
         ("binance:spot:BTC/USDT:0m", "at least 1"),
         ("binance:spot:BTC/USDT:5x", "unknown unit"),
         ("binance:futures:BTC/USDT::5m", "empty part"),
+        ("binance:spot:BTC/:1m", "unified symbol"),
+        ("binance:spot:BTCUSDT:1m", "unified symbol"),
     ],
 )
 def test_series_id_errors_name_the_wrong_part(text, part):
@@ -69,7 +71,7 @@ _sym_part = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1,
 @given(
     exchange=st.sampled_from(["binance", "kraken", "okx", "bybit"]),
     market=st.sampled_from(["spot", "futures"]),
-    parts=st.lists(_sym_part, min_size=1, max_size=3),
+    parts=st.lists(_sym_part, min_size=2, max_size=3),
     n=st.integers(1, 999),
     unit=st.sampled_from("mhd"),
 )

@@ -59,22 +59,47 @@ class Runtime:
                 ccxt=CcxtSource(self._exchange_pool, self.clock),
             )
             self.health_service = HealthService(self.store, self.tracker, s, self.clock)
+            from .hub import CandleHub
+
+            self.hub = CandleHub(self.store, self.backfill, s, self.is_configured)
+            self.backfill.on_written = self.hub.publish_closed  # repaired candles reach subscribers too
             if serve:
                 self._start_server()
             self._started = True
         return self
 
     def _start_server(self) -> None:
-        raise NotImplementedError("serving arrives with the web layer (issue 4)")
+        """Serve `create_app(self)` on listen_ip_address:listen_port. A busy port raises ServerError (an
+        OSError naming host:port) after closing what start() opened, so a failed start leaves nothing open."""
+        from .web.app import create_app
+        from .web.server import WebServer
+
+        server = WebServer(create_app(self), self.settings.listen_ip_address, self.settings.listen_port)
+        try:
+            server.start()
+        except BaseException:
+            for part in (self.hub, self._exchange_pool, self.store):
+                try:
+                    if part is not None:
+                        part.close()
+                except Exception:
+                    log.exception("closing %s after a failed server start failed", type(part).__name__)
+            raise
+        self.server = server
 
     def stop(self) -> None:
         with self._lock:
             if not self._started:
                 return
             self._started = False
-            if self.server is not None:
-                self.server.stop()
+            if self.server is not None:  # first: no request may reach a closing hub or store
+                try:
+                    self.server.stop()
+                except Exception:
+                    log.exception("stopping the web server failed")
                 self.server = None
+            if self.hub is not None:
+                self.hub.close()
             if self._exchange_pool is not None:
                 self._exchange_pool.close()
             if self.store is not None:
@@ -88,6 +113,12 @@ class Runtime:
     def bind_data_provider(self, dp) -> None:
         with self._lock:
             self._dp = dp
+
+    def use_range_source(self, wrap) -> None:
+        """Replace the range-fetch level (level 3, `ccxt`) by `wrap(current_source)`. Inside freqtrade the
+        bot glue plugs the bot's own exchange object in this way, with our ccxt source as its fallback."""
+        with self._lock:
+            self.backfill.levels["ccxt"] = wrap(self.backfill.levels.get("ccxt"))
 
     # ---- operations -------------------------------------------------------------------------------
     @property

@@ -183,6 +183,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    return serve(_load(args), poll_interval_s=args.poll_interval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradecanvas", description="Gap-aware candle history for freqtrade")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -208,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     e.add_argument("emulator_args", nargs=argparse.REMAINDER)
     e.set_defaults(func=cmd_emulator)
+    sv = sub.add_parser("serve", help="HTTP + WebSocket server, startup sync and a live tail, until Ctrl-C")
+    sv.add_argument("--config", default="config.json")
+    sv.add_argument("--poll-interval", type=float, default=5.0, dest="poll_interval",
+                    help="seconds between two live tail top-ups from the exchange")
+    sv.set_defaults(func=cmd_serve)
     d = sub.add_parser("demo", help="emulator + startup sync + health (what `make run` does)")
     d.add_argument("--config", default="config.json")
     d.set_defaults(func=cmd_demo)

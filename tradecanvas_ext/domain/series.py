@@ -35,6 +35,9 @@ class SeriesId:
             raise ValueError(f"series_id: market {self.market!r} must be one of {', '.join(MARKETS)}")
         if any(not p.strip() for p in self.symbol.split(":")):
             raise ValueError(f"series_id: symbol {self.symbol!r} has an empty part")
+        base, _, quote = self.symbol.split(":")[0].partition("/")
+        if not base.strip() or not quote.strip():
+            raise ValueError(f"series_id: symbol {self.symbol!r} must be a ccxt unified symbol like BTC/USDT")
         try:
             timeframe_to_seconds(self.timeframe)
         except ValueError as exc:

@@ -1,0 +1,315 @@
+"""Contract section 4 through a real server on 127.0.0.1 and a real WebSocket client library."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tests.conftest import NOW
+from tests.wsclient import WS, check_guarantee, events
+
+SID = "binance:spot:BTC/USDT:1m"
+ETH = "binance:spot:ETH/USDT:1m"
+TF = 60
+T = (NOW // TF) * TF - 20 * TF  # 20 candles back: every candle below is closed at NOW
+
+
+def candles(exchange, *times, symbol="BTC/USDT"):
+    rows = {r[0]: r for r in exchange.candles(symbol, "1m", min(times), max(times))}
+    return [rows[t] for t in times]
+
+
+@pytest.fixture
+def served(make_runtime):
+    clients = []
+
+    def make(**section):
+        rt = make_runtime(serve=True, **{"series": [SID, ETH], **section})
+        return rt
+
+    def client(rt, **kw):
+        ws = WS(rt.url, **kw)
+        clients.append(ws)
+        return ws
+
+    make.client = client
+    yield make
+    for c in clients:
+        c.close()
+
+
+def test_catch_up_then_live(served, exchange):
+    rt = served()
+    rt.store.upsert_closed(SID, candles(exchange, T, T + 60, T + 120))
+    ws = served.client(rt)
+    sub = ws.subscribe(SID, since=T)
+    assert sub == {"type": "subscribed", "series_id": SID, "since": T, "head_time": T + 120}
+    ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 120)
+    assert rt.ingest_closed(SID, candles(exchange, T + 180)) == 1
+    ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 180)
+    assert [m["type"] for m in ws.received] == ["subscribed"] + ["candle_closed"] * 3
+    assert events(ws.received) == [("c", T + 60), ("c", T + 120), ("c", T + 180)]
+
+
+def test_catch_up_with_batch(served, exchange):
+    rt = served()
+    rt.store.upsert_closed(SID, candles(exchange, T, T + 60, T + 120))
+    ws = served.client(rt)
+    ws.subscribe(SID, since=T, supports_batch=True)
+    batch = ws.until(lambda m: m["type"] == "candles_batch")
+    assert [c["candle_time"] for c in batch["candles"]] == [T + 60, T + 120]
+    assert batch["candles"][0] == dict(zip(("candle_time", "open", "high", "low", "close", "volume"),
+                                           candles(exchange, T + 60)[0], strict=True))
+    rt.ingest_closed(SID, candles(exchange, T + 180))
+    live = ws.until(lambda m: m["type"] == "candle_closed")
+    assert live["candle"]["candle_time"] == T + 180
+
+
+def test_catch_up_without_since_is_the_last_500(served, exchange):
+    rt = served()
+    rows = exchange.candles("BTC/USDT", "1m", T - 599 * 60, T)
+    rt.store.upsert_closed(SID, rows)
+    ws = served.client(rt)
+    assert ws.subscribe(SID, supports_batch=True)["since"] is None
+    got = ws.until(lambda m: m["type"] == "candles_batch")
+    assert [c["candle_time"] for c in got["candles"]] == [r[0] for r in rows[-500:]]
+
+
+@pytest.mark.parametrize("cause, reason", [("exchange_down", "unrecovered"), ("outage", "void")])
+def test_gap_that_cannot_be_recovered_is_announced(served, exchange, cause, reason):
+    rt = served(ccxt_timeout_ms=500)
+    rt.backfill.time_bound_s = 2.0
+    rows = candles(exchange, T, T + 120)
+    if cause == "outage":
+        exchange.faults.outage(T + 60, T + 120)  # the exchange never had T+60 (old: confirmed void)
+    else:
+        exchange.faults.http_error(503, n=None)  # the exchange does not answer
+    rt.store.upsert_closed(SID, rows[:1])
+    ws = served.client(rt)
+    ws.subscribe(SID, since=T)
+    rt.ingest_closed(SID, rows[1:])
+    ws.until(lambda m: m["type"] == "candle_closed")
+    gap = [m for m in ws.received if m["type"] == "gap"]
+    assert gap == [{"type": "gap", "series_id": SID, "expected_next_time": T + 60, "actual_time": T + 120,
+                    "missing_candles": 1, "reason": reason}]
+    assert events(ws.received) == [("gap", T + 60, T + 120, 1, reason), ("c", T + 120)]
+
+
+def test_gap_recovered_from_the_exchange(served, exchange):
+    rt = served()
+    rt.store.upsert_closed(SID, candles(exchange, T))
+    ws = served.client(rt)
+    ws.subscribe(SID, since=T)
+    exchange.reset_counts()
+    rt.ingest_closed(SID, candles(exchange, T + 120))
+    ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 120)
+    assert events(ws.received) == [("c", T + 60), ("c", T + 120)]
+    assert exchange.request_count("klines") == 1
+    assert rt.store.read_between(SID, T + 60, T + 60).rows() == candles(exchange, T + 60)
+
+
+@pytest.mark.parametrize("how", ["config", "env"])
+def test_gap_backfill_switched_off(served, exchange, how):
+    rt = served(enable_market_gap_backfill=False) if how == "config" else served(
+        env={"TRADE_CANVAS_ENABLE_MARKET_GAP_BACKFILL": "0"})
+    rt.store.upsert_closed(SID, candles(exchange, T))
+    ws = served.client(rt)
+    ws.subscribe(SID, since=T)
+    exchange.reset_counts()
+    rt.ingest_closed(SID, candles(exchange, T + 120))
+    ws.until(lambda m: m["type"] == "candle_closed")
+    assert events(ws.received) == [("gap", T + 60, T + 120, 1, "backfill_disabled"), ("c", T + 120)]
+    assert exchange.request_count() == 0
+
+
+def test_candle_already_in_the_store_needs_no_backfill(served, exchange):
+    rt = served()
+    rt.store.upsert_closed(SID, candles(exchange, T))
+    ws = served.client(rt)
+    ws.subscribe(SID, since=T)
+    ws.drain(0.3)
+    rt.store.upsert_closed(SID, candles(exchange, T + 60))  # written without a publish
+    exchange.reset_counts()
+    rt.ingest_closed(SID, candles(exchange, T + 120))
+    ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 120)
+    assert events(ws.received) == [("c", T + 60), ("c", T + 120)]
+    assert exchange.request_count() == 0 and rt.hub.recoveries_started == 0
+
+
+def test_holes_inside_a_catch_up_and_a_batch_each_get_a_gap(served, exchange):
+    rt = served()
+    old = T - 10 * 60  # old enough for the exchange's answer to become a void
+    exchange.faults.outage(old + 120, old + 180)
+    exchange.faults.outage(T + 360, T + 420)
+    rt.store.upsert_closed(SID, candles(exchange, old, old + 60, old + 180, old + 240))
+    ws = served.client(rt)
+    ws.subscribe(SID, since=old, supports_batch=True)
+    ws.until(lambda m: m.get("candles", [{}])[-1].get("candle_time") == old + 240)
+    rt.store.upsert_closed(SID, exchange.candles("BTC/USDT", "1m", old + 300, T + 240))
+    rt.ingest_closed(SID, [r for r in exchange.candles("BTC/USDT", "1m", T + 300, T + 480)])
+    ws.until(lambda m: m.get("candles", [{}])[-1].get("candle_time") == T + 480)
+    evs = events(ws.received)
+    gaps = [e for e in evs if e[0] == "gap"]
+    assert gaps == [("gap", old + 120, old + 180, 1, "void"), ("gap", T + 360, T + 420, 1, "void")]
+    check_guarantee(ws.received, SID, TF, old)
+
+
+def test_live_candle_during_the_catch_up_read_is_delivered_once(served, exchange):
+    rt = served()
+    rt.store.upsert_closed(SID, candles(exchange, T, T + 60, T + 120))
+    real_read = rt.store.read_after
+    injected = threading.Event()
+
+    def racing_read(series, since, limit):
+        if not injected.is_set():  # a live candle lands in the store and is published mid-read
+            injected.set()
+            rt.ingest_closed(SID, candles(exchange, T + 180))
+        out = real_read(series, since, limit)
+        rt.ingest_closed(SID, candles(exchange, T + 240))  # and one right after the read
+        return out
+
+    rt.store.read_after = racing_read
+    ws = served.client(rt)
+    ws.subscribe(SID, since=T)
+    ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 240)
+    ws.drain(0.3)
+    assert events(ws.received) == [("c", T + 60), ("c", T + 120), ("c", T + 180), ("c", T + 240)]
+
+
+def test_fifty_clients_one_hole_one_recovery(served, exchange):
+    rt = served()
+    rt.store.upsert_closed(SID, candles(exchange, T))
+    clients = [served.client(rt) for _ in range(50)]
+    for ws in clients:
+        ws.subscribe(SID, since=T)
+    exchange.reset_counts()
+    exchange.faults.slow(0.3, n=1)  # keep the one recovery in flight while all 50 ask for it
+    rt.ingest_closed(SID, candles(exchange, T + 180))
+    for ws in clients:
+        ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 180)
+        assert events(ws.received) == [("c", T + 60), ("c", T + 120), ("c", T + 180)]
+    assert exchange.request_count("klines") == 1 and rt.hub.recoveries_started == 1
+
+
+def test_slow_recovery_does_not_hold_other_series_or_clients(served, exchange):
+    rt = served()
+    rt.store.upsert_closed(SID, candles(exchange, T))
+    rt.store.upsert_closed(ETH, candles(exchange, T, symbol="ETH/USDT"))
+    a, b = served.client(rt), served.client(rt)
+    a.subscribe(SID, since=T)
+    b.subscribe(ETH, since=T)
+    exchange.faults.slow(1.5, n=1)
+    rt.ingest_closed(SID, candles(exchange, T + 120))  # hole: a slow recovery for BTC
+    t0 = time.monotonic()
+    rt.ingest_closed(ETH, candles(exchange, T + 60, symbol="ETH/USDT"))
+    b.until(lambda m: m.get("candle", {}).get("candle_time") == T + 60)
+    assert time.monotonic() - t0 < 1.0  # ETH was not held behind BTC's exchange call
+    a.until(lambda m: m.get("candle", {}).get("candle_time") == T + 120)
+    assert events(a.received) == [("c", T + 60), ("c", T + 120)]
+
+
+def test_bad_frames_get_errors_and_the_socket_stays_open(served, exchange):
+    rt = served()
+    rt.store.upsert_closed(SID, candles(exchange, T))
+    ws = served.client(rt)
+    ws.subscribe(SID, since=T - 60)
+    ws.until(lambda m: m["type"] == "candle_closed")
+    bad = [
+        ("not json", "bad_request", "not valid JSON"),
+        ("[1, 2]", "bad_request", "JSON object"),
+        ({"type": "dance"}, "bad_request", "unknown type"),
+        ({"type": "subscribe"}, "bad_request", "series_id"),
+        ({"type": "subscribe", "series_id": "binance:spot:BTC/USDT:1w"}, "bad_request", "timeframe"),
+        ({"type": "subscribe", "series_id": "nope:spot:BTC/USDT:1m"}, "bad_request", "exchange"),
+        ({"type": "subscribe", "series_id": SID, "since": "5"}, "bad_request", "since"),
+        ({"type": "subscribe", "series_id": SID, "since": True}, "bad_request", "since"),
+        ({"type": "subscribe", "series_id": SID, "since": 1.5}, "bad_request", "since"),
+        ({"type": "subscribe", "series_id": SID, "since": -1}, "bad_request", "since"),
+        ({"type": "subscribe", "series_id": SID, "supports_batch": "yes"}, "bad_request", "supports_batch"),
+        ({"type": "subscribe", "series_id": "binance:spot:LTC/USDT:1m"}, "unknown_series", "not configured"),
+    ]
+    for frame, code, text in bad:
+        ws.send(frame)
+        err = ws.until(lambda m: m["type"] == "error")
+        assert err["code"] == code and text in err["message"], (frame, err)
+    ws.send({"type": "ping"})
+    assert ws.until(lambda m: m["type"] in ("pong", "error"))["type"] == "pong"
+    rt.ingest_closed(SID, candles(exchange, T + 60))  # the subscription was not disturbed
+    assert ws.until(lambda m: m["type"] == "candle_closed")["candle"]["candle_time"] == T + 60
+
+
+def test_too_many_subscriptions(served, exchange, monkeypatch):
+    from tradecanvas_ext.hub import candle_hub
+
+    monkeypatch.setattr(candle_hub, "MAX_SUBSCRIPTIONS", 1)
+    rt = served()
+    ws = served.client(rt)
+    assert ws.subscribe(SID)["type"] == "subscribed"
+    err = ws.subscribe(ETH)
+    assert err["code"] == "too_many_subscriptions" and err["series_id"] == ETH
+    assert ws.subscribe(SID)["type"] == "subscribed"  # replacing one is fine
+
+
+def test_unsubscribe_and_replace(served, exchange):
+    rt = served()
+    rt.store.upsert_closed(SID, candles(exchange, T))
+    ws = served.client(rt)
+    ws.subscribe(SID, since=T)
+    ws.send({"type": "unsubscribe", "series_id": SID})
+    ws.send({"type": "ping"})
+    ws.until(lambda m: m["type"] == "pong")
+    rt.ingest_closed(SID, candles(exchange, T + 60))
+    assert ws.drain(0.4) == []
+    ws.subscribe(SID, since=T + 60)
+    ws.subscribe(SID, since=T - 60)  # replaces: catch-up from T - 60
+    msgs = ws.drain(0.5)
+    assert [m["candle"]["candle_time"] for m in msgs if m["type"] == "candle_closed"] == [T, T + 60]
+
+
+def test_dead_and_slow_clients_do_not_hold_others_back(served, exchange):
+    rt = served()
+    rt.store.upsert_closed(SID, candles(exchange, T))
+    dead = served.client(rt)
+    dead.subscribe(SID, since=T)
+    dead.ws.sock.close()  # vanished without a close frame
+    slow = served.client(rt)
+    slow.subscribe(SID, since=T)  # never reads again
+    good = served.client(rt)
+    good.subscribe(SID, since=T)
+    for k in range(1, 11):
+        rt.ingest_closed(SID, candles(exchange, T + 60 * k))
+    good.until(lambda m: m.get("candle", {}).get("candle_time") == T + 600)
+    check_guarantee(good.received, SID, TF, T)
+    deadline = time.monotonic() + 5
+    while rt.hub.client_count > 2 and time.monotonic() < deadline:
+        rt.ingest_closed(SID, candles(exchange, T + 660))
+        time.sleep(0.1)
+    assert rt.hub.client_count == 2  # the dead one is gone, the slow one is still served
+
+
+def test_forming_is_throttled_never_stored_and_after_the_last_closed(served, exchange):
+    rt = served()
+    rt.store.upsert_closed(SID, candles(exchange, T))
+    ws = served.client(rt)
+    ws.subscribe(SID, since=T - 60)
+    ws.until(lambda m: m["type"] == "candle_closed")
+    old = {"candle_time": T, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}
+    rt.ingest_forming(SID, old)  # not after the last closed one: never sent
+    forming = {**old, "candle_time": NOW // 60 * 60}
+    for k in range(20):
+        rt.ingest_forming(SID, {**forming, "close": 1.0, "volume": 1.0 + k})
+    msgs = ws.drain(0.5)
+    kinds = [m["type"] for m in msgs]
+    assert 1 <= kinds.count("candle_forming") <= 3  # throttled
+    assert all(m["candle"]["candle_time"] == forming["candle_time"] for m in msgs)
+    assert rt.store.head_time(SID) == T  # never persisted
+
+
+def test_token_required_on_the_websocket(served, exchange):
+    rt = served(api_token="s3cret")
+    ws = served.client(rt)
+    msg = ws.recv(3)
+    assert msg["type"] == "error" and msg["code"] == "unauthorized"
+    ok = served.client(rt, token="s3cret")
+    assert ok.subscribe(SID)["type"] == "subscribed"

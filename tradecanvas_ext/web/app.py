@@ -1,0 +1,61 @@
+"""The Flask app factory: market blueprint, WebSocket route, error handlers, token check and CORS, all from
+`runtime.settings`. It never reads the environment or files and knows nothing of how it is served."""
+from __future__ import annotations
+
+from flask import Flask, request
+
+from .blueprint import bp as market_bp
+from .errors import Unauthorized, register_error_handlers, token_ok
+from .ws import init_websocket
+
+# Reachable without the token (contract section 2). The WebSocket checks its own token (?token= too).
+OPEN_ENDPOINTS = frozenset({"market.health", "market_ws"})
+CORS_METHODS = "GET, POST, OPTIONS"
+CORS_HEADERS = "Authorization, Content-Type"
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(runtime) -> Flask:
+    app = Flask("tradecanvas_ext")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # keep the contract's field order
+    app.extensions["tradecanvas.runtime"] = runtime
+    register_error_handlers(app)
+    app.register_blueprint(market_bp)
+    init_websocket(app)
+    _install_token_check(app, runtime.settings.api_token)
+    _install_cors(app, frozenset(runtime.settings.cors_origins or ()))
+    return app
+
+
+def _install_token_check(app: Flask, token: str | None) -> None:
+    if not token:
+        return
+
+    @app.before_request
+    def _require_token():
+        if request.method == "OPTIONS" or request.url_rule is None:  # preflight; 404/405 follow
+            return None
+        if request.endpoint in OPEN_ENDPOINTS:
+            return None
+        if not token_ok(token, request):
+            raise Unauthorized()
+        return None
+
+
+def _install_cors(app: Flask, origins: frozenset[str]) -> None:
+    if not origins:
+        return
+
+    @app.after_request
+    def _cors(response):
+        response.vary.add("Origin")
+        origin = request.headers.get("Origin")
+        if origin is None or origin not in origins:
+            return response
+        response.headers["Access-Control-Allow-Origin"] = origin
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+            response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+            response.headers["Access-Control-Max-Age"] = "600"
+        return response

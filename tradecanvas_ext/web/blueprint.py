@@ -1,0 +1,129 @@
+"""The market HTTP API of contract section 3, as a Flask blueprint over the app's Runtime. Views parse,
+call the runtime and shape JSON; they never read env or files, never build error responses (they raise)."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, current_app, jsonify, request
+
+from ..domain import align_down, align_up, expected_latest_closed_time
+from .errors import BadParameter, BadRequest, int_arg, parse_int, parse_series, series_arg
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("market", __name__, url_prefix="/api/market")
+
+DEFAULT_LIMIT = 500
+MAX_LIMIT = 5000
+MAX_GAPS_WINDOW_CANDLES = 5_000_000  # bounds the work of one /gaps call
+MAX_BACKFILL_CANDLES = 100_000  # bounds one explicit repair
+_BACKFILL_FIELDS = ("series_id", "start", "end")
+
+
+def runtime():
+    return current_app.extensions["tradecanvas.runtime"]
+
+
+def _window_candles(start: int, end: int, tf: int) -> int:
+    """Aligned candle times in [start, end]."""
+    s, e = align_up(start, tf), align_down(end, tf)
+    return 0 if e < s else (e - s) // tf + 1
+
+
+@bp.get("/candles")
+def candles():
+    rt = runtime()
+    sid = series_arg(rt)
+    since = int_arg("since")
+    limit = int_arg("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+    settings = rt.settings
+    if since is None and settings.enable_market_auto_tail_backfill:
+        target = min(limit, settings.auto_tail_backfill_max_candles)
+        try:  # the service applies the cooldown and single flight; a failed repair never fails a read
+            rt.backfill.ensure_tail_coverage(sid, target=target, to_time=None, read_path=True)
+        except Exception:
+            log.warning("%s: read-path tail coverage failed; serving what is stored", sid, exc_info=True)
+    store = rt.store
+    batch = store.read_tail(sid, limit) if since is None else store.read_after(sid, since, limit)
+    holes = []
+    if len(batch) >= 2:  # both ends are stored candles, so every hole found is strictly inside
+        holes = [h.to_dict() for h in store.holes(sid, int(batch.times[0]), int(batch.times[-1]))]
+    return jsonify({"series_id": str(sid), "server_head_time": store.head_time(sid),
+                    "candles": batch.to_dicts(), "holes": holes})
+
+
+@bp.get("/health")
+def health():
+    rt = runtime()
+    sid = series_arg(rt, required=False)
+    now_time = int_arg("now_time")
+    return jsonify(rt.health(sid, now_time))
+
+
+@bp.get("/series")
+def series():
+    rt = runtime()
+    rows = []
+    for sid in rt.series_ids:
+        stats = rt.store.stats(sid)
+        h = rt.health(sid)
+        rows.append({"series_id": str(sid), "timeframe_seconds": sid.tf_seconds,
+                     "first_time": stats["first_time"], "head_time": stats["head_time"],
+                     "candle_count": stats["candle_count"], "status": h["status"],
+                     "status_reason": h["status_reason"]})
+    return jsonify({"series": rows})
+
+
+@bp.get("/gaps")
+def gaps():
+    rt = runtime()
+    sid = series_arg(rt)
+    tf = sid.tf_seconds
+    start = int_arg("start")
+    end = int_arg("end")
+    if start is not None and end is not None and end < start:
+        raise BadParameter(f"end ({end}) must not be before start ({start})")
+    if end is None:
+        end = expected_latest_closed_time(rt.clock(), tf)
+    if start is None:
+        first = rt.store.first_time(sid)
+        if first is None:  # nothing stored and no start: no window to look at
+            return jsonify({"series_id": str(sid), "start": None, "end": end, "holes": [],
+                            "missing_candles": 0})
+        # a defaulted window is cut to its newest part rather than refused
+        start = max(first, align_down(end, tf) - (MAX_GAPS_WINDOW_CANDLES - 1) * tf)
+    # a window left empty by a default (start after the latest closed time...) simply has no hole
+    size = _window_candles(start, end, tf)
+    if size > MAX_GAPS_WINDOW_CANDLES:
+        raise BadParameter(f"the window start..end spans {size} candles; at most {MAX_GAPS_WINDOW_CANDLES} "
+                           "per call")
+    holes = rt.store.holes(sid, start, end)
+    return jsonify({"series_id": str(sid), "start": start, "end": end, "holes": [h.to_dict() for h in holes],
+                    "missing_candles": sum(h.missing_candles for h in holes)})
+
+
+@bp.post("/backfill")
+def backfill():
+    rt = runtime()
+    if not request.is_json:
+        raise BadRequest("the body must be a JSON object sent with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest('the body must be a JSON object {"series_id": ..., "start": ..., "end": ...}')
+    unknown = sorted(set(body) - set(_BACKFILL_FIELDS))
+    if unknown:
+        raise BadParameter(f"unknown field(s) {', '.join(map(repr, unknown))}; expected "
+                           f"{', '.join(_BACKFILL_FIELDS)}")
+    missing = [f for f in _BACKFILL_FIELDS if f not in body]
+    if missing:
+        raise BadParameter(f"missing field(s) {', '.join(missing)}")
+    start = parse_int(body["start"], "start")
+    end = parse_int(body["end"], "end")
+    sid = parse_series(body["series_id"], rt)
+    if end < start:
+        raise BadParameter(f"end ({end}) must not be before start ({start})")
+    size = _window_candles(start, end, sid.tf_seconds)
+    if size > MAX_BACKFILL_CANDLES:
+        raise BadParameter(f"the range start..end spans {size} candles; at most {MAX_BACKFILL_CANDLES} "
+                           "per call")
+    return jsonify(rt.backfill.backfill_range(sid, start, end).to_dict())

@@ -1,0 +1,100 @@
+"""The `/ws/market` WebSocket route (flask-sock): token check, then frames in to the hub, until either side
+closes. It never parses protocol messages itself (the hub does) and never logs the token."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+from flask import Flask, current_app, request
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed
+
+from .errors import token_ok
+
+log = logging.getLogger(__name__)
+
+EXTENSION_KEY = "tradecanvas.websockets"
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
+# flask-sock hands these to simple_websocket.Server: pings find dead peers, a size cap bounds memory.
+SERVER_OPTIONS = {"ping_interval": 25, "max_message_size": 64 * 1024}
+
+
+class OpenWebSockets:
+    """The app's open WebSockets, so that a server stop can close them instead of waiting on them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open: set = set()
+
+    def add(self, ws) -> None:
+        with self._lock:
+            self._open.add(ws)
+
+    def discard(self, ws) -> None:
+        with self._lock:
+            self._open.discard(ws)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def close_all(self, code: int = CLOSE_GOING_AWAY, message: str = "server shutting down") -> int:
+        with self._lock:
+            sockets = list(self._open)
+        for ws in sockets:
+            try:
+                ws.close(reason=code, message=message)
+            except Exception:  # already closed, or the peer is gone
+                pass
+        return len(sockets)
+
+
+def _close(ws, code: int, message: str) -> None:
+    try:
+        ws.close(reason=code, message=message)
+    except Exception:
+        pass
+
+
+def market_ws(ws) -> None:
+    runtime = current_app.extensions["tradecanvas.runtime"]
+    registry: OpenWebSockets = current_app.extensions[EXTENSION_KEY]
+    registry.add(ws)
+    try:
+        if not token_ok(runtime.settings.api_token, request, allow_query=True):
+            ws.send(json.dumps({"type": "error", "code": "unauthorized",
+                                "message": "missing or wrong API token: pass ?token=... or "
+                                           "'Authorization: Bearer <token>'"}))
+            _close(ws, CLOSE_POLICY_VIOLATION, "unauthorized")
+            return
+        hub = runtime.hub
+        if hub is None:
+            _close(ws, CLOSE_INTERNAL_ERROR, "live candles are not available")
+            return
+        client = hub.connect(send=ws.send, close=ws.close)
+        try:
+            while True:
+                text = ws.receive()
+                if text is None:
+                    break
+                if isinstance(text, (bytes, bytearray)):
+                    client.send_error("bad_request", "binary frames are not supported; send JSON text frames")
+                    continue
+                client.handle_text(text)
+        except ConnectionClosed:
+            pass
+        finally:
+            hub.disconnect(client)
+    finally:
+        registry.discard(ws)
+
+
+def init_websocket(app: Flask) -> Sock:
+    app.config.setdefault("SOCK_SERVER_OPTIONS", dict(SERVER_OPTIONS))
+    app.extensions[EXTENSION_KEY] = OpenWebSockets()
+    sock = Sock(app)
+    sock.route("/ws/market")(market_ws)
+    return sock
