@@ -37,9 +37,26 @@ def refused(port: int) -> bool:
     return False
 
 
-def web_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.is_alive() and
-            (t.name.startswith("tc-web") or "simple_websocket" in t.name)]
+_BASELINE: set[threading.Thread] = set()
+
+
+@pytest.fixture(autouse=True)
+def _thread_baseline():
+    """Threads left by earlier tests (other modules' servers and clients) are not this test's business."""
+    _BASELINE.clear()
+    _BASELINE.update(threading.enumerate())
+    yield
+
+
+def web_threads(grace_s: float = 2.0) -> list[str]:
+    """Web server and WebSocket threads this test started that are still alive after a short grace."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        alive = [t.name for t in threading.enumerate() if t.is_alive() and t not in _BASELINE and
+                 (t.name.startswith("tc-web") or "simple_websocket" in t.name)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 class FakeClient:

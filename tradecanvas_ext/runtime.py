@@ -34,6 +34,8 @@ class Runtime:
         self._dp = None
         self._exchange_pool = None
         self._sync_thread: threading.Thread | None = None
+        self._listener = None
+        self.metrics = None
         self._lock = threading.Lock()
         self._started = False
 
@@ -63,6 +65,16 @@ class Runtime:
 
             self.hub = CandleHub(self.store, self.backfill, s, self.is_configured)
             self.backfill.on_written = self.hub.publish_closed  # repaired candles reach subscribers too
+            from .metrics import Metrics
+
+            self.metrics = Metrics()
+            self.backfill.metrics = self.hub.metrics = self.metrics
+            self.metrics.bind(self)
+            self.store.origin = self.tracker.owner  # notifications and leases name this process
+            if self.store.dialect == "postgresql":  # candles written by other processes reach our clients
+                from .store.listener import CandleListener
+
+                self._listener = CandleListener(s.db_url, self.store.origin, self._on_remote_write).start()
             if serve:
                 self._start_server()
             self._started = True
@@ -98,6 +110,9 @@ class Runtime:
                 except Exception:
                     log.exception("stopping the web server failed")
                 self.server = None
+            if self._listener is not None:
+                self._listener.stop()
+                self._listener = None
             if self.hub is not None:
                 self.hub.close()
             if self._exchange_pool is not None:
@@ -108,6 +123,13 @@ class Runtime:
     @property
     def url(self) -> str | None:
         return None if self.server is None else self.server.url
+
+    def _on_remote_write(self, series_id: str, first: int, last: int) -> None:
+        """Another process stored candles: read them back and publish them like our own."""
+        if self.hub is None or not self.is_configured(series_id):
+            return
+        sid = SeriesId.parse(series_id)
+        self.hub.publish_closed(sid, self.store.read_between(sid, first, last))
 
     # ---- freqtrade binding --------------------------------------------------------------------------
     def bind_data_provider(self, dp) -> None:
@@ -133,6 +155,9 @@ class Runtime:
         sid = series_id if isinstance(series_id, SeriesId) else SeriesId.parse(series_id)
         batch = CandleBatch.coerce(candles)
         res = self.store.upsert_closed(sid, batch, now=self.clock())
+        if self.metrics is not None:
+            self.metrics.candles_stored.labels(str(sid), "ingest").inc(res.accepted)
+            self.metrics.rejected(res.rejected)
         if res.accepted and self.hub is not None:
             valid, _ = batch.split_valid(sid.tf_seconds, self.clock())
             self.hub.publish_closed(sid, valid.dedupe_sorted())

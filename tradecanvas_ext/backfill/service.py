@@ -16,6 +16,7 @@ import numpy as np
 
 from ..domain import CandleBatch, Hole, SeriesId, align_down, expected_latest_closed_time
 from ..sources.base import CandleSource, SourceResult
+from ..store.leases import LeaseTimeout
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class BackfillService:
         self._series_locks: dict[str, threading.Lock] = {}
         self._last_repair_end: dict[str, float] = {}
         self.on_written: Callable[[SeriesId, CandleBatch], None] | None = None  # the hub listens here
+        self.metrics = None  # a tradecanvas_ext.metrics.Metrics when the runtime has one
 
     # ---- public API -------------------------------------------------------------------------------
     def ensure_tail_coverage(self, series_id, target: int, to_time: int | None = None, *,
@@ -173,15 +175,28 @@ class BackfillService:
 
     def _repair(self, sid: SeriesId, start: int, end: int, levels: tuple[str, ...], allow_ccxt: bool,
                 reason: str, target: int, to_time: int | None) -> CoverageResult:
-        tf = sid.tf_seconds
         res = CoverageResult(str(sid), start, end, target, to_time=to_time)
         if end < start:
             return res
         now = self.clock()
         deadline = time.monotonic() + self.time_bound_s
-        holes = self._open_holes(sid, start, end, now)
+        if not self._open_holes(sid, start, end, now):
+            return self._measure(sid, start, end, target, to_time, into=res)
+        try:  # one repair of a series at a time across processes sharing the store
+            with self.store.repair_lease(sid, self.time_bound_s):
+                return self._repair_leased(sid, start, end, levels, allow_ccxt, reason, res, now, deadline)
+        except LeaseTimeout:
+            res.errors.append(f"{sid}: another process kept the repair lease past {self.time_bound_s:.0f}s")
+            return self._measure(sid, start, end, target, to_time, into=res)
+
+    def _repair_leased(self, sid: SeriesId, start: int, end: int, levels: tuple[str, ...], allow_ccxt: bool,
+                       reason: str, res: CoverageResult, now: float, deadline: float) -> CoverageResult:
+        tf = sid.tf_seconds
+        target, to_time = res.target, res.to_time
+        holes = self._open_holes(sid, start, end, now)  # again: the previous holder may have filled them
         if not holes:
             return self._measure(sid, start, end, target, to_time, into=res)
+        started = time.monotonic()
         missing = sum(h.missing_candles for h in holes)
         self.tracker.begin(sid, missing * tf, missing, reason)
         ran = 0
@@ -197,6 +212,10 @@ class BackfillService:
                 out = self._run_source(source, sid, holes, now, deadline)
                 res.errors.extend(out.errors)
                 written = self._write(sid, out.candles, start, end, now, res)
+                if self.metrics is not None:
+                    self.metrics.candles_stored.labels(str(sid), level).inc(written)
+                    if out.requests:
+                        self.metrics.exchange_requests.labels(sid.exchange).inc(out.requests)
                 res.sources[level] = res.sources.get(level, 0) + written
                 res.filled += written
                 if out.voids:
@@ -217,6 +236,10 @@ class BackfillService:
             res.note, ok = NOTE_PARTIAL, True
         self.tracker.finish(sid, ok, res.note, left * tf, left, ran,
                             error="; ".join(res.errors)[:2000] if res.errors else None)
+        if self.metrics is not None:
+            self.metrics.repairs.labels(str(sid), res.note).inc()
+            self.metrics.repair_seconds.labels(str(sid)).observe(time.monotonic() - started)
+            self.metrics.rejected(res.rejected)
         if ran:
             with self._flights_lock:
                 self._last_repair_end[str(sid)] = self.clock()

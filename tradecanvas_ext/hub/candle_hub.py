@@ -48,6 +48,11 @@ class HubClient:
     def enqueue(self, message: dict) -> None:
         if not self.alive:
             return
+        metrics = self.hub.metrics
+        if metrics is not None:
+            metrics.ws_messages.labels(message["type"]).inc()
+            if message["type"] == "gap":
+                metrics.ws_gaps.labels(message["series_id"], message["reason"]).inc()
         try:
             self._out.put_nowait(json.dumps(message, separators=(",", ":")))
         except queue.Full:
@@ -135,6 +140,7 @@ class CandleHub:
         self._recovery_pool = ThreadPoolExecutor(recovery_workers, thread_name_prefix="tc-hub-recovery")
         self.recovery_bound_s = getattr(backfill, "time_bound_s", 30.0) + 5.0
         self.recoveries_started = 0
+        self.metrics = None  # a tradecanvas_ext.metrics.Metrics when the runtime has one
         self._closed = False
 
     # ---- clients ----------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ on one file (WAL lets readers run alongside). `_keys_lock` protects the series_i
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import uuid
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,12 +21,14 @@ from sqlalchemy.engine import Engine
 
 from ..domain import CandleBatch, Hole, SeriesId, align_down, align_up, split_by_voids
 from . import schema
+from .leases import FileLeases, LeaseTimeout, PostgresLeases  # noqa: F401 - LeaseTimeout re-exported
 from .schema import candles as C
 from .schema import voids as V
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 50_000
+NOTIFY_CHANNEL = "tc_candles"
 _CANDLE_COLS = ("series_key", "candle_time", "open", "high", "low", "close", "volume")
 
 
@@ -83,6 +87,13 @@ class CandleStore:
         self._keys: dict[str, int] = {}
         self._keys_lock = threading.Lock()
         self._upsert_sql = self._compile_upsert()
+        self.origin = uuid.uuid4().hex  # who wrote a change, in notifications to other processes
+        self.notify_writes = self.dialect == "postgresql"
+        if self.dialect == "postgresql":
+            self.leases = PostgresLeases(self.engine)
+        else:
+            path = db_url.split(":///", 1)[1] if ":///" in db_url else ""
+            self.leases = FileLeases(f"{path}.repair-locks") if path and path != ":memory:" else None
         if create:
             self.create_schema()
 
@@ -120,7 +131,18 @@ class CandleStore:
         return dialect_insert(table)
 
     def close(self) -> None:
+        if isinstance(self.leases, FileLeases):
+            self.leases.close()
         self.engine.dispose()
+
+    @contextmanager
+    def repair_lease(self, series_id, timeout_s: float):
+        """Held while one process repairs a series; others wait (LeaseTimeout past `timeout_s`)."""
+        if self.leases is None:
+            yield
+            return
+        with self.leases.hold(self.series_key(series_id), timeout_s):
+            yield
 
     def _compile_upsert(self) -> tuple[str, bool]:
         """One INSERT .. ON CONFLICT DO UPDATE statement, run by the driver's executemany."""
@@ -187,6 +209,10 @@ class CandleStore:
                 if not positional:
                     rows = [dict(zip(_CANDLE_COLS, r, strict=True)) for r in rows]
                 conn.exec_driver_sql(sql, rows)
+            if self.notify_writes:  # delivered to LISTENers at commit, so they read what we wrote
+                payload = json.dumps({"s": str(sid), "a": int(valid.times[0]), "b": int(valid.times[-1]),
+                                      "o": self.origin})
+                conn.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": NOTIFY_CHANNEL, "p": payload})
         return UpsertResult(n, rejected)
 
     def _select(self, key: int, where, order_desc: bool = False, limit: int | None = None):

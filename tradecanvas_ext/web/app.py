@@ -6,10 +6,12 @@ from flask import Flask, request
 
 from .blueprint import bp as market_bp
 from .errors import Unauthorized, register_error_handlers, token_ok
+from .page import OPEN_ENDPOINTS as PAGE_ENDPOINTS, bp as page_bp
+from .ops import bp as ops_bp
 from .ws import init_websocket
 
 # Reachable without the token (contract section 2). The WebSocket checks its own token (?token= too).
-OPEN_ENDPOINTS = frozenset({"market.health", "market_ws"})
+OPEN_ENDPOINTS = frozenset({"market.health", "market_ws", "ops.openapi"})
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
 MAX_BODY_BYTES = 64 * 1024
@@ -22,6 +24,8 @@ def create_app(runtime) -> Flask:
     app.extensions["tradecanvas.runtime"] = runtime
     register_error_handlers(app)
     app.register_blueprint(market_bp)
+    app.register_blueprint(page_bp)
+    app.register_blueprint(ops_bp)
     init_websocket(app)
     _install_token_check(app, runtime.settings.api_token)
     _install_cors(app, frozenset(runtime.settings.cors_origins or ()))
