@@ -6,7 +6,6 @@ from flask import Flask, request
 
 from .blueprint import bp as market_bp
 from .errors import Unauthorized, register_error_handlers, token_ok
-from .page import OPEN_ENDPOINTS as PAGE_ENDPOINTS, bp as page_bp
 from .ops import bp as ops_bp
 from .ws import init_websocket
 
@@ -24,7 +23,6 @@ def create_app(runtime) -> Flask:
     app.extensions["tradecanvas.runtime"] = runtime
     register_error_handlers(app)
     app.register_blueprint(market_bp)
-    app.register_blueprint(page_bp)
     app.register_blueprint(ops_bp)
     init_websocket(app)
     _install_token_check(app, runtime.settings.api_token)
