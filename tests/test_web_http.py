@@ -471,7 +471,7 @@ class _Result:
 
 def test_unknown_routes_and_methods_answer_json(api):
     a = api()
-    assert_error(a.get("/"), 404, "not_found", "/")
+    assert_error(a.get("/nope"), 404, "not_found", "/nope")  # `/` is the chart page (tests/test_page_browser.py)
     assert_error(a.get("/api/market/nope"), 404, "not_found", "/api/market/nope")
     assert_error(a.get("/api/market/candles/"), 404, "not_found")
     r = a.http.put(a.rt.url + "/api/market/candles", timeout=30)

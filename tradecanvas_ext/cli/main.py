@@ -183,6 +183,14 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_run_bot(args) -> int:
+    """The emulator plus a real freqtrade dry-run bot with the extension (what `make run` does)."""
+    from ..bot.demo import main as run_bot
+
+    argv = ["--config", args.config, "--userdir", args.userdir, "--outage-in", args.outage_in]
+    return run_bot(argv + (["--strategy", args.strategy] if args.strategy else []))
+
+
 def cmd_serve(args) -> int:
     from .serve import serve
 
@@ -219,13 +227,25 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--poll-interval", type=float, default=5.0, dest="poll_interval",
                     help="seconds between two live tail top-ups from the exchange")
     sv.set_defaults(func=cmd_serve)
-    d = sub.add_parser("demo", help="emulator + startup sync + health (what `make run` does)")
+    d = sub.add_parser("demo", help="emulator + startup sync + health, without a bot")
     d.add_argument("--config", default="config.json")
     d.set_defaults(func=cmd_demo)
+    rb = sub.add_parser("run-bot", help="emulator + a freqtrade dry-run bot with the extension (make run)")
+    rb.add_argument("--config", default="config.json")
+    rb.add_argument("--strategy", default=None)
+    rb.add_argument("--userdir", default="user_data")
+    rb.add_argument("--outage-in", dest="outage_in", default="240:120", metavar="SECONDS:DURATION",
+                    help="scripted emulator outage ('none' for none)")
+    rb.set_defaults(func=cmd_run_bot)
     return p
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["emulator"]:  # its own options (and --help) go to the emulator's parser untouched
+        from ..testing.emulator import main as emulator_main
+
+        return emulator_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -7,10 +7,13 @@ from flask import Flask, request
 from .blueprint import bp as market_bp
 from .errors import Unauthorized, register_error_handlers, token_ok
 from .ops import bp as ops_bp
+from .page import OPEN_ENDPOINTS as PAGE_ENDPOINTS
+from .page import bp as page_bp
 from .ws import init_websocket
 
 # Reachable without the token (contract section 2). The WebSocket checks its own token (?token= too).
 OPEN_ENDPOINTS = frozenset({"market.health", "market_ws", "ops.openapi"})
+OPEN_ENDPOINTS |= PAGE_ENDPOINTS  # the chart page and its assets (the page asks for the token itself)
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
 MAX_BODY_BYTES = 64 * 1024
@@ -23,6 +26,7 @@ def create_app(runtime) -> Flask:
     app.extensions["tradecanvas.runtime"] = runtime
     register_error_handlers(app)
     app.register_blueprint(market_bp)
+    app.register_blueprint(page_bp)
     app.register_blueprint(ops_bp)
     init_websocket(app)
     _install_token_check(app, runtime.settings.api_token)

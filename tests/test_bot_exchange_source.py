@@ -1,0 +1,190 @@
+"""Level 3 inside the bot: range fetches through the bot's own freqtrade Exchange (markets loaded, its rate
+limiter) against the emulator on 127.0.0.1 — chunks of at most ohlcv_candle_limit - 1, the bot's cache
+untouched, `_loop_lock` held one request at a time, voids only where the exchange confirmed nothing."""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+from freqtrade.enums import CandleType, RunMode
+from freqtrade.resolvers import ExchangeResolver
+
+from tests.botkit import PlainTradeCanvasStrategy, ft_config, make_strategy, wait_for
+from tradecanvas_ext.bot.exchange_source import BotExchangeSource, exchange_serves
+from tradecanvas_ext.bot.glue import BotGlue, replace_process_glue
+from tradecanvas_ext.domain import Hole, SeriesId
+from tradecanvas_ext.sources.base import SourceResult
+
+NOW = 1_700_006_400 + 30  # conftest's clock: the emulator and the source share it
+LAST = NOW - 90  # the newest closed 1m candle
+SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
+
+
+def hole(start: int, end: int, tf: int = 60) -> Hole:
+    return Hole(start, end, (end - start) // tf + 1)
+
+
+class RecordingFallback:
+    name = "ccxt"
+
+    def __init__(self):
+        self.calls = []
+
+    def fetch(self, series, holes, now, deadline=None):
+        self.calls.append(str(series))
+        return SourceResult(errors=["fallback used"])
+
+
+@pytest.fixture
+def bot_exchange(tmp_path, exchange):
+    """freqtrade's own Exchange object as the bot builds it, pointed at the emulator (markets loaded)."""
+    cfg = ft_config(tmp_path, exchange_extra={"ccxt_config": exchange.ccxt_config(),
+                                              "ccxt_async_config": exchange.ccxt_config(),
+                                              "only_from_ccxt": True})
+    ex = ExchangeResolver.load_exchange(cfg, load_leverage_tiers=False)
+    yield ex
+    ex.close()
+
+
+@pytest.fixture
+def source(bot_exchange, clock):
+    fallback = RecordingFallback()
+    src = BotExchangeSource(fallback, clock)
+    src.bind(bot_exchange)
+    src.fallback_calls = fallback.calls
+    return src
+
+
+def klines_starts(exchange) -> list[int]:
+    return [int(p["startTime"]) // 1000 for path, p in exchange.requests if path.endswith("/klines")]
+
+
+def test_chunks_of_limit_minus_one_through_the_bots_exchange(source, bot_exchange, exchange, clock):
+    assert bot_exchange.ohlcv_candle_limit("1m", CandleType.SPOT) == 1000
+    start = LAST - 2499 * 60
+    exchange.reset_counts()
+    res = source.fetch(SID, [hole(start, LAST)], clock())
+    assert res.errors == [] and source.fallback_calls == []
+    assert res.candles.rows() == exchange.candles("BTC/USDT", "1m", start, LAST)
+    starts = klines_starts(exchange)
+    assert res.requests == len(starts) == math.ceil(2500 / 999) == 3
+    assert [b - a for a, b in zip(starts, starts[1:], strict=False)] == [999 * 60, 999 * 60]
+    assert all(p["limit"] == "1000" for path, p in exchange.requests if path.endswith("/klines"))
+    # the bot's own candle cache and refresh bookkeeping are untouched
+    assert bot_exchange._klines == {} and bot_exchange._pairs_last_refresh_time == {}
+
+
+def test_outage_inside_a_fetched_range_is_a_void_and_young_missing_is_not(source, exchange, clock):
+    old_a, old_b = LAST - 300 * 60, LAST - 290 * 60  # candles [old_a, old_b) never existed
+    exchange.faults.outage(old_a, old_b)
+    young = LAST - 60  # the two newest closed candles are missing too, but they may still come
+    exchange.faults.outage(young, NOW + 3600)
+    res = source.fetch(SID, [hole(LAST - 400 * 60, LAST)], clock())
+    assert res.errors == []
+    assert res.voids == [(old_a, old_b - 60)]
+    times = set(res.candles.times.tolist())
+    assert not times & set(range(old_a, old_b, 60)) and young not in times and LAST not in times
+    assert len(res.candles) == 401 - 10 - 2
+
+
+def test_just_closed_candle_waits_for_the_grace_when_no_newer_row_came(source, exchange, clock):
+    aligned = NOW - 30
+    exchange.faults.outage(aligned, aligned + 60)  # the exchange sends no forming candle
+    clock.set(aligned + 5)  # 5 s after the close of aligned - 60
+    res = source.fetch(SID, [hole(aligned - 5 * 60, aligned - 60)], clock())
+    assert res.candles.times.tolist() == list(range(aligned - 5 * 60, aligned - 60, 60))
+    clock.set(aligned + 20)  # past freqtrade's 15 s grace: final
+    res = source.fetch(SID, [hole(aligned - 60, aligned - 60)], clock())
+    assert res.candles.times.tolist() == [aligned - 60]
+
+
+def test_transient_errors_are_retried_outside_the_lock(bot_exchange, exchange, clock):
+    seen_locked = []
+
+    def sleep(s):
+        seen_locked.append(bot_exchange._loop_lock.locked())
+
+    src = BotExchangeSource(RecordingFallback(), clock, sleep=sleep)
+    src.bind(bot_exchange)
+    exchange.faults.http_error(503, n=2)
+    res = src.fetch(SID, [hole(LAST - 9 * 60, LAST)], clock())
+    assert res.errors == [] and len(res.candles) == 10 and res.requests == 3
+    assert seen_locked == [False, False]
+
+
+def test_lock_is_held_one_request_at_a_time(source, bot_exchange, exchange, clock):
+    exchange.faults.slow(0.4, n=None)
+    waits, done = [], threading.Event()
+
+    def the_bots_own_loop():
+        while not done.is_set():
+            t0 = time.monotonic()
+            with bot_exchange._loop_lock:
+                waits.append(time.monotonic() - t0)
+            time.sleep(0.05)
+
+    bot = threading.Thread(target=the_bots_own_loop)
+    bot.start()
+    t0 = time.monotonic()
+    res = source.fetch(SID, [hole(LAST - 2499 * 60, LAST)], clock())
+    took = time.monotonic() - t0
+    done.set()
+    bot.join()
+    assert res.errors == [] and len(res.candles) == 2500 and took >= 1.2
+    assert max(waits) < 0.9  # one request (0.4 s) at most, never the whole 3-page fetch
+
+
+def test_other_series_and_a_detached_exchange_use_the_fallback(source, bot_exchange, clock):
+    for sid in ("binance:futures:BTC/USDT:USDT:1m", "kraken:spot:BTC/USDT:1m", "binance:spot:DOGE/USDT:1m"):
+        assert not exchange_serves(bot_exchange, SeriesId.parse(sid))
+        assert source.fetch(SeriesId.parse(sid), [hole(LAST, LAST)], clock()).errors == ["fallback used"]
+    assert source.detach() is True
+    assert source.fetch(SID, [hole(LAST, LAST)], clock()).errors == ["fallback used"]
+    assert source.fallback_calls == ["binance:futures:BTC/USDT:USDT:1m", "kraken:spot:BTC/USDT:1m",
+                                     "binance:spot:DOGE/USDT:1m", str(SID)]
+
+
+def test_detach_waits_for_the_request_in_flight_and_stops_the_next_pages(source, exchange, clock):
+    exchange.faults.slow(0.5, n=None)
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("res", source.fetch(SID, [hole(LAST - 2499 * 60, LAST)],
+                                                                           clock())))
+    t.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    assert source.detach() is True
+    assert time.monotonic() - t0 < 1.0  # the page in flight, not the whole fetch
+    t.join()
+    res = box["res"]
+    assert len(res.candles) == 999 and any("detached" in e for e in res.errors)
+
+
+def test_exchange_down_is_an_error_not_an_exception(source, exchange, clock):
+    exchange.stop()
+    res = source.fetch(SID, [hole(LAST - 9 * 60, LAST)], clock(), deadline=time.monotonic() + 10)
+    assert len(res.candles) == 0 and res.voids == []
+    assert len(res.errors) == 1 and "TemporaryError" in res.errors[0]
+
+
+def test_startup_sync_inside_the_bot_goes_through_the_bots_exchange(tmp_path, bot_exchange, exchange, clock):
+    cfg = ft_config(tmp_path, section={"enable_startup_kline_sync": True, "enable_ccxt_backfill": True,
+                                       "startup_sync_target_candles": 1500,
+                                       "ccxt_config": exchange.ccxt_config()})
+    cfg["runmode"] = RunMode.DRY_RUN
+    g = BotGlue(clock=clock)
+    old = replace_process_glue(g)
+    try:
+        make_strategy(PlainTradeCanvasStrategy, cfg, bot_exchange).ft_bot_start()
+        rt = g.runtime
+        result = wait_for(lambda: rt.startup_sync_result, 30, what="the startup sync")
+        assert result["series_synced"] == result["series_total"] == 1
+        assert g.exchange_source.requests == 2  # 1500 candles: two pages of at most 999
+        assert rt._exchange_pool._entries == {}  # our own ccxt objects were never needed
+        got = rt.store.read_between(SID, LAST - 1499 * 60, LAST)
+        assert got.rows() == exchange.candles("BTC/USDT", "1m", LAST - 1499 * 60, LAST)
+        assert bot_exchange._klines == {}
+    finally:
+        g.shutdown()
+        replace_process_glue(old)

@@ -1,0 +1,48 @@
+"""A running dry-run bot: freqtrade's own API (`/api/v1/pair_candles`, what FreqUI charts) returns the
+sample strategy's `tc_real` / `tc_void` columns, 0 / 1 exactly on the rows freqtrade filled over an
+exchange outage."""
+from __future__ import annotations
+
+import base64
+import json
+import urllib.request
+
+import pytest
+
+from tests.botkit import wait_for
+from tests.test_e2e_bot import BTC1, Bot, bots, emu, latest_closed  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.slow
+
+
+def pair_candles(bot: Bot) -> dict:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{bot.api_port}/api/v1/pair_candles?pair=BTC/USDT&timeframe=1m&limit=200",
+        headers={"Authorization": "Basic " + base64.b64encode(b"tc:tc-test").decode()})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read().decode())
+
+
+def test_pair_candles_carries_tc_real_and_tc_void(tmp_path, emu, bots):  # noqa: F811 - fixtures
+    end = latest_closed()
+    outage = (end - 40 * 60, end - 37 * 60)  # 3 old candles the exchange never had
+    emu.faults.outage(*outage)
+    bot = Bot(tmp_path, emu, api=True)
+    bots.append(bot)
+    bot.start()
+    sync = bot.wait_synced()
+    assert sync["series_errors"] == 0
+
+    def analysed():
+        body = pair_candles(bot)
+        return body if body.get("length", 0) > 0 and "tc_real" in body.get("columns", []) else None
+
+    body = wait_for(analysed, 90, interval=1.0, what="the bot's analysed dataframe")
+    cols = body["columns"]
+    rows = [dict(zip(cols, r, strict=True)) for r in body["data"]]
+    when = {int(r["__date_ts"] // 1000): r for r in rows}
+    fake = sorted(t for t, r in when.items() if r["tc_real"] == 0)
+    hole = list(range(outage[0], outage[1], 60))
+    assert [t for t in fake if t <= end] == hole, fake  # freqtrade's fill-ups over the outage, nothing else
+    assert all(when[t]["volume"] == 0 for t in hole)
+    assert sorted(t for t, r in when.items() if r["tc_void"] == 1) == hole  # the sync confirmed them

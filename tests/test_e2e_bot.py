@@ -1,0 +1,327 @@
+"""End to end, with a real `freqtrade trade` dry-run process running the sample strategy and the extension,
+its exchange pointed at the emulator on 127.0.0.1 (real clock, so 1m candles take real minutes): the
+startup sync, candles equal to the exchange's, a hole opened by stopping the exchange and repaired after
+it comes back (seen over HTTP and WebSocket, never a made-up candle), and a SIGKILL in the middle of a
+startup sync followed by a clean second start. Checked over real HTTP and WebSocket only.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.botkit import REPO, STRATEGY_DIR, free_port, get_json, wait_for
+from tests.wsclient import WS, check_guarantee, events
+from tradecanvas_ext.backfill.tracker import ProgressTracker
+from tradecanvas_ext.domain import SeriesId
+from tradecanvas_ext.store import CandleStore
+from tradecanvas_ext.testing import ExchangeEmulator
+
+pytestmark = pytest.mark.slow
+
+FREQTRADE = str(Path(sys.executable).with_name("freqtrade"))
+SERIES = ("binance:spot:BTC/USDT:1m", "binance:spot:ETH/USDT:1m", "binance:spot:BTC/USDT:5m")
+BTC1 = SERIES[0]
+
+
+def latest_closed(tf: int = 60, now: float | None = None) -> int:
+    now = time.time() if now is None else now
+    return int(now // tf) * tf - tf
+
+
+class Bot:
+    """A `freqtrade trade` process with its own user dir, trade database and log file."""
+
+    def __init__(self, tmp: Path, emu: ExchangeEmulator, api: bool = False, **section):
+        self.tmp, self.port = tmp, free_port()
+        self.api_port = free_port() if api else None
+        self.userdir = tmp / "user_data"
+        (self.userdir / "data").mkdir(parents=True, exist_ok=True)
+        self.db_path = tmp / "tradecanvas.sqlite"
+        config = json.loads((REPO / "config.json").read_text())  # the shipped example, re-pointed
+        config["exchange"]["ccxt_config"] = emu.ccxt_config()
+        config["exchange"]["ccxt_async_config"] = emu.ccxt_config()
+        config["exchange"]["enable_ws"] = False
+        config["exchange"]["only_from_ccxt"] = True
+        config["internals"] = {"process_throttle_secs": 1, "heartbeat_interval": 0}
+        config["db_url"] = f"sqlite:///{tmp / 'trades.sqlite'}"
+        if api:  # freqtrade's own REST API, for /reload_config
+            config["api_server"] = {"enabled": True, "listen_ip_address": "127.0.0.1",
+                                    "listen_port": self.api_port, "username": "tc", "password": "tc-test",
+                                    "jwt_secret_key": "tc-test-secret-" + "x" * 32, "ws_token": "tc-test-ws",
+                                    "enable_openapi": False, "CORS_origins": [], "verbosity": "error"}
+        tc = config["tradecanvas"]
+        tc.update({"listen_port": self.port, "db_url": f"sqlite:///{self.db_path}", "series": list(SERIES),
+                   "ccxt_config": emu.ccxt_config(), "ccxt_timeout_ms": 3000, "startup_sync_target_candles": 300})
+        tc.update(section)
+        self.config_path = tmp / "config.json"
+        self.config_path.write_text(json.dumps(config, indent=2))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.tmp / f"bot-{self.runs}.log"
+
+    def start(self) -> Bot:
+        self.runs += 1
+        cmd = [FREQTRADE, "trade", "--config", str(self.config_path), "--strategy", "SampleTradeCanvasStrategy",
+               "--strategy-path", str(STRATEGY_DIR), "--userdir", str(self.userdir)]
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()/kill()
+        self.proc = subprocess.Popen(cmd, cwd=self.tmp, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def health(self, series_id: str | None = None) -> dict:
+        return get_json(self.url + "/api/market/health" + (f"?series_id={series_id}" if series_id else ""))
+
+    def candles(self, series_id: str, **params) -> dict:
+        q = "&".join(f"{k}={v}" for k, v in {"series_id": series_id, **params}.items())
+        return get_json(self.url + "/api/market/candles?" + q)
+
+    def wait_synced(self, timeout: float = 90) -> dict:
+        def done():
+            assert self.proc.poll() is None, f"the bot exited:\n{self.log()[-3000:]}"
+            return self.health()["startup_sync"]
+        return wait_for(done, timeout, interval=0.3, what="the startup sync at /api/market/health")
+
+    def reload_config(self) -> dict:
+        """POST /api/v1/reload_config on freqtrade's own API (what FreqUI's reload button does)."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.api_port}/api/v1/reload_config", method="POST",
+                                     headers={"Authorization": "Basic " + base64.b64encode(b"tc:tc-test").decode()})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read().decode())
+
+    def stop(self) -> int:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def emu():
+    e = ExchangeEmulator(seed=7, symbols=("BTC/USDT", "ETH/USDT")).start()
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def bots():
+    made: list[Bot] = []
+    yield made
+    for b in made:
+        if b.proc is not None and b.proc.poll() is None:
+            b.stop()
+
+
+def as_rows(candles: list[dict]) -> list[tuple]:
+    return [(c["candle_time"], c["open"], c["high"], c["low"], c["close"], c["volume"]) for c in candles]
+
+
+def same_candles(got: list[tuple], want: list[tuple]) -> bool:
+    """Times and prices exactly; volume to 1e-9 relative (a 5m candle rolled up from 1m sums floats, the
+    exchange sums integers of 1e-8)."""
+    return len(got) == len(want) and all(
+        g[:5] == w[:5] and math.isclose(g[5], w[5], rel_tol=1e-9) for g, w in zip(got, want, strict=True))
+
+
+def symbol_tf(series_id: str) -> tuple[str, str]:
+    sid = SeriesId.parse(series_id)
+    return sid.symbol, sid.timeframe
+
+
+class Reader:
+    """Collects every WebSocket message in a background thread."""
+
+    def __init__(self, ws: WS):
+        self.ws, self._stop = ws, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.ws.recv(0.5)
+            except Exception:  # noqa: BLE001 - closed
+                return
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(5)
+
+
+def test_bot_syncs_serves_and_repairs_a_hole_over_http_and_websocket(tmp_path, emu, bots):
+    t_start = time.monotonic()
+    bot = Bot(tmp_path, emu)
+    bots.append(bot)
+    bot.start()
+
+    # 1. the startup sync ran for every series, as the bot started; its table is in the log
+    sync = bot.wait_synced()
+    t_synced = time.monotonic() - t_start
+    assert sync["series_total"] == 3 and sync["series_synced"] == 3, sync
+    assert sorted(r["series_id"] for r in sync["series_results"]) == sorted(SERIES)
+    assert all(r["error"] is None and r["covered_candles"] == 300 for r in sync["series_results"])
+    wait_for(lambda: "synced 3 / lagging 0 / errors 0" in bot.log(), 10, what="the sync table in the log")
+
+    # 2. candles served equal the exchange's (values, times, no holes)
+    for series_id in SERIES:
+        got = bot.candles(series_id, limit=300)
+        rows = as_rows(got["candles"])
+        assert len(rows) >= 299 and got["holes"] == []
+        symbol, tf = symbol_tf(series_id)
+        assert same_candles(rows, emu.candles(symbol, tf, rows[0][0], rows[-1][0])), series_id
+
+    # 3. a WebSocket client follows BTC 1m live
+    head = bot.health(BTC1)["head_time"]
+    since = head - 5 * 60
+    ws = WS(bot.url)
+    assert ws.subscribe(BTC1, since=since, supports_batch=True)["type"] == "subscribed"
+    reader = Reader(ws)
+
+    # 4. stop the exchange a few seconds into a minute, after the bot took the candle that just closed
+    while not 3 <= time.time() % 60 <= 40:
+        time.sleep(0.5)
+    b0 = int(time.time() // 60) * 60  # the candle opening now closes while the exchange is down
+    wait_for(lambda: bot.health(BTC1)["head_time"] == b0 - 60, 15, what="the bot to ingest the last candle")
+    emu.stop()
+    t_down = time.monotonic()
+    statuses = []
+    while time.time() < b0 + 60 + 20:  # down across the close of b0, plus time for a repair to run
+        statuses.append(bot.health(BTC1)["status"])
+        time.sleep(1)
+    down_for = time.monotonic() - t_down
+    assert "yellow" in statuses, statuses  # lagging, and a repair is running or just ran
+    health_down = bot.health(BTC1)
+    assert health_down["head_time"] == b0 - 60 and health_down["missing_candles"] >= 1
+    assert health_down["backfill"]["state"] in ("running", "failed", "succeeded")
+
+    # 5. the exchange comes back: the hole is repaired, health goes green
+    emu.start()
+    t_up = time.monotonic()
+    wait_for(lambda: bot.health()["status"] == "green", 30, interval=0.5, what="health green after the outage")
+    repaired_in = time.monotonic() - t_up
+    statuses.append("green")
+    assert statuses.index("yellow") < len(statuses) - 1
+    got = bot.candles(BTC1, since=b0 - 6 * 60, limit=20)
+    rows = as_rows(got["candles"])
+    assert b0 in [r[0] for r in rows] and got["holes"] == []
+    assert rows == emu.candles("BTC/USDT", "1m", b0 - 5 * 60, rows[-1][0])
+
+    # 6. the WebSocket client got the repaired candle (or one gap for it): never silence, never made up
+    last = latest_closed()
+    wait_for(lambda: any(e[0] == "c" and e[1] >= last for e in events(ws.received, BTC1)), 20,
+             what="the live candles after the outage on the WebSocket")
+    reader.stop()
+    ws.close()
+    times = check_guarantee(ws.received, BTC1, 60, since)
+    gaps = [e for e in events(ws.received, BTC1) if e[0] == "gap"]
+    assert b0 in times or any(g[1] <= b0 < g[2] for g in gaps)
+    assert len(gaps) <= 1
+    sent = {c["candle_time"]: c for m in ws.received if m.get("series_id") == BTC1
+            for c in ([m["candle"]] if m["type"] == "candle_closed" else m.get("candles", []))}
+    truth = {r[0]: r for r in emu.candles("BTC/USDT", "1m", min(sent), max(sent))}
+    assert as_rows(list(sent.values())) == [truth[t] for t in sent]  # every candle sent is the exchange's
+
+    assert bot.stop() == 130  # freqtrade exits 130 after a SIGINT it handled (main.py)
+    log = bot.log()
+    assert "tradecanvas: detached from the bot" in log and "Traceback" not in log
+    print(f"\n[e2e timings] synced after {t_synced:.1f}s, exchange down {down_for:.0f}s, repaired and green "
+          f"{repaired_in:.1f}s after it came back, total {time.monotonic() - t_start:.0f}s; hole candle {b0}, "
+          f"health while down: {statuses}")
+
+
+def test_bot_killed_mid_startup_sync_restarts_cleanly(tmp_path, emu, bots):
+    t_start = time.monotonic()
+    emu.faults.slow(0.7, n=None, path="klines")  # every klines page takes 0.7 s: a sync of several seconds
+    bot = Bot(tmp_path, emu, api=True, startup_sync_target_candles=3000)
+    bots.append(bot)
+    bot.start()
+    slow_5m = SERIES[2]
+
+    def syncing_5m():
+        assert bot.proc.poll() is None, bot.log()[-3000:]
+        rows = {r["series_id"]: r for r in bot.health()["series"]}
+        return rows[slow_5m]["backfill"]["state"] == "running"
+
+    wait_for(syncing_5m, 90, interval=0.1, what="the startup sync of the 5m series to run")
+    bot.kill()  # SIGKILL: no cleanup at all
+    t_killed = time.monotonic() - t_start
+
+    # the store the killed bot left: no duplicate, nothing invalid or made up; the tracker shows the kill
+    con = sqlite3.connect(bot.db_path)
+    dupes = con.execute("SELECT series_key, candle_time, COUNT(*) FROM tc_candles "
+                        "GROUP BY series_key, candle_time HAVING COUNT(*) > 1").fetchall()
+    con.close()
+    assert dupes == []
+    store = CandleStore(f"sqlite:///{bot.db_path}")
+    try:
+        for series_id in SERIES:
+            sid = SeriesId.parse(series_id)
+            first, head = store.first_time(sid), store.head_time(sid)
+            if first is None:
+                continue
+            stored = store.read_between(sid, first, head)
+            assert len(stored.split_valid(sid.tf_seconds, time.time())[1]) == 0
+            truth = {r[0]: r for r in emu.candles(sid.symbol, sid.timeframe, first, head)}
+            rows = stored.rows()
+            assert same_candles(rows, [truth.get(r[0]) or (None,) * 6 for r in rows]), series_id
+        tracker = ProgressTracker(store, time.time).get(slow_5m)
+        assert tracker["state"] == "failed" and tracker["error"] == "interrupted", tracker
+    finally:
+        store.close()
+
+    # started again (and the exchange fast again): the interruption is reported, the sync completes
+    emu.faults.clear()
+    bot.start()
+    sync = bot.wait_synced()
+    assert sync["series_synced"] == sync["series_total"] == 3, sync
+    log = bot.log()
+    assert f"{slow_5m}: a repair was interrupted by a crash or kill; marked failed" in log
+    rows = {r["series_id"]: r for r in bot.health()["series"]}
+    assert rows[slow_5m]["backfill"]["state"] == "succeeded"
+    for series_id in SERIES:
+        got = bot.candles(series_id, limit=3000)
+        rows_ = as_rows(got["candles"])
+        assert len(rows_) >= 2999 and got["holes"] == []
+        symbol, tf = symbol_tf(series_id)
+        assert same_candles(rows_, emu.candles(symbol, tf, rows_[0][0], rows_[-1][0])), series_id
+
+    # a config reload through freqtrade's own API: one server for the process, rebound to the new bot
+    assert bot.reload_config() == {"status": "Reloading config ..."}
+    wait_for(lambda: bot.log().count("bound to the bot's DataProvider") == 2, 60, interval=0.3,
+             what="the reloaded bot to bind")
+    log = bot.log()
+    assert log.count("tradecanvas web server listening") == 1 and "detached from the bot" in log
+    assert log.count("tradecanvas: store sqlite") == 1  # the store was opened once too
+    head = bot.health(BTC1)["head_time"]
+    wait_for(lambda: bot.health(BTC1)["head_time"] > head, 75, interval=1,
+             what="the reloaded bot's loop to ingest the next candle")
+    assert bot.stop() == 130  # freqtrade exits 130 after a SIGINT it handled (main.py)
+    print(f"\n[kill timings] killed {t_killed:.1f}s after start; total {time.monotonic() - t_start:.0f}s")

@@ -1,0 +1,480 @@
+"""Process-wide freqtrade glue (contract section 8): one Runtime per bot process, created at the first
+`bot_start`, rebound to the new DataProvider after a config reload, fed from the DataProvider every loop.
+
+Nothing here may raise into freqtrade: every failure is logged with what is wrong and the bot goes on.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import fields
+
+import numpy as np
+
+from ..domain import SeriesId, expected_latest_closed_time
+
+log = logging.getLogger("tradecanvas_ext.bot")
+
+TRADE_RUNMODES = ("live", "dry_run")  # RunMode.LIVE / RunMode.DRY_RUN values
+LAG_GRACE_S = 3.0  # after a candle closes, the bot's own refresh gets this long before we repair
+LAG_REPAIR_MIN_INTERVAL_S = 10.0  # between two lag repairs of one series (at least backfill_cooldown_s)
+
+
+def runmode_value(config) -> str:
+    mode = config.get("runmode") if hasattr(config, "get") else None
+    return str(getattr(mode, "value", mode) or "")
+
+
+def _redact_url(url: str | None) -> str:
+    if url and "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return str(url)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something already listens on host:port (what a server start would fail on)."""
+    if not port:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError:
+            return True
+    return False
+
+
+def derive_series(strategy, config) -> tuple[str, ...]:
+    """The bot's whitelist x the strategy timeframe, plus its informative pairs of the bot's own candle
+    type, as series ids. Pairs or timeframes our series ids cannot express are skipped with a warning."""
+    from ..settings import default_series
+
+    exchange = (config.get("exchange") or {}).get("name")
+    if not exchange:
+        return ()
+    try:
+        pairs = list(strategy.dp.current_whitelist())
+    except Exception:  # noqa: BLE001 - no pairlist attached: the static whitelist
+        pairs = list((config.get("exchange") or {}).get("pair_whitelist") or [])
+    timeframe = getattr(strategy, "timeframe", None) or config.get("timeframe")
+    wanted: list[tuple[str, str]] = [(p, timeframe) for p in pairs]
+    try:
+        default_ct = str(getattr(config.get("candle_type_def"), "value", config.get("candle_type_def") or "spot"))
+        for pair, tf, candle_type in strategy.gather_informative_pairs():
+            if str(getattr(candle_type, "value", candle_type) or default_ct) == default_ct:
+                wanted.append((pair, tf))
+    except Exception as exc:  # noqa: BLE001 - a user callback
+        log.warning("tradecanvas: informative_pairs() failed (%s: %s); keeping the whitelist series only",
+                    type(exc).__name__, exc)
+    out: list[str] = []
+    for pair, tf in wanted:
+        try:
+            out.extend(default_series(config, tf, [pair]) or ())
+        except ValueError as exc:
+            log.warning("tradecanvas: %s %s is not kept: %s", pair, tf, exc)
+    return tuple(dict.fromkeys(out))
+
+
+class _LagRepairer:
+    """A daemon thread that brings lagging series up to their latest closed candle, one at a time."""
+
+    def __init__(self, runtime, min_interval_s: float):
+        self.runtime = runtime
+        self.min_interval_s = min_interval_s
+        self._cond = threading.Condition()
+        self._pending: dict[str, tuple[SeriesId, int, int]] = {}
+        self._last_end: dict[str, float] = {}
+        self._running: str | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="tc-bot-lag-repair", daemon=True)
+        self._thread.start()
+
+    def request(self, sid: SeriesId, target: int, to_time: int) -> bool:
+        key = str(sid)
+        with self._cond:
+            if self._stopped or key in self._pending or key == self._running:
+                return False
+            last = self._last_end.get(key)
+            if last is not None and time.monotonic() - last < self.min_interval_s:
+                return False
+            self._pending[key] = (sid, target, to_time)
+            self._cond.notify()
+        return True
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._pending.clear()
+            self._cond.notify_all()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                key = next(iter(self._pending))
+                sid, target, to_time = self._pending.pop(key)
+                self._running = key
+            try:
+                res = self.runtime.backfill.ensure_tail_coverage(sid, target, to_time=to_time)
+                if res.filled:
+                    log.info("tradecanvas: %s was lagging; repaired %d candle(s) (%s)", sid, res.filled,
+                             res.sources)
+            except Exception:  # noqa: BLE001 - the next loop asks again
+                log.exception("tradecanvas: lag repair of %s failed", sid)
+            finally:
+                with self._cond:
+                    self._last_end[key] = time.monotonic()
+                    self._running = None
+
+
+class BotGlue:
+    """The one object per process that owns the Runtime while freqtrade runs.
+
+    `_lock` guards the runtime reference, the bound strategy and the ingest state; it is held while a
+    runtime starts (bot_start) but never during a fetch. Ingest state is touched only by freqtrade's own
+    thread (bot_loop_start) and under the lock at bind/detach.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self.clock = clock
+        self.runtime = None
+        self.exchange_source = None
+        self._lock = threading.RLock()
+        self._bound: weakref.ref | None = None
+        self._ingest_on = False
+        self._cursors: dict[str, int] = {}
+        self._heads: dict[str, int | None] = {}
+        self._repairer: _LagRepairer | None = None
+        self._sync_thread: threading.Thread | None = None
+        self._atexit = False
+        self.last_error: str | None = None  # what the last failed bot_start said (also logged)
+
+    # ---- bot_start ----------------------------------------------------------------------------------
+    def bot_start(self, strategy) -> None:
+        try:
+            self._bot_start(strategy)
+        except Exception as exc:  # noqa: BLE001 - never into freqtrade
+            self._fail(f"tradecanvas: start-up failed ({type(exc).__name__}: {exc}); the bot goes on "
+                       "without the extension", exc_info=True)
+
+    def _fail(self, message: str, exc_info: bool = False) -> None:
+        self.last_error = message
+        log.error("%s", message, exc_info=exc_info)
+
+    def _bot_start(self, strategy) -> None:
+        from ..settings import ConfigError, Settings
+
+        config = strategy.config
+        mode = runmode_value(config)
+        if mode not in TRADE_RUNMODES:
+            log.info("tradecanvas: run mode %s: the extension stays off (it runs only in live and dry-run)",
+                     mode or "unknown")
+            return
+        try:
+            settings = Settings.from_config(config)
+            section = config.get("tradecanvas") or {}
+            if settings.enabled and section.get("series") is None:
+                derived = derive_series(strategy, config)
+                if derived:
+                    settings = settings.with_series(derived)
+        except (ConfigError, ValueError) as exc:
+            with self._lock:
+                running = self.runtime is not None
+            self._fail(f"tradecanvas: bad \"tradecanvas\" config section: {exc}. "
+                       + ("The running server keeps its previous settings." if running
+                          else "The extension is off; the bot goes on."))
+            if running:
+                self._bind(strategy, self.runtime)
+            return
+        if not settings.enabled:
+            log.info("tradecanvas: disabled (\"tradecanvas\": {\"enabled\": false})")
+            self._shutdown_runtime()
+            return
+        with self._lock:
+            rt = self.runtime
+            if rt is None:
+                rt = self.runtime = self._create_runtime(settings)
+                if rt is None:
+                    return
+            else:
+                self._apply_reload(rt, settings)
+            self._bind(strategy, rt)
+        self.last_error = None
+        self._start_sync(rt)
+
+    def _create_runtime(self, settings):
+        from ..runtime import Runtime
+
+        host, port = settings.listen_ip_address, settings.listen_port
+        serve = True
+        if port_in_use(host, port):
+            self._fail(f"tradecanvas: {host}:{port} is already in use, so the chart server is off "
+                       "(candles are still kept and synced); free the port or change "
+                       "tradecanvas.listen_port")
+            serve = False
+        rt = Runtime(settings, clock=self.clock)
+        try:
+            rt.start(serve=serve)
+        except Exception as exc:  # noqa: BLE001
+            _discard(rt)
+            if not serve:
+                self._fail(f"tradecanvas: cannot start: store {_redact_url(settings.db_url)}: "
+                           f"{type(exc).__name__}: {exc}. The extension is off; the bot goes on.")
+                return None
+            server_error = f"{type(exc).__name__}: {exc}"
+            rt = Runtime(settings, clock=self.clock)
+            try:
+                rt.start(serve=False)
+            except Exception as exc2:  # noqa: BLE001
+                _discard(rt)
+                self._fail(f"tradecanvas: cannot start: store {_redact_url(settings.db_url)}: "
+                           f"{type(exc2).__name__}: {exc2}. The extension is off; the bot goes on.")
+                return None
+            self._fail(f"tradecanvas: the chart server could not start on {host}:{port} ({server_error}); "
+                       "candles are still kept and synced, without HTTP/WebSocket")
+        if not self._atexit:
+            atexit.register(self.shutdown)
+            self._atexit = True
+        log.info("tradecanvas: store %s, %d series%s", _redact_url(settings.db_url), len(settings.series or ()),
+                 f", serving {rt.url}" if rt.url else "")
+        return rt
+
+    def _apply_reload(self, rt, settings) -> None:
+        old = rt.settings
+        if settings == old:
+            return
+        changed = [f.name for f in fields(type(settings)) if getattr(old, f.name) != getattr(settings, f.name)]
+        if "series" in changed:
+            rt.settings = old.with_series(settings.series or ())
+            log.info("tradecanvas: config reload: now keeping %d series", len(settings.series or ()))
+        others = [c for c in changed if c != "series"]
+        if others:
+            log.warning("tradecanvas: config reload: %s changed; the server and store live for the process, "
+                        "restart the bot for these to apply", ", ".join(f"tradecanvas.{k}" for k in others))
+
+    def _bind(self, strategy, rt) -> None:
+        with self._lock:
+            dp = getattr(strategy, "dp", None)
+            rt.bind_data_provider(dp)
+            if self.exchange_source is None:
+                from .exchange_source import BotExchangeSource
+
+                def wrap(current):
+                    self.exchange_source = BotExchangeSource(current, rt.clock)
+                    return self.exchange_source
+
+                rt.use_range_source(wrap)
+            self.exchange_source.bind(getattr(dp, "_exchange", None))
+            self._bound = weakref.ref(strategy)
+            self._cursors, self._heads = {}, {}
+            self._ingest_on = True
+            if self._repairer is not None:
+                self._repairer.stop()
+            self._repairer = _LagRepairer(rt, max(rt.settings.backfill_cooldown_s, LAG_REPAIR_MIN_INTERVAL_S))
+        log.info("tradecanvas: bound to the bot's DataProvider (%d series)%s", len(rt.series_ids),
+                 f"; charts at {rt.url}/" if rt.url else "")
+
+    def _start_sync(self, rt) -> None:
+        if not rt.settings.enable_startup_kline_sync:
+            log.info("tradecanvas: startup sync is off (enable_startup_kline_sync)")
+            return
+        with self._lock:
+            if self._sync_thread is not None and self._sync_thread.is_alive():
+                return
+            self._sync_thread = threading.Thread(target=self._run_sync, args=(rt,), name="tc-startup-sync",
+                                                 daemon=True)
+            self._sync_thread.start()
+
+    def _run_sync(self, rt) -> None:
+        from ..backfill.startup_sync import format_table
+
+        try:
+            log.info("tradecanvas: startup sync of %d series started in the background", len(rt.series_ids))
+            result = rt.run_startup_sync()
+            log.info("tradecanvas: startup sync finished\n%s", format_table(result))
+        except Exception:  # noqa: BLE001
+            log.exception("tradecanvas: startup sync failed")
+
+    def sync_running(self) -> bool:
+        t = self._sync_thread
+        return t is not None and t.is_alive()
+
+    # ---- bot_loop_start -----------------------------------------------------------------------------
+    def bot_loop_start(self, strategy) -> None:
+        """Store and publish the candles that closed since the last loop; ask for repairs of lagging series."""
+        rt = self.runtime
+        if not self._ingest_on or rt is None or self._bound is None or self._bound() is not strategy:
+            return
+        dp = strategy.dp
+        exchange = self.exchange_source.exchange if self.exchange_source is not None else None
+        now = rt.clock()
+        series = rt.series_ids
+        for sid in series:
+            try:
+                self._ingest_one(rt, dp, exchange, sid, now)
+            except Exception as exc:  # noqa: BLE001 - one series never stops the others
+                log.warning("tradecanvas: ingest of %s failed: %s: %s", sid, type(exc).__name__, exc)
+        if self.sync_running() or self._repairer is None:
+            return
+        for sid in series:
+            try:
+                self._check_lag(rt, sid, now)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("tradecanvas: lag check of %s failed: %s: %s", sid, type(exc).__name__, exc)
+
+    def _ingest_one(self, rt, dp, exchange, sid: SeriesId, now: float) -> None:
+        from ..sources.freqtrade_source import frame_to_batch
+        from .exchange_source import candle_type_for, exchange_matches
+
+        if exchange is None or not exchange_matches(exchange, sid):
+            return  # not a series the bot's own cache holds
+        df = dp.ohlcv(sid.symbol, sid.timeframe, copy=False, candle_type=candle_type_for(sid).value)
+        if df is None or len(df) == 0:
+            return
+        key, tf = str(sid), sid.tf_seconds
+        cursor = self._cursors.get(key)
+        if cursor is not None and _last_open_time(df) <= cursor:
+            return  # most loops: no candle closed since the last one (cheap check, no frame conversion)
+        if cursor is not None:
+            # the rows after the cursor, plus a few before it so the fill-up check sees the row before
+            n = min(len(df), max(0, int((now - cursor) // tf)) + 3)
+            df = df.iloc[-n:]
+        batch = frame_to_batch(df, tf, now, drop_fillup=True)  # freqtrade's fill-up rows are not candles
+        if len(batch) == 0:
+            return
+        newest = int(batch.times[-1])
+        if cursor is None:
+            # first loop after binding: the whole cache, minus what the store already has
+            have = rt.store.times_between(sid, int(batch.times[0]), newest)
+            batch = batch.take(~np.isin(batch.times, have))
+        else:
+            batch = batch.take(batch.times > cursor)
+        if len(batch):
+            rt.ingest_closed(sid, batch)
+        self._cursors[key] = max(newest, cursor or newest)
+        head = self._heads.get(key)
+        self._heads[key] = newest if head is None else max(head, newest)
+
+    def _check_lag(self, rt, sid: SeriesId, now: float) -> None:
+        tf = sid.tf_seconds
+        expected = expected_latest_closed_time(now, tf)
+        if expected <= 0 or now < expected + tf + LAG_GRACE_S:
+            return
+        key = str(sid)
+        head = self._heads.get(key)
+        if head is not None and head >= expected:
+            return
+        head = rt.store.head_time(sid)  # a repair or the startup sync may have moved it
+        self._heads[key] = head
+        if head is not None and head >= expected:
+            return
+        cap = rt.settings.startup_sync_target_candles
+        target = cap if head is None else max(1, min(cap, (expected - head) // tf))
+        self._repairer.request(sid, target, expected)
+
+    # ---- ft_bot_cleanup -----------------------------------------------------------------------------
+    def bot_cleanup(self, strategy) -> None:
+        """Detach the DataProvider and stop ingest; the server and the store stay up for the next bot_start."""
+        try:
+            with self._lock:
+                rt = self.runtime
+                bound = self._bound() if self._bound is not None else None
+                if rt is None or (bound is not None and bound is not strategy):
+                    return
+                self._ingest_on = False
+                self._bound = None
+                self._cursors, self._heads = {}, {}
+                rt.bind_data_provider(None)
+                repairer, self._repairer = self._repairer, None
+                source = self.exchange_source
+            if repairer is not None:
+                repairer.stop()
+            if source is not None and not source.detach():
+                log.warning("tradecanvas: a fetch through the bot's exchange was still running at cleanup")
+            log.info("tradecanvas: detached from the bot (server and store stay up until the process ends)")
+        except Exception:  # noqa: BLE001
+            log.exception("tradecanvas: cleanup failed")
+
+    # ---- process end --------------------------------------------------------------------------------
+    def _shutdown_runtime(self) -> None:
+        with self._lock:
+            rt, self.runtime = self.runtime, None
+            repairer, self._repairer = self._repairer, None
+            source, self.exchange_source = self.exchange_source, None
+            self._ingest_on, self._bound = False, None
+        if repairer is not None:
+            repairer.stop()
+        if source is not None:
+            source.detach(wait_s=5.0)
+        if rt is not None:
+            rt.stop()
+
+    def shutdown(self) -> None:
+        """Stop the runtime (atexit, tests). Idempotent."""
+        try:
+            self._shutdown_runtime()
+        except Exception:  # noqa: BLE001
+            log.exception("tradecanvas: shutdown failed")
+
+
+def _last_open_time(df) -> int:
+    """The open time (unix seconds) of a candle frame's last row; -1 when it cannot be read cheaply."""
+    try:
+        return int(df["date"].iat[-1].timestamp())
+    except Exception:  # noqa: BLE001 - an unusual frame: let the full conversion decide
+        return -1
+
+
+def _discard(rt) -> None:
+    """Close what a failed `Runtime.start` left open (its `stop()` is a no-op before a full start)."""
+    for name, method in (("server", "stop"), ("hub", "close"), ("_exchange_pool", "close"), ("store", "close")):
+        obj = getattr(rt, name, None)
+        if obj is not None:
+            try:
+                getattr(obj, method)()
+            except Exception:  # noqa: BLE001
+                log.debug("tradecanvas: closing %s of a failed start failed", name, exc_info=True)
+
+
+_GLUE: BotGlue | None = None
+_GLUE_LOCK = threading.Lock()
+
+
+def process_glue() -> BotGlue:
+    """The glue of this process (created on first use)."""
+    global _GLUE
+    with _GLUE_LOCK:
+        if _GLUE is None:
+            _GLUE = BotGlue()
+        return _GLUE
+
+
+def current_runtime():
+    """The running Runtime of this bot process, or None (backtesting, hyperopt, not started, disabled)."""
+    g = _GLUE
+    return None if g is None else g.runtime
+
+
+def replace_process_glue(glue: BotGlue | None) -> BotGlue | None:
+    """Tests: install another glue (e.g. with a manual clock); returns the previous one (not shut down)."""
+    global _GLUE
+    with _GLUE_LOCK:
+        old, _GLUE = _GLUE, glue
+    return old

@@ -1,0 +1,81 @@
+"""`strategy.tradecanvas`: what a strategy reads from the candle store (covered candles, health).
+
+Read-only and local (no network); outside live/dry-run there is no store and it says so, never raises for it.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..domain import SeriesId
+
+MAX_LIMIT = 5000
+
+
+class TradeCanvasView:
+    """A thin, stateless view bound to one strategy (built on every `strategy.tradecanvas` access)."""
+
+    def __init__(self, strategy):
+        self._strategy = strategy
+
+    @staticmethod
+    def _runtime():
+        from .glue import current_runtime
+
+        return current_runtime()
+
+    @property
+    def available(self) -> bool:
+        """True while the store runs in this process (live or dry-run with the section enabled)."""
+        return self._runtime() is not None
+
+    @property
+    def url(self) -> str | None:
+        """The chart server's base URL, or None (not running, port busy, or not serving)."""
+        rt = self._runtime()
+        return None if rt is None else rt.url
+
+    def series_id(self, pair: str, timeframe: str | None = None) -> str:
+        config = self._strategy.config
+        exchange = str((config.get("exchange") or {}).get("name") or "").lower()
+        mode = config.get("trading_mode")
+        market = "futures" if str(getattr(mode, "value", mode)) == "futures" else "spot"
+        tf = timeframe or getattr(self._strategy, "timeframe", None) or config.get("timeframe")
+        return str(SeriesId(exchange, market, pair, tf))
+
+    def candles(self, pair: str, timeframe: str | None = None, limit: int = 500) -> pd.DataFrame:
+        """The last `limit` closed candles the store holds, in freqtrade's layout (`date` tz-aware UTC open
+        time, open, high, low, close, volume). Holes stay holes: no row is made up. Empty (same columns)
+        when the store is not running, e.g. in backtesting."""
+        from ..sources.freqtrade_source import batch_to_frame
+
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"tradecanvas.candles: limit must be an integer 1-{MAX_LIMIT}, got {limit!r}")
+        sid = self.series_id(pair, timeframe)
+        rt = self._runtime()
+        if rt is None or rt.store is None:
+            from ..domain import CandleBatch
+
+            return batch_to_frame(CandleBatch.empty())
+        return batch_to_frame(rt.store.read_tail(SeriesId.parse(sid), limit))
+
+    def annotate(self, dataframe: pd.DataFrame, metadata: dict, timeframe: str | None = None) -> pd.DataFrame:
+        """Add `tc_real` (1: a real candle in the store — or, without a store as in backtesting, in freqtrade's
+        downloaded history; 0: made up by freqtrade or unknown) and `tc_void` (1: inside a confirmed exchange
+        outage) to `dataframe`, in place; every other column and row stays as it is. One indexed read of the
+        frame's span, then a join on time: cheap enough for every candle."""
+        from .annotate import annotate_frame, from_history, from_store
+
+        sid = SeriesId.parse(self.series_id(metadata["pair"], timeframe))
+        rt = self._runtime()
+        if rt is not None and rt.store is not None:
+            real, voids = from_store(rt.store, sid, dataframe)
+        else:
+            real, voids = from_history(self._strategy.config, sid), []
+        return annotate_frame(dataframe, real, voids)
+
+    def health(self, pair: str, timeframe: str | None = None) -> dict | None:
+        """The series' health row (contract section 3), or None when the store is not running."""
+        rt = self._runtime()
+        if rt is None or rt.health_service is None:
+            return None
+        return rt.health(self.series_id(pair, timeframe))
