@@ -55,16 +55,16 @@ def run_mode(mode: str) -> dict:
     from tradecanvas_ext.bot.view import TradeCanvasView
 
     reads: list[float] = []
-    plain_candles = TradeCanvasView.candles
+    plain_candles = TradeCanvasView.annotate
 
-    def timed_candles(self, *a, **k):  # the sample strategy's own read of the store
+    def timed_candles(self, *a, **k):  # the sample strategy's own read of the store (annotate)
         t = time.perf_counter()
         try:
             return plain_candles(self, *a, **k)
         finally:
             reads.append(time.perf_counter() - t)
 
-    TradeCanvasView.candles = timed_candles
+    TradeCanvasView.annotate = timed_candles
     refresh(list(range(NOW0 - WARM_CANDLES * 60, NOW0, 60)))
     rss_before = rss_mb()
     strategy.ft_bot_start()

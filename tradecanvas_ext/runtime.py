@@ -153,15 +153,27 @@ class Runtime:
     def ingest_closed(self, series_id, candles) -> int:
         """validate -> store -> hub. Invalid or not-yet-closed candles are rejected; returns accepted."""
         sid = series_id if isinstance(series_id, SeriesId) else SeriesId.parse(series_id)
-        batch = CandleBatch.coerce(candles)
-        res = self.store.upsert_closed(sid, batch, now=self.clock())
-        if self.metrics is not None:
-            self.metrics.candles_stored.labels(str(sid), "ingest").inc(res.accepted)
-            self.metrics.rejected(res.rejected)
-        if res.accepted and self.hub is not None:
-            valid, _ = batch.split_valid(sid.tf_seconds, self.clock())
-            self.hub.publish_closed(sid, valid.dedupe_sorted())
-        return res.accepted
+        return self.ingest_closed_many([(sid, candles)])[str(sid)]
+
+    def ingest_closed_many(self, items) -> dict[str, int]:
+        """`ingest_closed` for several series, stored in one transaction; returns accepted per series."""
+        now = self.clock()
+        batches = []
+        for series_id, candles in items:
+            sid = series_id if isinstance(series_id, SeriesId) else SeriesId.parse(series_id)
+            batches.append((sid, CandleBatch.coerce(candles)))
+        results = self.store.upsert_closed_many(batches, now=now)
+        out = {}
+        for sid, batch in batches:
+            res = results[str(sid)]
+            out[str(sid)] = res.accepted
+            if self.metrics is not None:
+                self.metrics.candles_stored.labels(str(sid), "ingest").inc(res.accepted)
+                self.metrics.rejected(res.rejected)
+            if res.accepted and self.hub is not None:
+                valid, _ = batch.split_valid(sid.tf_seconds, now)
+                self.hub.publish_closed(sid, valid.dedupe_sorted())
+        return out
 
     def ingest_forming(self, series_id, candle) -> None:
         if self.hub is not None:

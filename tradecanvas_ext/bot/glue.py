@@ -326,11 +326,15 @@ class BotGlue:
         exchange = self.exchange_source.exchange if self.exchange_source is not None else None
         now = rt.clock()
         series = rt.series_ids
+        ready = []  # (series, new candles, newest time): stored together, in one transaction
         for sid in series:
             try:
-                self._ingest_one(rt, dp, exchange, sid, now)
+                item = self._new_candles(rt, dp, exchange, sid, now)
+                if item is not None:
+                    ready.append(item)
             except Exception as exc:  # noqa: BLE001 - one series never stops the others
                 log.warning("tradecanvas: ingest of %s failed: %s: %s", sid, type(exc).__name__, exc)
+        self._store_new(rt, ready)
         if self.sync_running() or self._repairer is None:
             return
         for sid in series:
@@ -339,26 +343,27 @@ class BotGlue:
             except Exception as exc:  # noqa: BLE001
                 log.warning("tradecanvas: lag check of %s failed: %s: %s", sid, type(exc).__name__, exc)
 
-    def _ingest_one(self, rt, dp, exchange, sid: SeriesId, now: float) -> None:
+    def _new_candles(self, rt, dp, exchange, sid: SeriesId, now: float):
+        """(series, candles closed since the last loop, newest time), or None when nothing is new."""
         from ..sources.freqtrade_source import frame_to_batch
         from .exchange_source import candle_type_for, exchange_matches
 
         if exchange is None or not exchange_matches(exchange, sid):
-            return  # not a series the bot's own cache holds
+            return None  # not a series the bot's own cache holds
         df = dp.ohlcv(sid.symbol, sid.timeframe, copy=False, candle_type=candle_type_for(sid).value)
         if df is None or len(df) == 0:
-            return
+            return None
         key, tf = str(sid), sid.tf_seconds
         cursor = self._cursors.get(key)
         if cursor is not None and _last_open_time(df) <= cursor:
-            return  # most loops: no candle closed since the last one (cheap check, no frame conversion)
+            return None  # most loops: no candle closed since the last one (cheap check, no frame conversion)
         if cursor is not None:
             # the rows after the cursor, plus a few before it so the fill-up check sees the row before
             n = min(len(df), max(0, int((now - cursor) // tf)) + 3)
             df = df.iloc[-n:]
         batch = frame_to_batch(df, tf, now, drop_fillup=True)  # freqtrade's fill-up rows are not candles
         if len(batch) == 0:
-            return
+            return None
         newest = int(batch.times[-1])
         if cursor is None:
             # first loop after binding: the whole cache, minus what the store already has
@@ -366,11 +371,23 @@ class BotGlue:
             batch = batch.take(~np.isin(batch.times, have))
         else:
             batch = batch.take(batch.times > cursor)
-        if len(batch):
-            rt.ingest_closed(sid, batch)
-        self._cursors[key] = max(newest, cursor or newest)
-        head = self._heads.get(key)
-        self._heads[key] = newest if head is None else max(head, newest)
+        return sid, batch, newest
+
+    def _store_new(self, rt, ready) -> None:
+        """Store and publish every series' new candles in one transaction, then move the cursors."""
+        if not ready:
+            return
+        try:
+            rt.ingest_closed_many([(sid, batch) for sid, batch, _ in ready if len(batch)])
+        except Exception as exc:  # noqa: BLE001 - the cursors stay: the next loop tries again
+            log.warning("tradecanvas: ingest failed: %s: %s", type(exc).__name__, exc)
+            return
+        for sid, _, newest in ready:
+            key = str(sid)
+            cursor = self._cursors.get(key)
+            self._cursors[key] = max(newest, cursor or newest)
+            head = self._heads.get(key)
+            self._heads[key] = newest if head is None else max(head, newest)
 
     def _check_lag(self, rt, sid: SeriesId, now: float) -> None:
         tf = sid.tf_seconds

@@ -190,30 +190,40 @@ class CandleStore:
         """Bulk, idempotent; last write wins per time. Invalid, unaligned or (given `now`) not-yet-closed
         candles are rejected with a reason and the rest are stored."""
         sid = _sid(series_id)
-        tf = sid.tf_seconds
-        batch = CandleBatch.coerce(candles)
-        valid, rejected = batch.split_valid(tf, now)
-        if rejected:
-            log.warning("%s: rejected %d candle(s), first: %s", sid, len(rejected), rejected[:3])
-        valid = valid.dedupe_sorted()
-        if len(valid) == 0:
-            return UpsertResult(0, rejected)
-        key = self.series_key(sid)
+        return self.upsert_closed_many([(sid, candles)], now)[str(sid)]
+
+    def upsert_closed_many(self, items, now: float | None = None) -> dict[str, UpsertResult]:
+        """`upsert_closed` for several series in ONE write transaction (the bot loop's ingest of every
+        series that got a new candle): one commit instead of one per series."""
+        prepared = []
+        results: dict[str, UpsertResult] = {}
+        for series_id, candles in items:
+            sid = _sid(series_id)
+            valid, rejected = CandleBatch.coerce(candles).split_valid(sid.tf_seconds, now)
+            if rejected:
+                log.warning("%s: rejected %d candle(s), first: %s", sid, len(rejected), rejected[:3])
+            valid = valid.dedupe_sorted()
+            results[str(sid)] = UpsertResult(len(valid), rejected)
+            if len(valid):
+                prepared.append((sid, self.series_key(sid), valid))
+        if not prepared:
+            return results
         sql, positional = self._upsert_sql
-        n = len(valid)
-        keys = np.full(n, key, dtype=np.int64)
-        cols = [keys, valid.times, valid.open, valid.high, valid.low, valid.close, valid.volume]
         with self._write() as conn:
-            for lo in range(0, n, _CHUNK):
-                rows = list(zip(*(c[lo:lo + _CHUNK].tolist() for c in cols), strict=True))
-                if not positional:
-                    rows = [dict(zip(_CANDLE_COLS, r, strict=True)) for r in rows]
-                conn.exec_driver_sql(sql, rows)
-            if self.notify_writes:  # delivered to LISTENers at commit, so they read what we wrote
-                payload = json.dumps({"s": str(sid), "a": int(valid.times[0]), "b": int(valid.times[-1]),
-                                      "o": self.origin})
-                conn.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": NOTIFY_CHANNEL, "p": payload})
-        return UpsertResult(n, rejected)
+            for sid, key, valid in prepared:
+                n = len(valid)
+                cols = [np.full(n, key, dtype=np.int64), valid.times, valid.open, valid.high, valid.low,
+                        valid.close, valid.volume]
+                for lo in range(0, n, _CHUNK):
+                    rows = list(zip(*(c[lo:lo + _CHUNK].tolist() for c in cols), strict=True))
+                    if not positional:
+                        rows = [dict(zip(_CANDLE_COLS, r, strict=True)) for r in rows]
+                    conn.exec_driver_sql(sql, rows)
+                if self.notify_writes:  # delivered to LISTENers at commit, so they read what we wrote
+                    payload = json.dumps({"s": str(sid), "a": int(valid.times[0]), "b": int(valid.times[-1]),
+                                          "o": self.origin})
+                    conn.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": NOTIFY_CHANNEL, "p": payload})
+        return results
 
     def _select(self, key: int, where, order_desc: bool = False, limit: int | None = None):
         q = select(C.c.candle_time, C.c.open, C.c.high, C.c.low, C.c.close, C.c.volume).where(
