@@ -13,7 +13,7 @@ from .backfill.health import HealthService
 from .backfill.service import BackfillService
 from .backfill.startup_sync import run_startup_kline_sync
 from .backfill.tracker import ProgressTracker
-from .domain import CandleBatch, SeriesId
+from .domain import SeriesId
 from .settings import Settings
 from .store import CandleStore
 
@@ -157,22 +157,17 @@ class Runtime:
 
     def ingest_closed_many(self, items) -> dict[str, int]:
         """`ingest_closed` for several series, stored in one transaction; returns accepted per series."""
-        now = self.clock()
-        batches = []
-        for series_id, candles in items:
-            sid = series_id if isinstance(series_id, SeriesId) else SeriesId.parse(series_id)
-            batches.append((sid, CandleBatch.coerce(candles)))
-        results = self.store.upsert_closed_many(batches, now=now)
+        items = [(s if isinstance(s, SeriesId) else SeriesId.parse(s), c) for s, c in items]
+        results = self.store.upsert_closed_many(items, now=self.clock())
         out = {}
-        for sid, batch in batches:
+        for sid, _ in items:
             res = results[str(sid)]
             out[str(sid)] = res.accepted
             if self.metrics is not None:
                 self.metrics.candles_stored.labels(str(sid), "ingest").inc(res.accepted)
                 self.metrics.rejected(res.rejected)
             if res.accepted and self.hub is not None:
-                valid, _ = batch.split_valid(sid.tf_seconds, now)
-                self.hub.publish_closed(sid, valid.dedupe_sorted())
+                self.hub.publish_closed(sid, res.candles)
         return out
 
     def ingest_forming(self, series_id, candle) -> None:

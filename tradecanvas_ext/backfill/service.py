@@ -281,8 +281,7 @@ class BackfillService:
             res.errors.append(f"{sid}: rejected {len(up.rejected)} invalid candle(s) from a source, "
                               f"first {up.rejected[0]}")
         if up.accepted and self.on_written is not None:
-            valid, _ = new.split_valid(sid.tf_seconds, now)
-            self.on_written(sid, valid.dedupe_sorted())
+            self.on_written(sid, up.candles)
         return up.accepted
 
     def _record_voids(self, sid: SeriesId, voids, start: int, end: int, source: str, now: float) -> int:

@@ -10,9 +10,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..domain import CandleBatch, Hole, SeriesId, align_down, align_up, list_holes, merge_ranges
+from ..domain import CandleBatch, Hole, SeriesId, list_holes
 from ..domain.timeframe import expected_latest_closed_time
-from ..sources.base import CandleSource, SourceResult
+from ..sources.base import CandleSource, SourceResult, closed_hole_ranges, fetch_holes_in_order
 from ..sources.ccxt_source import (
     BACKOFF_BASE_S,
     BACKOFF_CAP_S,
@@ -141,23 +141,10 @@ class BotExchangeSource:
     def _fetch(self, ex, series: SeriesId, holes: list[Hole], now: float, deadline: float | None,
                result: SourceResult) -> None:
         tf = series.tf_seconds
-        last_closed = expected_latest_closed_time(now, tf)
-        wanted = [(align_up(h.start, tf), min(align_down(h.end, tf), last_closed))
-                  for h in sorted(holes, key=lambda h: h.start)]
-        wanted = [(s, e) for s, e in wanted if s <= e]
-        batches: list[CandleBatch] = []
-        voids: list[tuple[int, int]] = []
-        for i, (start, end) in enumerate(wanted):
-            batch, hole_voids, finished = self._fetch_hole(ex, series, start, end, now, deadline, result)
-            batches.append(batch)
-            voids.extend(hole_voids)
-            if not finished:
-                if i + 1 < len(wanted):
-                    result.errors.append(f"bot exchange {series}: {len(wanted) - i - 1} later hole(s) not "
-                                         "tried (time bound reached or exchange detached)")
-                break
-        result.candles = _concat(batches).dedupe_sorted()
-        result.voids = merge_ranges(voids, tf)
+        fetch_holes_in_order(
+            closed_hole_ranges(holes, tf, now),
+            lambda start, end: self._fetch_hole(ex, series, start, end, now, deadline, result),
+            result, tf, f"bot exchange {series}", "time bound reached or exchange detached")
         if result.requests:
             log.debug("bot exchange %s: %d candle(s), %d void range(s) in %d request(s)", series,
                       len(result.candles), len(result.voids), result.requests)

@@ -124,6 +124,13 @@ class CandleBatch:
             return candles
         return cls.from_rows(candles)
 
+    @classmethod
+    def concat(cls, batches) -> CandleBatch:
+        batches = [b for b in batches if len(b)]
+        if not batches:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(b, f) for b in batches]) for f in cls.__slots__))
+
     def __len__(self) -> int:
         return len(self.times)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ..domain import Candle, CandleBatch, SeriesId
+from ..domain import CandleBatch, SeriesId
 
 MAX_FRAME_CHARS = 64 * 1024
 MAX_BATCH = 1000
@@ -94,12 +94,6 @@ def error(code: str, message: str, series_id: str | None = None) -> dict:
     if series_id is not None:
         out["series_id"] = series_id
     return out
-
-
-def candle_dict(candle) -> dict:
-    if isinstance(candle, Candle):
-        return candle.to_dict()
-    return Candle.from_dict(candle).to_dict()
 
 
 class Outbox:

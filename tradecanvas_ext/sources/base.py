@@ -1,10 +1,19 @@
 """The narrow interface every candle source implements (freqtrade, rollup, ccxt)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..domain import CandleBatch, Hole, SeriesId
+from ..domain import (
+    CandleBatch,
+    Hole,
+    SeriesId,
+    align_down,
+    align_up,
+    expected_latest_closed_time,
+    merge_ranges,
+)
 
 
 @dataclass
@@ -31,3 +40,33 @@ class CandleSource(Protocol):
 
         `deadline` is a `time.monotonic()` value after which no new remote request is started."""
         ...
+
+
+def closed_hole_ranges(holes: list[Hole], tf: int, now: float) -> list[tuple[int, int]]:
+    """The holes as aligned (start, end) ranges, oldest first, each end clipped to the newest closed candle:
+    a range source never asks for the forming one."""
+    last_closed = expected_latest_closed_time(now, tf)
+    wanted = [(align_up(h.start, tf), min(align_down(h.end, tf), last_closed))
+              for h in sorted(holes, key=lambda h: h.start)]
+    return [(s, e) for s, e in wanted if s <= e]
+
+
+FetchHole = Callable[[int, int], tuple[CandleBatch, list[tuple[int, int]], bool]]
+
+
+def fetch_holes_in_order(wanted: list[tuple[int, int]], fetch_hole: FetchHole, result: SourceResult, tf: int,
+                         label: str, stop_reason: str) -> None:
+    """Run `fetch_hole(start, end) -> (candles, voids, finished)` over the ranges, oldest first; stop at the
+    first unfinished one (time bound) and say how many were not tried. Fills result.candles / voids."""
+    batches: list[CandleBatch] = []
+    voids: list[tuple[int, int]] = []
+    for i, (start, end) in enumerate(wanted):
+        batch, hole_voids, finished = fetch_hole(start, end)
+        batches.append(batch)
+        voids.extend(hole_voids)
+        if not finished:
+            if i + 1 < len(wanted):
+                result.errors.append(f"{label}: {len(wanted) - i - 1} later hole(s) not tried ({stop_reason})")
+            break
+    result.candles = CandleBatch.concat(batches).dedupe_sorted()
+    result.voids = merge_ranges(voids, tf)

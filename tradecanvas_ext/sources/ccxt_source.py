@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import ccxt  # imported at start-up on purpose: it costs ~0.25 s (FACTS)
-import numpy as np
 
-from ..domain import CandleBatch, Hole, SeriesId, align_down, align_up, list_holes, merge_ranges
-from ..domain.timeframe import expected_latest_closed_time
-from .base import SourceResult
+from ..domain import CandleBatch, Hole, SeriesId, list_holes
+from .base import SourceResult, closed_hole_ranges, fetch_holes_in_order
 
 log = logging.getLogger(__name__)
 
@@ -180,11 +178,7 @@ class CcxtSource:
     def _fetch(self, series: SeriesId, holes: list[Hole], now: float, deadline: float | None,
                result: SourceResult) -> None:
         tf = series.tf_seconds
-        last_closed = expected_latest_closed_time(now, tf)
-        # a hole's end is clipped to the newest closed candle: the forming one is never asked for
-        wanted = [(align_up(h.start, tf), min(align_down(h.end, tf), last_closed))
-                  for h in sorted(holes, key=lambda h: h.start)]
-        wanted = [(s, e) for s, e in wanted if s <= e]
+        wanted = closed_hole_ranges(holes, tf, now)
         if not wanted:
             return
         try:
@@ -197,20 +191,9 @@ class CcxtSource:
         except Exception as exc:
             self._record(result, series, wanted[0][0], wanted[-1][1], exc)
             return
-        batches: list[CandleBatch] = []
-        voids: list[tuple[int, int]] = []
-        for i, (start, end) in enumerate(wanted):
-            batch, hole_voids, finished = self._fetch_hole(entry, series, start, end, limit, now, deadline,
-                                                           result)
-            batches.append(batch)
-            voids.extend(hole_voids)
-            if not finished:
-                if i + 1 < len(wanted):
-                    result.errors.append(f"ccxt {series}: {len(wanted) - i - 1} later hole(s) not tried "
-                                         "(time bound reached)")
-                break
-        result.candles = _concat(batches).dedupe_sorted()
-        result.voids = merge_ranges(voids, tf)
+        fetch_holes_in_order(
+            wanted, lambda start, end: self._fetch_hole(entry, series, start, end, limit, now, deadline, result),
+            result, tf, f"ccxt {series}", "time bound reached")
 
     def _fetch_hole(self, entry: _Entry, series: SeriesId, start: int, end: int, limit: int, now: float,
                     deadline: float | None, result: SourceResult) -> tuple[CandleBatch, list, bool]:
@@ -342,6 +325,4 @@ def _inner_gaps(batch: CandleBatch, tf: int) -> list[tuple[int, int]]:
 
 
 def _concat(batches: list[CandleBatch]) -> CandleBatch:
-    if not batches:
-        return CandleBatch.empty()
-    return CandleBatch(*(np.concatenate([getattr(b, f) for b in batches]) for f in CandleBatch.__slots__))
+    return CandleBatch.concat(batches)

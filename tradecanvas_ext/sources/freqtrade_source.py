@@ -177,9 +177,8 @@ class FreqtradeSource:
         if len(live) < wanted and self.datadir is not None:
             files = self._from_history(series, candle_type, holes, now, result)
             if len(files) and len(live):
-                both = [files, live]  # dedupe_sorted keeps the last row: the live cache wins
-                found = CandleBatch(*(np.concatenate([getattr(p, f) for p in both])
-                                      for f in CandleBatch.__slots__)).dedupe_sorted()
+                # dedupe_sorted keeps the last row: the live cache wins
+                found = CandleBatch.concat([files, live]).dedupe_sorted()
             elif len(files):
                 found = files
         result.candles = found

@@ -36,6 +36,7 @@ _CANDLE_COLS = ("series_key", "candle_time", "open", "high", "low", "close", "vo
 class UpsertResult:
     accepted: int
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    candles: CandleBatch = field(default_factory=CandleBatch.empty)  # what was written: valid, sorted, unique
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ class CandleStore:
             if rejected:
                 log.warning("%s: rejected %d candle(s), first: %s", sid, len(rejected), rejected[:3])
             valid = valid.dedupe_sorted()
-            results[str(sid)] = UpsertResult(len(valid), rejected)
+            results[str(sid)] = UpsertResult(len(valid), rejected, valid)
             if len(valid):
                 prepared.append((sid, self.series_key(sid), valid))
         if not prepared:
