@@ -21,6 +21,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
+from ..domain.clock import ManualClock  # re-exported: tests import it from tradecanvas_ext.testing
+
 __all__ = ["ExchangeEmulator", "FaultController", "ManualClock", "TIMEFRAMES", "main"]
 
 log = logging.getLogger(__name__)
@@ -587,31 +589,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # --------------------------------------------------------------------------------------------- emulator
-
-
-class ManualClock:
-    """A settable clock for tests: `clock()` returns `clock.now` (unix seconds); thread-safe."""
-
-    def __init__(self, now: float) -> None:
-        self._now = float(now)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._now
-
-    @property
-    def now(self) -> float:
-        return self()
-
-    def set(self, now: float) -> None:
-        with self._lock:
-            self._now = float(now)
-
-    def advance(self, seconds: float) -> float:
-        with self._lock:
-            self._now += float(seconds)
-            return self._now
 
 
 class ExchangeEmulator:
