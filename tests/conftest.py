@@ -6,7 +6,7 @@ import os
 import pytest
 from sqlalchemy import create_engine, text
 
-from tradecanvas_ext.store import CandleStore
+from tradecanvas_ext.store import open_store
 
 PG_URL_ENV = "TRADECANVAS_TEST_PG_URL"
 
@@ -38,10 +38,16 @@ def db_url(request, tmp_path) -> str:
 
 
 @pytest.fixture
-def store(db_url):
-    s = CandleStore(db_url)
+def storage(db_url):
+    """The whole store of `db_url` (candles, tracker rows, leases), closed after the test."""
+    s = open_store(db_url, origin="test")
     yield s
     s.close()
+
+
+@pytest.fixture
+def store(storage):
+    return storage.candles
 
 
 @pytest.fixture

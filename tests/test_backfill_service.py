@@ -13,10 +13,10 @@ from freqtrade.enums import CandleType, RunMode
 from freqtrade.exchange import Exchange
 
 from tests.conftest import NOW
-from tradecanvas_ext.domain import CandleBatch, expected_latest_closed_time
+from tradecanvas_ext.domain import CandleBatch, SeriesId, expected_latest_closed_time
 
-SID = "binance:spot:BTC/USDT:1m"
-SID5 = "binance:spot:BTC/USDT:5m"
+SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
+SID5 = SeriesId.parse("binance:spot:BTC/USDT:5m")
 LAST = expected_latest_closed_time(NOW, 60)
 
 
@@ -82,7 +82,7 @@ def test_freqtrade_level_fills_and_ccxt_is_not_asked(make_runtime, exchange, pro
 
 
 def test_rollup_fills_5m_from_stored_1m(make_runtime, exchange):
-    rt = make_runtime(enable_ccxt_backfill=False, series=[SID, SID5])
+    rt = make_runtime(enable_ccxt_backfill=False, series=[str(SID), str(SID5)])
     end5 = expected_latest_closed_time(NOW, 300)
     rt.store.upsert_closed(SID, oracle(exchange, end5 - 9 * 300, end5 + 240))
     exchange.reset_counts()
@@ -93,7 +93,7 @@ def test_rollup_fills_5m_from_stored_1m(make_runtime, exchange):
 
 
 def test_rollup_is_not_used_above_rollup_max(make_runtime, exchange):
-    rt = make_runtime(enable_ccxt_backfill=False, rollup_max_timeframe_s=240, series=[SID, SID5])
+    rt = make_runtime(enable_ccxt_backfill=False, rollup_max_timeframe_s=240, series=[str(SID), str(SID5)])
     end5 = expected_latest_closed_time(NOW, 300)
     rt.store.upsert_closed(SID, oracle(exchange, end5 - 9 * 300, end5 + 240))
     res = rt.backfill.ensure_tail_coverage(SID5, 10, to_time=end5)
@@ -131,8 +131,8 @@ def test_ccxt_switch_off_means_zero_requests(make_runtime, exchange, env):
 
 
 def test_errors_are_recorded_and_tracker_says_best_effort_failed(make_runtime, exchange):
-    bad = "binance:spot:DOGE/USDT:1m"  # not listed by the exchange
-    rt = make_runtime(series=[bad])
+    bad = SeriesId.parse("binance:spot:DOGE/USDT:1m")  # not listed by the exchange
+    rt = make_runtime(series=[str(bad)])
     res = rt.backfill.ensure_tail_coverage(bad, 10, to_time=LAST)
     assert res.errors and "DOGE/USDT" in " ".join(res.errors)
     assert res.note == "tail_coverage_best_effort_failed" and not res.complete

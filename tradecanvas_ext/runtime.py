@@ -12,10 +12,10 @@ from collections.abc import Callable
 from .backfill.health import HealthService
 from .backfill.service import BackfillService
 from .backfill.startup_sync import run_startup_kline_sync
-from .backfill.tracker import ProgressTracker
+from .backfill.tracker import ProgressTracker, this_owner
 from .domain import SeriesId
 from .settings import Settings
-from .store import CandleStore
+from .store import CandleStore, Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ class Runtime:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time):
         self.settings = settings
         self.clock = clock
+        self.storage: Store | None = None
         self.store: CandleStore | None = None
         self.backfill: BackfillService | None = None
         self.tracker: ProgressTracker | None = None
@@ -49,13 +50,15 @@ class Runtime:
             from .sources.rollup import RollupSource
 
             s = self.settings
-            self.store = CandleStore(s.db_url)
-            self.tracker = ProgressTracker(self.store, self.clock)
+            owner = this_owner()  # names this process in notifications, leases and tracker rows
+            self.storage = open_store(s.db_url, origin=owner)
+            self.store = self.storage.candles
+            self.tracker = ProgressTracker(self.storage.tracker_rows, self.clock, owner)
             for sid in self.tracker.recover_interrupted():
                 log.warning("%s: a repair was interrupted by a crash or kill; marked failed", sid)
             self._exchange_pool = ExchangePool(s.ccxt_config, s.ccxt_timeout_ms)
             self.backfill = BackfillService(
-                self.store, s, self.clock, self.tracker,
+                self.store, s, self.clock, self.tracker, self.storage.leases,
                 freqtrade=FreqtradeSource(lambda: self._dp, s.datadir, s.data_format, exchange=s.exchange),
                 rollup=RollupSource(self.store, s.rollup_max_timeframe_s),
                 ccxt=CcxtSource(self._exchange_pool, self.clock),
@@ -70,11 +73,8 @@ class Runtime:
             self.metrics = Metrics()
             self.backfill.metrics = self.hub.metrics = self.metrics
             self.metrics.bind(self)
-            self.store.origin = self.tracker.owner  # notifications and leases name this process
-            if self.store.dialect == "postgresql":  # candles written by other processes reach our clients
-                from .store.listener import CandleListener
-
-                self._listener = CandleListener(s.db_url, self.store.origin, self._on_remote_write).start()
+            # candles written by other processes reach our clients (a no-op listener on SQLite)
+            self._listener = self.storage.listen(self._on_remote_write).start()
             if serve:
                 self._start_server()
             self._started = True
@@ -90,7 +90,7 @@ class Runtime:
         try:
             server.start()
         except BaseException:
-            for part in (self.hub, self._exchange_pool, self.store):
+            for part in (self.hub, self._exchange_pool, self.storage):
                 try:
                     if part is not None:
                         part.close()
@@ -117,18 +117,17 @@ class Runtime:
                 self.hub.close()
             if self._exchange_pool is not None:
                 self._exchange_pool.close()
-            if self.store is not None:
-                self.store.close()
+            if self.storage is not None:
+                self.storage.close()
 
     @property
     def url(self) -> str | None:
         return None if self.server is None else self.server.url
 
-    def _on_remote_write(self, series_id: str, first: int, last: int) -> None:
+    def _on_remote_write(self, sid: SeriesId, first: int, last: int) -> None:
         """Another process stored candles: read them back and publish them like our own."""
-        if self.hub is None or not self.is_configured(series_id):
+        if self.hub is None or not self.is_configured(sid):
             return
-        sid = SeriesId.parse(series_id)
         self.hub.publish_closed(sid, self.store.read_between(sid, first, last))
 
     # ---- freqtrade binding --------------------------------------------------------------------------

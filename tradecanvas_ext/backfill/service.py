@@ -16,7 +16,7 @@ import numpy as np
 
 from ..domain import CandleBatch, Hole, SeriesId, align_down, expected_latest_closed_time
 from ..sources.base import CandleSource, SourceResult
-from ..store.leases import LeaseTimeout
+from ..store.leases import Leases, LeaseTimeout
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,11 @@ class _Flight:
 
 
 class BackfillService:
-    def __init__(self, store, settings, clock: Callable[[], float], tracker,
+    def __init__(self, store, settings, clock: Callable[[], float], tracker, leases: Leases,
                  freqtrade: CandleSource | None = None, rollup: CandleSource | None = None,
                  ccxt: CandleSource | None = None, time_bound_s: float | None = None):
         self.store, self.settings, self.clock, self.tracker = store, settings, clock, tracker
+        self.leases = leases  # one repair of a series at a time across processes on one store
         self.levels: dict[str, CandleSource | None] = {"freqtrade": freqtrade, "rollup": rollup, "ccxt": ccxt}
         # ccxt timeout + retries, per call: a stuck exchange never holds a caller for long.
         self.time_bound_s = time_bound_s or max(30.0, 4 * settings.ccxt_timeout_ms / 1000)
@@ -183,7 +184,7 @@ class BackfillService:
         if not self._open_holes(sid, start, end, now):
             return self._measure(sid, start, end, target, to_time, into=res)
         try:  # one repair of a series at a time across processes sharing the store
-            with self.store.repair_lease(sid, self.time_bound_s):
+            with self.leases.repair_lease(sid, self.time_bound_s):
                 return self._repair_leased(sid, start, end, levels, allow_ccxt, reason, res, now, deadline)
         except LeaseTimeout:
             res.errors.append(f"{sid}: another process kept the repair lease past {self.time_bound_s:.0f}s")

@@ -14,12 +14,18 @@ def _load(args) -> Settings:
     return Settings.from_file(args.config)
 
 
+def _open_store(settings: Settings):
+    from ..backfill.tracker import this_owner
+    from ..store import open_store
+
+    return open_store(settings.db_url, origin=this_owner())
+
+
 def cmd_check(args) -> int:
     """Validate the config, open the store and print what it holds per configured series."""
-    from ..store import CandleStore
-
     settings = _load(args)
-    store = CandleStore(settings.db_url)
+    storage = _open_store(settings)
+    store = storage.candles
     import time
 
     now = time.time()
@@ -30,7 +36,7 @@ def cmd_check(args) -> int:
         holes = store.holes(sid, st["first_time"], end) if st["first_time"] is not None else []
         rows.append({"series_id": str(sid), **st, "holes": len(holes),
                      "missing_candles": sum(h.missing_candles for h in holes)})
-    store.close()
+    storage.close()
     print(json.dumps({"db_url": _redact(settings.db_url), "series": rows}, indent=2))
     return 0
 
@@ -43,17 +49,16 @@ def _redact(url: str) -> str:
 
 
 def cmd_gaps(args) -> int:
-    from ..store import CandleStore
-
     settings = _load(args)
     sid = SeriesId.parse(args.series_id)
-    store = CandleStore(settings.db_url)
+    storage = _open_store(settings)
+    store = storage.candles
     import time
 
     start = args.start if args.start is not None else store.first_time(sid)
     end = args.end if args.end is not None else expected_latest_closed_time(time.time(), sid.tf_seconds)
     holes = [] if start is None else store.holes(sid, start, end)
-    store.close()
+    storage.close()
     print(json.dumps({"series_id": str(sid), "start": start, "end": end,
                       "holes": [h.to_dict() for h in holes],
                       "missing_candles": sum(h.missing_candles for h in holes)}, indent=2))
