@@ -1,6 +1,8 @@
-"""Level 3 inside the bot: range fetches through the bot's own freqtrade Exchange (its markets, its rate
-limiter), one request per chunk. It never touches the bot's candle cache, never holds `_loop_lock` for more
-than one request, and never raises out of `fetch`.
+"""Level 3 inside the bot: the range walk over a transport on the bot's own freqtrade Exchange (its markets,
+its rate limiter). It never touches the bot's candle cache, never holds `_loop_lock` for more than one
+request, and never raises out of `fetch`.
+Locks: `BotExchangeSource._cond` guards the binding and counters; the exchange's `_loop_lock` is taken per
+request by `FreqtradeTransport` (bounded wait), never while `_cond` is held.
 """
 from __future__ import annotations
 
@@ -74,10 +76,12 @@ class BotExchangeSource:
         self.fallback = fallback
         self._clock = clock
         self._walk = RangeWalk(RetryPolicy(), sleep)
-        self._cond = threading.Condition()  # protects _exchange, _inflight and requests; never held for I/O
+        # protects _exchange, _inflight, requests and retries; never held for I/O or another object's call
+        self._cond = threading.Condition()
         self._exchange = None
         self._inflight = 0
         self.requests = 0  # pages asked through the bot's exchange, over the source's life (metrics, tests)
+        self.retries = 0  # transient failures retried through it, over the source's life (metrics)
 
     # ---- binding --------------------------------------------------------------------------------------
     def bind(self, exchange) -> None:
@@ -123,6 +127,7 @@ class BotExchangeSource:
             with self._cond:
                 self._inflight -= 1
                 self.requests += result.requests
+                self.retries += result.retries
                 self._cond.notify_all()
         return result
 

@@ -142,37 +142,31 @@ def void_evidence(start: int, end: int, seen: np.ndarray, empty: Sequence[tuple[
     if len(times) >= 2:
         voids.extend((max(h.start, start), min(h.end, end)) for h in list_holes(times, int(times[0]),
                                                                                   int(times[-1]), tf))
-    limit = min(end, newest_void(now, tf))
-    return [(s, min(e, limit)) for s, e in voids if max(s, start) <= min(e, limit)]
+    last = min(end, newest_void(now, tf))
+    clipped = [(max(s, start), min(e, last)) for s, e in voids]
+    return [(s, e) for s, e in clipped if s <= e]
 
 
-def row_times(raw, since: int, tf: int) -> np.ndarray:
-    """Sorted unique aligned times of the well-formed rows at or after `since`: what the exchange says it has."""
+def _rows(raw, tf: int):
+    """(time, row) of the well-formed aligned rows, as sent."""
     tf_ms = tf * 1000
-    out = []
     for r in raw or ():
         try:
             t_ms = int(r[0])
         except (TypeError, ValueError, IndexError):
             continue
-        if len(r) >= 6 and not t_ms % tf_ms and t_ms // 1000 >= since:
-            out.append(t_ms // 1000)
-    return np.unique(np.asarray(out, dtype=np.int64))
+        if len(r) >= 6 and not t_ms % tf_ms:
+            yield t_ms // 1000, r
+
+
+def row_times(raw, since: int, tf: int) -> np.ndarray:
+    """Sorted unique times of the well-formed aligned rows at or after `since`: what the exchange says it has."""
+    return np.unique(np.asarray([t for t, _ in _rows(raw, tf) if t >= since], dtype=np.int64))
 
 
 def clean_rows(raw, start: int, end: int, tf: int, now: float) -> CandleBatch:
     """Rows inside [start, end], aligned and closed, one per time (the last wins), ascending."""
-    rows = []
-    tf_ms = tf * 1000
-    for r in raw or ():
-        try:
-            t_ms = int(r[0])
-        except (TypeError, ValueError, IndexError):
-            continue
-        t = t_ms // 1000
-        if t_ms % tf_ms or not start <= t <= end or t + tf > now or len(r) < 6:
-            continue
-        rows.append((t, *(_num(x) for x in r[1:6])))
+    rows = [(t, *(_num(x) for x in r[1:6])) for t, r in _rows(raw, tf) if start <= t <= end and t + tf <= now]
     return CandleBatch.from_rows(rows).dedupe_sorted()
 
 
@@ -267,7 +261,8 @@ class RangeWalk:
                     made = False
                     raise
                 finally:
-                    result.requests += made
+                    if made:
+                        result.requests += 1
 
             try:
                 raw = self.retrying(one, deadline, result, transport.label)
