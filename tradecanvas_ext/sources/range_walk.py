@@ -126,10 +126,14 @@ def classify(page: Page, n_rows: int, seen: np.ndarray, tf: int, cutoff: float) 
     return Verdict(Answer.FULL, page.end + tf, ())
 
 
+def void_cutoff(now: float, tf: int) -> float:
+    """A candle closing after this may still be published: its absence proves nothing yet."""
+    return now - max(VOID_MIN_AGE_S, tf)
+
+
 def newest_void(now: float, tf: int) -> int:
     """The newest candle time old enough to be called a void at `now`."""
-    cutoff = now - max(VOID_MIN_AGE_S, tf)
-    return math.floor((cutoff - tf) / tf) * tf
+    return math.floor((void_cutoff(now, tf) - tf) / tf) * tf
 
 
 def void_evidence(start: int, end: int, seen: np.ndarray, empty: Sequence[tuple[int, int]], tf: int,
@@ -245,7 +249,7 @@ class RangeWalk:
     def _hole(self, transport: Transport, start: int, end: int, tf: int, now: float, deadline: float | None,
               result: SourceResult) -> tuple[CandleBatch, list[tuple[int, int]], bool]:
         """(candles, voids, False when time ran out). An error retries did not cure abandons this hole only."""
-        cutoff = now - max(VOID_MIN_AGE_S, tf)
+        cutoff = void_cutoff(now, tf)
         pages: list[CandleBatch] = []
         seen: list[np.ndarray] = []
         empty: list[tuple[int, int]] = []
