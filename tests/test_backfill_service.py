@@ -13,6 +13,7 @@ from freqtrade.enums import CandleType, RunMode
 from freqtrade.exchange import Exchange
 
 from tests.conftest import NOW
+from tradecanvas_ext.core import default_sources
 from tradecanvas_ext.domain import CandleBatch, SeriesId, expected_latest_closed_time
 
 SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
@@ -70,9 +71,9 @@ def provider_with(tmp_path):
 # ---- the branches --------------------------------------------------------------------------------------
 
 def test_freqtrade_level_fills_and_ccxt_is_not_asked(make_runtime, exchange, provider_with):
-    rt = make_runtime()
     rows = oracle(exchange, LAST - 99 * 60, LAST)
-    rt.bind_data_provider(provider_with(rows))
+    dp = provider_with(rows)
+    rt = make_runtime(sources=lambda ctx: default_sources(ctx, data_provider=lambda: dp))
     exchange.reset_counts()
     res = rt.backfill.ensure_tail_coverage(SID, 100, to_time=LAST)
     assert res.sources == {"freqtrade": 100} and res.filled == 100 and res.covered == 100
@@ -82,7 +83,7 @@ def test_freqtrade_level_fills_and_ccxt_is_not_asked(make_runtime, exchange, pro
 
 
 def test_rollup_fills_5m_from_stored_1m(make_runtime, exchange):
-    rt = make_runtime(enable_ccxt_backfill=False, series=[str(SID), str(SID5)])
+    rt = make_runtime(enable_ccxt_backfill=False, series=[SID, SID5])
     end5 = expected_latest_closed_time(NOW, 300)
     rt.store.upsert_closed(SID, oracle(exchange, end5 - 9 * 300, end5 + 240))
     exchange.reset_counts()
@@ -93,7 +94,7 @@ def test_rollup_fills_5m_from_stored_1m(make_runtime, exchange):
 
 
 def test_rollup_is_not_used_above_rollup_max(make_runtime, exchange):
-    rt = make_runtime(enable_ccxt_backfill=False, rollup_max_timeframe_s=240, series=[str(SID), str(SID5)])
+    rt = make_runtime(enable_ccxt_backfill=False, rollup_max_timeframe_s=240, series=[SID, SID5])
     end5 = expected_latest_closed_time(NOW, 300)
     rt.store.upsert_closed(SID, oracle(exchange, end5 - 9 * 300, end5 + 240))
     res = rt.backfill.ensure_tail_coverage(SID5, 10, to_time=end5)
@@ -132,7 +133,7 @@ def test_ccxt_switch_off_means_zero_requests(make_runtime, exchange, env):
 
 def test_errors_are_recorded_and_tracker_says_best_effort_failed(make_runtime, exchange):
     bad = SeriesId.parse("binance:spot:DOGE/USDT:1m")  # not listed by the exchange
-    rt = make_runtime(series=[str(bad)])
+    rt = make_runtime(series=[bad])
     res = rt.backfill.ensure_tail_coverage(bad, 10, to_time=LAST)
     assert res.errors and "DOGE/USDT" in " ".join(res.errors)
     assert res.note == "tail_coverage_best_effort_failed" and not res.complete

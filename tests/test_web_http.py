@@ -181,7 +181,7 @@ def test_auto_tail_switch_off_asks_the_exchange_nothing(api, exchange):
     r = a.get("/api/market/candles", {"series_id": SID, "limit": 50})
     assert r.status_code == 200 and r.json()["candles"] == []
     assert exchange.request_count() == 0
-    assert a.rt.storage.tracker_rows.tracker_get(BTC) is None  # not even a tracker row: no repair ran
+    assert a.rt.core.storage.tracker_rows.tracker_get(BTC) is None  # not even a tracker row: no repair ran
 
 
 def test_auto_tail_switch_forced_off_by_the_environment(api, exchange):

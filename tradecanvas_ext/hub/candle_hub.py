@@ -49,10 +49,9 @@ class HubClient:
         if not self.alive:
             return
         metrics = self.hub.metrics
-        if metrics is not None:
-            metrics.ws_messages.labels(message["type"]).inc()
-            if message["type"] == "gap":
-                metrics.ws_gaps.labels(message["series_id"], message["reason"]).inc()
+        metrics.ws_messages.labels(message["type"]).inc()
+        if message["type"] == "gap":
+            metrics.ws_gaps.labels(message["series_id"], message["reason"]).inc()
         try:
             self._out.put_nowait(json.dumps(message, separators=(",", ":")))
         except queue.Full:
@@ -127,9 +126,10 @@ class Subscription:
 
 
 class CandleHub:
-    def __init__(self, store, backfill, settings, is_configured, workers: int = 8, recovery_workers: int = 4):
+    def __init__(self, store, backfill, settings, registry, metrics, *, recovery_bound_s: float,
+                 workers: int = 8, recovery_workers: int = 4):
         self.store, self.backfill, self.settings = store, backfill, settings
-        self.is_configured = is_configured
+        self.registry = registry
         self._lock = threading.Lock()
         self._by_series: dict[str, set[Subscription]] = {}
         self._clients: set[HubClient] = set()
@@ -138,9 +138,9 @@ class CandleHub:
         self._last_forming: dict[str, tuple[float, int]] = {}
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tc-hub")
         self._recovery_pool = ThreadPoolExecutor(recovery_workers, thread_name_prefix="tc-hub-recovery")
-        self.recovery_bound_s = getattr(backfill, "time_bound_s", 30.0) + 5.0
+        self.recovery_bound_s = recovery_bound_s
         self.recoveries_started = 0
-        self.metrics = None  # a tradecanvas_ext.metrics.Metrics when the runtime has one
+        self.metrics = metrics
         self._closed = False
 
     # ---- clients ----------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ class CandleHub:
     # ---- subscriptions ----------------------------------------------------------------------------
     def subscribe(self, client: HubClient, cmd: m.Subscribe) -> None:
         key = str(cmd.series)
-        if not self.is_configured(cmd.series):
+        if not self.registry.is_active(cmd.series):
             client.send_error("unknown_series", f"series {key} is not configured", key)
             return
         with client._lock:

@@ -87,20 +87,20 @@ class CandleStore:
     def upsert_closed(self, sid: SeriesId, candles, now: float | None = None) -> UpsertResult:
         """Bulk, idempotent; last write wins per time. Invalid, unaligned or (given `now`) not-yet-closed
         candles are rejected with a reason and the rest are stored."""
-        return self.upsert_closed_many([(sid, candles)], now)[str(sid)]
+        return self.upsert_closed_many([(sid, candles)], now)[sid]
 
     def upsert_closed_many(self, items: Iterable[tuple[SeriesId, object]],
-                           now: float | None = None) -> dict[str, UpsertResult]:
+                           now: float | None = None) -> dict[SeriesId, UpsertResult]:
         """`upsert_closed` for several series in ONE write transaction (the bot loop's ingest of every
         series that got a new candle): one commit instead of one per series."""
         prepared = []
-        results: dict[str, UpsertResult] = {}
+        results: dict[SeriesId, UpsertResult] = {}
         for sid, candles in items:
             valid, rejected = CandleBatch.coerce(candles).split_valid(sid.tf_seconds, now)
             if rejected:
                 log.warning("%s: rejected %d candle(s), first: %s", sid, len(rejected), rejected[:3])
             valid = valid.dedupe_sorted()
-            results[str(sid)] = UpsertResult(len(valid), rejected, valid)
+            results[sid] = UpsertResult(len(valid), rejected, valid)
             if len(valid):
                 prepared.append((sid, self.series_key(sid), valid))
         if not prepared:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "tc_candles"
 
-OnWrite = Callable[[SeriesId, int, int], None]  # (series, first_time, last_time) written by another origin
+OnWrite = Callable[[str, int, int], None]  # (series id text, first_time, last_time) by another origin
 
 
 def notification_payload(sid: SeriesId, first_time: int, last_time: int, origin: str) -> str:
@@ -44,7 +44,8 @@ class NoListener:
 
 class CandleListener:
     def __init__(self, db_url: str, origin: str, on_write: OnWrite):
-        """`on_write(sid, first_time, last_time)` for writes of OTHER origins."""
+        """`on_write(series_id, first_time, last_time)` for writes of OTHER origins; the text is parsed
+        by the callback (an edge)."""
         self._conninfo = psycopg_conninfo(db_url)
         self._origin, self._on_write = origin, on_write
         self._stop = threading.Event()
@@ -82,6 +83,6 @@ class CandleListener:
             msg = json.loads(payload)
             if msg.get("o") == self._origin:
                 return
-            self._on_write(SeriesId.parse(msg["s"]), int(msg["a"]), int(msg["b"]))
+            self._on_write(msg["s"], int(msg["a"]), int(msg["b"]))
         except Exception:
             log.exception("bad candle notification %r", payload[:200])
