@@ -94,15 +94,14 @@ def without_level_1(ctx):
 
 def test_a_repair_with_every_level_off_does_not_count(make_runtime, exchange, clock):
     rt = make_runtime(enable_ccxt_backfill=False)
-    sid = SeriesId.parse(SID)
-    rt.store.upsert_closed(sid, exchange.candles("BTC/USDT", "1m", EXP - 20 * TF, EXP - 10 * TF))
+    rt.store.upsert_closed(SID, exchange.candles("BTC/USDT", "1m", EXP - 20 * TF, EXP - 10 * TF))
     rt.backfill.ensure_tail_coverage(SID, 30, to_time=EXP)
     assert rt.health(SID)["status_reason"] in ("backfill_recent", "lagging_no_recent_backfill")
-    tr = rt.tracker.get(sid)
+    tr = rt.tracker.get(SID)
     # only the freqtrade level could run (no provider): it ran, so it counts; with no source at all:
     rt.stop()
     rt = make_runtime(enable_ccxt_backfill=False, sources=without_level_1)
     clock.advance(200)
     rt.backfill.ensure_tail_coverage(SID, 30, to_time=EXP)
-    assert rt.tracker.get(sid)["ran_levels"] == 0 and tr is not None
+    assert rt.tracker.get(SID)["ran_levels"] == 0 and tr is not None
     assert rt.health(SID)["status_reason"] == "lagging_no_recent_backfill"
