@@ -96,10 +96,13 @@ class BinanceRoutes:
             raise ApiError(400, -1100, "Illegal characters found in parameter 'symbols'.") from None
         if not isinstance(ids, list) or not all(isinstance(s, str) for s in ids):
             raise ApiError(400, -1100, "Illegal characters found in parameter 'symbols'.")
-        wanted = [self._markets.with_id(s) for s in ids]
-        if any(mk is None for mk in wanted):
-            raise ApiError(400, -1121, "Invalid symbol.")
-        return wanted  # type: ignore[return-value]
+        wanted: list[Market] = []
+        for s in ids:
+            mk = self._markets.with_id(s)
+            if mk is None:
+                raise ApiError(400, -1121, "Invalid symbol.")
+            wanted.append(mk)
+        return wanted
 
     # ------------------------------------------------------------------ klines
     def klines(self, params: dict, now: float, decision: FaultDecision) -> list:
