@@ -198,7 +198,7 @@ def test_startup_sync_inside_the_bot_goes_through_the_bots_exchange(tmp_path, bo
         result = wait_for(lambda: rt.startup_sync_result, 30, what="the startup sync")
         assert result["series_synced"] == result["series_total"] == 1
         assert g.exchange_source.requests == 2  # 1500 candles: two pages of at most 999
-        assert rt._exchange_pool._entries == {}  # our own ccxt objects were never needed
+        assert g.sources.pool.open_count == 0  # our own ccxt objects were never needed
         got = rt.store.read_between(SID, LAST - 1499 * 60, LAST)
         assert got.rows() == exchange.candles("BTC/USDT", "1m", LAST - 1499 * 60, LAST)
         assert bot_exchange._klines == {}

@@ -167,7 +167,6 @@ class BotGlue:
         self._repairer: _LagRepairer | None = None
         self._sync_thread: threading.Thread | None = None
         self._atexit = False
-        self.last_error: str | None = None  # what the last failed bot_start said (also logged)
 
     @property
     def exchange_source(self):
@@ -183,7 +182,6 @@ class BotGlue:
                        "without the extension", exc_info=True)
 
     def _fail(self, message: str, exc_info: bool = False) -> None:
-        self.last_error = message
         log.error("%s", message, exc_info=exc_info)
 
     def _bot_start(self, strategy) -> None:
@@ -224,7 +222,6 @@ class BotGlue:
             else:
                 self._apply_reload(rt, settings)
             self._bind(strategy, rt)
-        self.last_error = None
         self._start_sync(rt)
 
     def _create_runtime(self, settings):

@@ -89,6 +89,12 @@ class ExchangePool:
                 entry = self._entries[key] = _Entry(exchange, threading.Lock())
             return entry
 
+    @property
+    def open_count(self) -> int:
+        """How many ccxt exchange objects this pool has created and not closed."""
+        with self._lock:
+            return len(self._entries)
+
     def close(self) -> None:
         """Close every HTTP session; idempotent. A request in flight finishes first."""
         with self._lock:
