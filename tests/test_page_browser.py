@@ -319,7 +319,7 @@ def test_health_panel_is_yellow_during_a_backfill_then_green(make_runtime, excha
     assert page.inner_text(f"{row} .missing") == "30"
 
     exchange.faults.slow(3.0, n=1)  # the exchange answers slowly: the repair stays running for a while
-    repair = threading.Thread(target=rt.backfill.ensure_tail_coverage, args=(ETH,),
+    repair = threading.Thread(target=rt.backfill.ensure_tail_coverage, args=(SeriesId.parse(ETH),),
                               kwargs={"target": 200, "to_time": E}, daemon=True)
     repair.start()
     wait(page, f"() => document.querySelector('{row}').dataset.status === 'yellow'", "ETH yellow")
