@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 
 from tradecanvas_ext.domain import Candle, CandleBatch, Hole, InvalidCandle, SeriesId, list_holes
 from tradecanvas_ext.store import open_store
+from tradecanvas_ext.store.dialect import dialect_for
+from tradecanvas_ext.store.leases import LeaseTimeout, NoLeases
+from tradecanvas_ext.store.series_keys import SeriesKeys
 
 SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
 _counter = itertools.count()
@@ -123,6 +126,51 @@ def test_series_are_isolated(store):
     assert store.read_tail(SID, 10).times.tolist() == [60]
     assert store.read_tail(other, 10).times.tolist() == [120]
     assert set(store.known_series()) >= {str(SID), str(other)}
+
+
+def test_the_store_takes_a_series_id_not_its_text(store):
+    store.upsert_closed(SID, [candle(60)])  # the key of SID is cached now
+    for call in (lambda: store.head_time(str(SID)), lambda: store.upsert_closed(str(SID), [candle(120)])):
+        with pytest.raises((TypeError, AttributeError)):
+            call()
+    with pytest.raises(TypeError, match="SeriesId"):
+        store.series_key(str(SID))
+    assert store.read_tail(SID, 10).times.tolist() == [60]
+
+
+def test_the_dialect_is_chosen_once_from_the_url():
+    memory = dialect_for("sqlite://")
+    assert memory.name == "sqlite" and isinstance(memory.leases(SeriesKeys(memory)), NoLeases)  # nobody to arbitrate with
+    memory.close()
+    with pytest.raises(ValueError, match="unsupported database"):
+        dialect_for("mysql://u@localhost/x")
+
+
+def _hold_lease(url: str, ready, release) -> None:
+    s = open_store(url, origin="holder")
+    with s.leases.repair_lease(SID, 30):
+        ready.set()
+        release.wait(60)
+    s.close()
+
+
+def test_a_repair_lease_is_held_against_other_processes(storage, db_url):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lease, args=(db_url, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60), "the holder process never took the lease"
+        with pytest.raises(LeaseTimeout):
+            with storage.leases.repair_lease(SID, 0.2):
+                pass
+        release.set()
+        with storage.leases.repair_lease(SID, 30):  # free once the holder lets go
+            pass
+    finally:
+        release.set()
+        holder.join(60)
+    assert holder.exitcode == 0
 
 
 # ---- properties (hypothesis) on the real database -----------------------------------------------------
