@@ -9,7 +9,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "tradecanvas_ext"
 
-# folder (or top-level module) -> the parts of the package it may import (besides itself)
+# folder (or top-level module) -> the parts of the package it may import (besides itself): the table of
+# the README's "Architecture" section
 CORE = {"domain", "settings", "series_ids", "registry", "feed", "metrics"}
 ALLOWED = {
     "domain": set(),
