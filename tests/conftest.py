@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -9,6 +10,15 @@ from sqlalchemy import create_engine, text
 from tradecanvas_ext.store import CandleStore
 
 PG_URL_ENV = "TRADECANVAS_TEST_PG_URL"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def subprocess_env(**extra: str) -> dict:
+    """The environment for a child process (freqtrade, our CLI) that must import THIS checkout's
+    tradecanvas_ext, not whichever one the virtualenv has installed (a worktree, another clone)."""
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return env
 
 
 def pg_url_or_skip() -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 import signal
 import sqlite3
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.botkit import REPO, STRATEGY_DIR, free_port, get_json, wait_for
+from tests.conftest import subprocess_env
 from tests.wsclient import WS, check_guarantee, events
 from tradecanvas_ext.backfill.tracker import ProgressTracker
 from tradecanvas_ext.domain import SeriesId
@@ -81,7 +81,7 @@ class Bot:
                "--strategy-path", str(STRATEGY_DIR), "--userdir", str(self.userdir)]
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()/kill()
         self.proc = subprocess.Popen(cmd, cwd=self.tmp, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env=subprocess_env(PYTHONUNBUFFERED="1"))
         return self
 
     def log(self) -> str:
