@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.conftest import NOW
-from tradecanvas_ext.domain import expected_latest_closed_time
+from tradecanvas_ext.domain import SeriesId, expected_latest_closed_time
 
 SID = "binance:spot:BTC/USDT:1m"
 ETH5 = "binance:spot:ETH/USDT:5m"
@@ -454,12 +454,12 @@ def test_every_bad_backfill_body_is_400_and_changes_nothing(api, exchange):
 
 def test_the_largest_allowed_backfill_range_is_accepted(api, exchange):
     a = api()
-    first = LAST - 99_999 * TF
+    first, btc = LAST - 99_999 * TF, SeriesId.parse(SID)
     # the store already holds the range but for two holes: the real service repairs just those
     holes = [(first, first + 2 * TF), (LAST - 50_000 * TF, LAST - 49_990 * TF)]
     rows = [r for r in exchange.candles("BTC/USDT", "1m", first, LAST)
             if not any(s <= r[0] <= e for s, e in holes)]
-    assert a.rt.store.upsert_closed(SID, rows, now=NOW).accepted == 100_000 - 14
+    assert a.rt.store.upsert_closed(btc, rows, now=NOW).accepted == 100_000 - 14
     exchange.reset_counts()
     r = a.post("/api/market/backfill", _body(start=first, end=LAST))
     assert r.status_code == 200, r.text
@@ -468,8 +468,8 @@ def test_the_largest_allowed_backfill_range_is_accepted(api, exchange):
     assert res["complete"] and res["covered"] == 100_000 and res["filled"] == 14 and res["holes"] == []
     assert res["sources"]["ccxt"] == 14 and res["errors"] == []
     assert 1 <= exchange.request_count("klines") <= 2  # one request per hole at most
-    assert a.rt.store.count_between(SID, first, LAST) == 100_000
-    assert a.rt.store.read_between(SID, first, LAST).rows() == exchange.candles("BTC/USDT", "1m", first, LAST)
+    assert a.rt.store.count_between(btc, first, LAST) == 100_000
+    assert a.rt.store.read_between(btc, first, LAST).rows() == exchange.candles("BTC/USDT", "1m", first, LAST)
 
 
 # ---- errors that are not about parameters ---------------------------------------------------------------
