@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install clean bench
+.PHONY: run test lint install clean bench screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the documentation's docs/screenshots/*.png, regenerated on purpose by the browser test (a plain test run writes
+# its screenshots to a temporary folder and leaves the tracked files alone)
+screenshots: $(STAMP)
+	TRADECANVAS_WRITE_SCREENSHOTS=1 $(PY) -m pytest tests/test_page_browser.py -p no:cacheprovider $(PYTEST_ARGS)
 
 # the exchange emulator (scripted outage 4 min in) + a real freqtrade dry-run bot with the extension; Ctrl-C stops both
 run: $(STAMP)

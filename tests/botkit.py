@@ -5,7 +5,6 @@ import importlib.util
 import json
 import socket
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from freqtrade.data.dataprovider import DataProvider
 from freqtrade.enums import CandleType, RunMode
 from freqtrade.exchange import Exchange
 
+from tests.conftest import wait_for  # noqa: F401 - the bot tests import it from here
 from tradecanvas_ext.bot import TradeCanvasStrategy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,22 +109,3 @@ def set_cache(exchange, df: pd.DataFrame, pair: str = "BTC/USDT", tf: str = "1m"
 def get_json(url: str, timeout: float = 10.0):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read().decode())
-
-
-def wait_for(pred, timeout: float, interval: float = 0.2, what: str = "condition"):
-    """Poll `pred` until it returns something true. Other exceptions mean "not yet"; an AssertionError
-    inside it (e.g. "the bot process exited") fails at once."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-        except AssertionError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - not there yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -9,6 +11,34 @@ from sqlalchemy import create_engine, text
 from tradecanvas_ext.store import open_store
 
 PG_URL_ENV = "TRADECANVAS_TEST_PG_URL"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wait_for(pred, timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Poll `pred` until it returns something true. Other exceptions mean "not yet"; an AssertionError
+    inside it (e.g. "the bot process exited") fails at once."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+        except AssertionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - not there yet
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def subprocess_env(**extra: str) -> dict:
+    """The environment for a child process (freqtrade, our CLI) that must import THIS checkout's
+    tradecanvas_ext, not whichever one the virtualenv has installed (a worktree, another clone)."""
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return env
 
 
 def pg_url_or_skip() -> str:

@@ -3,6 +3,7 @@ economy, faults, voids, single-flight, tracker notes and `result.value`."""
 from __future__ import annotations
 
 import math
+import sys
 import threading
 
 import numpy as np
@@ -12,6 +13,7 @@ from freqtrade.data.dataprovider import DataProvider
 from freqtrade.enums import CandleType, RunMode
 from freqtrade.exchange import Exchange
 
+from tests.botkit import wait_for
 from tests.conftest import NOW
 from tradecanvas_ext.core import default_sources
 from tradecanvas_ext.domain import CandleBatch, SeriesId, expected_latest_closed_time
@@ -263,27 +265,61 @@ def test_recent_missing_data_is_not_a_void(make_runtime, exchange):
 
 # ---- single flight and cooldown -----------------------------------------------------------------------
 
+class GatedSource:
+    """Wraps the range source: every fetch counts itself and waits at a gate the test opens."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, inner.name
+        self.gate, self.fetches, self._lock = threading.Event(), 0, threading.Lock()
+
+    def fetch(self, series, holes, now=None, deadline=None):
+        with self._lock:
+            self.fetches += 1
+        assert self.gate.wait(60), "the test never opened the gate"
+        return self.inner.fetch(series, holes, now, deadline=deadline)
+
+
+def parked(thread: threading.Thread) -> bool:
+    """The thread is blocked waiting on a threading Event / Condition (not running, not about to)."""
+    frame = sys._current_frames().get(thread.ident)
+    return frame is not None and frame.f_code is threading.Condition.wait.__code__
+
+
 def test_twenty_threads_one_fetch_sequence(make_runtime, exchange):
-    rt = make_runtime()
+    gated = []
+
+    def gated_sources(ctx):  # the default levels, the range level wrapped in the gate
+        levels = default_sources(ctx)
+        gated.append(GatedSource(levels[-1]))
+        return [*levels[:-1], gated[0]]
+
+    rt = make_runtime(sources=gated_sources)
+    source = gated[0]
     exchange.reset_counts()
-    exchange.faults.slow(0.3, n=1)  # hold the first request so the others pile up behind it
-    results, errors = [], []
+    barrier, results, errors = threading.Barrier(20), [], []
 
     def call():
+        barrier.wait(30)
         try:
             results.append(rt.backfill.ensure_tail_coverage(SID, 1500, to_time=LAST))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=call) for _ in range(20)]
     for t in threads:
         t.start()
+    # the first caller is held at the gate; open it only once all twenty callers are waiting
+    wait_for(lambda: all(parked(t) for t in threads), 30, interval=0.02,
+             what="every caller to wait (one at the gate, the others for its flight)")
+    fetches_before_open = source.fetches
+    source.gate.set()
     for t in threads:
-        t.join()
+        t.join(60)
     assert errors == [] and len(results) == 20
-    assert exchange.request_count("klines") == 2  # ceil(1500 / 1000): one sequence, not twenty
-    assert all(r.covered == 1500 for r in results)
-    assert sum(r.filled for r in {id(r): r for r in results}.values()) == 1500
+    assert fetches_before_open == source.fetches == 1  # one repair ran the range source, not twenty
+    assert exchange.request_count("klines") == 2  # ceil(1500 / 1000): one fetch sequence
+    assert all(r is results[0] for r in results)  # every caller got the one flight's result
+    assert results[0].covered == 1500 and results[0].filled == 1500
 
 
 def test_read_path_cooldown(make_runtime, exchange, clock):

@@ -29,6 +29,7 @@ from tests.botkit import (
     set_cache,
     wait_for,
 )
+from tests.conftest import subprocess_env
 from tests.wsclient import WS
 from tradecanvas_ext.bot import TradeCanvasStrategy
 from tradecanvas_ext.bot import glue as glue_mod
@@ -397,6 +398,7 @@ def test_subclass_pickled_by_value_loads_in_a_fresh_process(tmp_path):
         assert inst.tradecanvas.available is False
         print(cls.__mro__[1].__name__, sample.__name__, "ok")
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env=subprocess_env())
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "TradeCanvasStrategy SampleTradeCanvasStrategy ok"

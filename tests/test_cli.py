@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import subprocess_env
 from tradecanvas_ext.testing import ExchangeEmulator
 
 BIN = str(Path(sys.executable).with_name("tradecanvas"))
@@ -30,7 +31,8 @@ def write_config(tmp_path, emu, series):
 
 
 def run(*args):
-    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=120,
+                          env=subprocess_env())
 
 
 def test_sync_gaps_health(tmp_path, live_emulator):

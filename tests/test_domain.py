@@ -152,12 +152,62 @@ def test_candle_from_dict_missing_field():
         Candle.from_dict({"candle_time": 60, "open": 1, "high": 1, "low": 1, "volume": 1})
 
 
-def test_batch_problems_match_scalar_validation():
+def scalar_reason(row, tf: int, now: float) -> str:
+    """What the scalar validation says of one row: Candle(), then the grid, then closedness."""
+    try:
+        c = Candle(*row)
+        c.check_aligned(tf)
+    except InvalidCandle as exc:
+        return exc.reason
+    return "not_closed" if row[0] + tf > now else ""
+
+
+BAD_NUMBERS = [math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0, -1e-300, 5e-324]
+
+
+@st.composite
+def candle_rows(draw, tf: int, now: int):
+    """Valid candles (low/high exactly at the body included), then some broken one way or another;
+    times on and off the grid, before, at and after the one that is still forming at `now`."""
+    t = draw(st.one_of(st.integers(-3, 2 * 10**9 // tf).map(lambda i: i * tf),
+                       st.integers(-3, 2).map(lambda i: (now // tf + i) * tf),
+                       st.integers(-10**6, 2 * 10**9)))
+    o, c = draw(st.floats(1e-8, 1e6)), draw(st.floats(1e-8, 1e6))
+    lo = min(o, c) - draw(st.sampled_from([0.0, min(o, c) / 2, min(o, c) * 0.999]))
+    hi = max(o, c) + draw(st.sampled_from([0.0, 1e-9, max(o, c)]))
+    v = draw(st.sampled_from([0.0, 1.0, 1e9]))
+    row = [t, o, hi, lo, c, v]
+    kind = draw(st.sampled_from(["valid", "valid", "bad_number", "low_above", "high_below", "any_floats"]))
+    if kind == "bad_number":
+        for i in draw(st.sets(st.integers(1, 5), min_size=1, max_size=3)):
+            row[i] = draw(st.sampled_from(BAD_NUMBERS))
+    elif kind == "low_above":
+        row[3] = min(o, c) * (1 + draw(st.sampled_from([1e-12, 1e-6, 0.5])))
+    elif kind == "high_below":
+        row[2] = max(o, c) * (1 - draw(st.sampled_from([1e-12, 1e-6, 0.5])))
+    elif kind == "any_floats":
+        row[1:] = [draw(st.floats(allow_nan=True, allow_infinity=True)) for _ in range(5)]
+    return tuple(row)
+
+
+@given(data=st.data(), tf=st.sampled_from([60, 300, 3600, 86400]),
+       now=st.one_of(st.just(4 * 10**9), st.integers(0, 2 * 10**9 + 86400)))
+def test_batch_problems_match_scalar_validation(data, tf, now):
+    rows = data.draw(st.lists(candle_rows(tf, now), max_size=40))
+    batch = CandleBatch.from_rows(rows)
+    assert batch.problems(tf, now=now).tolist() == [scalar_reason(r, tf, now) for r in rows]
+    valid, rejected = batch.split_valid(tf, now=now)
+    assert valid.rows() == [r for r in rows if scalar_reason(r, tf, now) == ""]
+    assert rejected == [(r[0], scalar_reason(r, tf, now)) for r in rows if scalar_reason(r, tf, now)]
+
+
+def test_batch_problems_name_each_fault():
     rows = [(60, 1, 2, 0.5, 1.5, 1), (61, 1, 2, 0.5, 1.5, 1), (120, float("nan"), 2, 0.5, 1, 1),
             (180, 1, 2, 1.2, 1.1, 1), (240, 1, 2, 0.5, 1.5, 0), (300, 1, 2, 0.5, 1.5, 1)]
     batch = CandleBatch.from_rows(rows)
     reasons = batch.problems(60, now=300).tolist()
     assert reasons == ["", "unaligned", "non_finite", "low_above_body", "", "not_closed"]
+    assert reasons == [scalar_reason(r, 60, 300) for r in rows]
 
 
 def test_batch_dedupe_keeps_last_and_sorts():

@@ -95,13 +95,18 @@ def without_level_1(ctx):
 def test_a_repair_with_every_level_off_does_not_count(make_runtime, exchange, clock):
     rt = make_runtime(enable_ccxt_backfill=False)
     rt.store.upsert_closed(SID, exchange.candles("BTC/USDT", "1m", EXP - 20 * TF, EXP - 10 * TF))
+    # the freqtrade level runs (it has no provider and no history files, so it finds nothing): that is a
+    # repair that ran a level, so the lagging series is yellow for the recent window
     rt.backfill.ensure_tail_coverage(SID, 30, to_time=EXP)
-    assert rt.health(SID)["status_reason"] in ("backfill_recent", "lagging_no_recent_backfill")
     tr = rt.tracker.get(SID)
-    # only the freqtrade level could run (no provider): it ran, so it counts; with no source at all:
+    assert (tr["state"], tr["ran_levels"], tr["note"], tr["finished_at"]) == (
+        "succeeded", 1, "tail_coverage_partial", NOW)
+    assert rt.health(SID)["status"] == "yellow" and rt.health(SID)["status_reason"] == "backfill_recent"
+    # with no source at all, a later repair runs no level: it finishes now, yet it does not count
     rt.stop()
     rt = make_runtime(enable_ccxt_backfill=False, sources=without_level_1)
-    clock.advance(200)
+    clock.advance(200)  # the first repair is no longer recent
     rt.backfill.ensure_tail_coverage(SID, 30, to_time=EXP)
-    assert rt.tracker.get(SID)["ran_levels"] == 0 and tr is not None
+    tr = rt.tracker.get(SID)
+    assert (tr["ran_levels"], tr["finished_at"]) == (0, NOW + 200)
     assert rt.health(SID)["status_reason"] == "lagging_no_recent_backfill"

@@ -1,6 +1,7 @@
 """The chart page (`GET /`, contract sections 3 and 4 from the client side) in a real headless Chromium, driven
 by Playwright, against a real server fed by the exchange emulator. What the page shows is read back from
-`window.tradecanvas` and the DOM; each state is also saved as a screenshot to docs/screenshots/."""
+`window.tradecanvas` and the DOM; each state is also saved as a screenshot: to a temporary folder, or to the
+documentation's docs/screenshots/ with TRADECANVAS_WRITE_SCREENSHOTS=1 (`make screenshots`)."""
 from __future__ import annotations
 
 import json
@@ -20,7 +21,8 @@ from tradecanvas_ext.domain import SeriesId, expected_latest_closed_time
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / "docs" / "screenshots"
+DOC_SHOTS = ROOT / "docs" / "screenshots"
+WRITE_DOC_SHOTS = os.environ.get("TRADECANVAS_WRITE_SCREENSHOTS", "").lower() in ("1", "true", "yes")
 VENDORED = ROOT / "tradecanvas_ext" / "web" / "static" / "vendor" / "lightweight-charts.standalone.production.js"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]  # Playwright adds --headless and a new user-data-dir
@@ -56,7 +58,6 @@ def browser():
     except ImportError:
         _missing("the playwright package is missing: pip install -e '.[dev]'")
     require_vendored()
-    SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         yield b
@@ -185,9 +186,24 @@ def assert_matches_api(page, rt, token: str | None = None) -> dict:
     return s
 
 
-def shot(page, name: str) -> None:
-    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
-    page.screenshot(path=str(SHOTS / name))
+@pytest.fixture(scope="module")
+def shots_dir(tmp_path_factory) -> Path:
+    """docs/screenshots/ only when asked (`make screenshots`): a test run leaves tracked files alone."""
+    if WRITE_DOC_SHOTS:
+        DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+        return DOC_SHOTS
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture
+def shot(shots_dir):
+    def take(page, name: str) -> None:
+        page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        path = shots_dir / name
+        page.screenshot(path=str(path))
+        assert path.stat().st_size > 0
+
+    return take
 
 
 # ---- the page and its assets (no browser needed) ----------------------------------------------------------
@@ -213,7 +229,7 @@ def test_page_and_assets_are_served_from_the_package_without_the_token(make_runt
 
 # ---- the promised behaviours, in the browser --------------------------------------------------------------
 
-def test_chart_shows_the_candles_and_holes_the_api_returns(make_runtime, exchange, open_page):
+def test_chart_shows_the_candles_and_holes_the_api_returns(make_runtime, exchange, open_page, shot):
     rt = make_runtime(serve=True, series=[SID, ETH])
     seed(rt, exchange)
     page, log = open_page(rt.url + "/")
@@ -236,7 +252,7 @@ def test_chart_shows_the_candles_and_holes_the_api_returns(make_runtime, exchang
     log.assert_clean()
 
 
-def test_a_hole_appearing_live_is_marked_and_live_candles_keep_arriving(make_runtime, clock, exchange, open_page):
+def test_a_hole_appearing_live_is_marked_and_live_candles_keep_arriving(make_runtime, clock, exchange, open_page, shot):
     rt = make_runtime(serve=True, series=[SID, ETH], ccxt_timeout_ms=500)
     seed(rt, exchange)
     page, log = open_page(rt.url + "/?refresh=1")
@@ -264,7 +280,7 @@ def test_a_hole_appearing_live_is_marked_and_live_candles_keep_arriving(make_run
     log.assert_clean()
 
 
-def test_server_restart_resumes_without_duplicates(make_runtime, clock, exchange, open_page):
+def test_server_restart_resumes_without_duplicates(make_runtime, clock, exchange, open_page, shot):
     from tradecanvas_ext.web.app import create_app
     from tradecanvas_ext.web.server import WebServer
 
@@ -309,7 +325,7 @@ def test_server_restart_resumes_without_duplicates(make_runtime, clock, exchange
     log.assert_clean()
 
 
-def test_health_panel_is_yellow_during_a_backfill_then_green(make_runtime, exchange, open_page):
+def test_health_panel_is_yellow_during_a_backfill_then_green(make_runtime, exchange, open_page, shot):
     rt = make_runtime(serve=True, series=[SID, ETH], ccxt_timeout_ms=5000)
     seed(rt, exchange)
     page, log = open_page(rt.url + "/?refresh=1")
@@ -340,7 +356,7 @@ def test_health_panel_is_yellow_during_a_backfill_then_green(make_runtime, excha
     log.assert_clean()
 
 
-def test_api_token_is_asked_once_and_kept_for_the_session(make_runtime, exchange, open_page):
+def test_api_token_is_asked_once_and_kept_for_the_session(make_runtime, exchange, open_page, shot):
     rt = make_runtime(serve=True, series=[SID, ETH], api_token="s3cret-token")
     seed(rt, exchange)
     page, log = open_page(rt.url + "/")

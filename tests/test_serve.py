@@ -9,7 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import NOW
+from tests.conftest import NOW, subprocess_env
 from tests.wsclient import WS, check_guarantee
 from tradecanvas_ext.backfill.live_poller import LivePoller
 from tradecanvas_ext.domain import SeriesId
@@ -48,7 +48,7 @@ def test_serve_command_runs_and_stops_cleanly(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     proc = subprocess.Popen([str(Path(sys.executable).with_name("tradecanvas")), "serve", "--config",
                              str(tmp_path / "config.json"), "--poll-interval", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
     try:
         line = proc.stdout.readline()
         assert "tradecanvas serving 1 series at http://127.0.0.1:" in line, proc.stderr.read()

@@ -453,19 +453,24 @@ def test_every_bad_backfill_body_is_400_and_changes_nothing(api, exchange):
     assert snapshot(a.rt) == before and exchange.request_count() == 0
 
 
-def test_the_largest_allowed_backfill_range_is_accepted(api, exchange, monkeypatch):
+def test_the_largest_allowed_backfill_range_is_accepted(api, exchange):
     a = api()
-    calls = []
-    monkeypatch.setattr(a.rt.backfill, "backfill_range",
-                        lambda sid, s, e: calls.append((str(sid), s, e)) or _Result())
-    r = a.post("/api/market/backfill", _body(start=LAST - 99_999 * TF, end=LAST))
-    assert r.status_code == 200 and r.json() == {"ok": True}
-    assert calls == [(SID, LAST - 99_999 * TF, LAST)]
-
-
-class _Result:
-    def to_dict(self):
-        return {"ok": True}
+    first, btc = LAST - 99_999 * TF, SeriesId.parse(SID)
+    # the store already holds the range but for two holes: the real service repairs just those
+    holes = [(first, first + 2 * TF), (LAST - 50_000 * TF, LAST - 49_990 * TF)]
+    rows = [r for r in exchange.candles("BTC/USDT", "1m", first, LAST)
+            if not any(s <= r[0] <= e for s, e in holes)]
+    assert a.rt.store.upsert_closed(btc, rows, now=NOW).accepted == 100_000 - 14
+    exchange.reset_counts()
+    r = a.post("/api/market/backfill", _body(start=first, end=LAST))
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert (res["series_id"], res["start"], res["end"], res["target"]) == (SID, first, LAST, 100_000)
+    assert res["complete"] and res["covered"] == 100_000 and res["filled"] == 14 and res["holes"] == []
+    assert res["sources"]["ccxt"] == 14 and res["errors"] == []
+    assert 1 <= exchange.request_count("klines") <= 2  # one request per hole at most
+    assert a.rt.store.count_between(btc, first, LAST) == 100_000
+    assert a.rt.store.read_between(btc, first, LAST).rows() == exchange.candles("BTC/USDT", "1m", first, LAST)
 
 
 # ---- errors that are not about parameters ---------------------------------------------------------------
