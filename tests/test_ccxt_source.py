@@ -204,7 +204,7 @@ def test_429_retry_after_is_honoured(emulator, source):
     res = source.fetch(BTC_1M, [hole(*PAST)], NOW)
     elapsed = time.monotonic() - t0
     assert_exact(emulator, res)
-    assert 1.0 <= elapsed < 2.5
+    assert 1.0 <= elapsed < 10  # waited the Retry-After, not the 30 s cap (generous: no speed assumed)
     assert res.requests == 2 and source.retries == 1
 
 
@@ -293,7 +293,7 @@ def test_deadline_bounds_a_fetch_against_a_slow_exchange(emulator):
     finally:
         elapsed = time.monotonic() - t0
         pool.close()
-    assert elapsed < 1.7
+    assert elapsed < 4.0  # without the deadline: two holes x four tries x a 0.5 s timeout, over 6 s
     assert any("time bound reached" in e for e in res.errors)
     assert len(res.candles) == 0 and res.voids == []
 
@@ -302,7 +302,7 @@ def test_retry_after_beyond_the_deadline_is_not_waited_for(emulator, source):
     emulator.faults.http_error(429, n=1, retry_after=10)
     t0 = time.monotonic()
     res = source.fetch(BTC_1M, [hole(*PAST)], NOW, deadline=t0 + 2)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 5.0  # the 10 s Retry-After was not waited for
     assert any("time bound reached" in e for e in res.errors)
 
 

@@ -133,7 +133,7 @@ def test_killing_the_lease_holder_lets_another_take_over(shared):
     os.kill(a.p.pid, signal.SIGKILL)
     t.join(30)
     assert done["res"]["complete"] and done["res"]["filled"] == 300
-    assert done["at"] - killed_at < 5.0  # the lease went with the killed process
+    assert done["at"] - killed_at < 15.0  # the lease went with the killed process (its timeout is 30 s)
     assert rows.tracker_get(sid)["owner"] == b.hello["owner"]
     assert store.read_between(sid, 0, 10**10).rows() == emu.candles("BTC/USDT", "1m", to_time - 299 * 60,
                                                                     to_time)

@@ -244,7 +244,7 @@ def test_stop_finishes_quickly_with_clients_still_connected(fake_hub_server):
     t0 = time.monotonic()
     rt.stop()
     took = time.monotonic() - t0
-    assert took < 2.5, took
+    assert took < 10, took  # not held by the deaf or half-sent clients (their timeouts are far longer)
     assert refused(port)
     assert web_threads() == []
     assert len(hub.disconnected) == 2  # the route handed every socket back to the hub
