@@ -313,3 +313,56 @@ def test_token_required_on_the_websocket(served, exchange):
     assert msg["type"] == "error" and msg["code"] == "unauthorized"
     ok = served.client(rt, token="s3cret")
     assert ok.subscribe(SID)["type"] == "subscribed"
+
+
+def test_a_client_dropped_for_a_full_queue_never_blocks_publishing(served, exchange, monkeypatch):
+    """The drop path: a client whose outgoing queue is full is dropped while candles keep being published;
+    every publish returns and the other clients get everything."""
+    from tradecanvas_ext.hub import candle_hub
+
+    monkeypatch.setattr(candle_hub, "MAX_PENDING_MESSAGES", 20)
+    rt = served()
+    base = T - 400 * TF
+    rt.store.upsert_closed(SID, candles(exchange, base))
+    release = threading.Event()
+    real_connect = rt.hub.connect
+
+    def connect_stuck_first(send, close=None):
+        """The first socket never drains after its subscribe reply: its writer blocks in send."""
+        passed = []
+
+        def stuck_send(text):
+            if passed:
+                release.wait(30)
+            passed.append(text)
+            send(text)
+
+        monkeypatch.setattr(rt.hub, "connect", real_connect)
+        return real_connect(stuck_send, close)
+
+    monkeypatch.setattr(rt.hub, "connect", connect_stuck_first)
+    try:
+        stuck = served.client(rt)
+        assert stuck.subscribe(SID, since=base)["type"] == "subscribed"  # 20 candle_closed per batch
+        good = served.client(rt)
+        assert good.subscribe(SID, since=base, supports_batch=True)["type"] == "subscribed"  # 1 per batch
+        assert rt.hub.client_count == 2
+        last = base + 10 * 20 * TF
+
+        def publish():
+            for k in range(10):
+                rows = exchange.candles("BTC/USDT", "1m", base + (20 * k + 1) * TF, base + 20 * (k + 1) * TF)
+                rt.ingest_closed(SID, rows)
+
+        publisher = threading.Thread(target=publish, daemon=True)
+        publisher.start()
+        publisher.join(20)
+        assert not publisher.is_alive(), "publishing blocked behind the dropped client"
+        good.until(lambda m: m.get("candles", [{}])[-1].get("candle_time") == last)
+        assert check_guarantee(good.received, SID, TF, base) == list(range(base + TF, last + TF, TF))
+        deadline = time.monotonic() + 10
+        while rt.hub.client_count != 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rt.hub.client_count == 1  # the stuck one was dropped, the good one is still served
+    finally:
+        release.set()

@@ -62,13 +62,14 @@ class Runtime:
             )
             self.health_service = HealthService(self.store, self.tracker, s, self.clock)
             from .hub import CandleHub
-
-            self.hub = CandleHub(self.store, self.backfill, s, self.is_configured)
-            self.backfill.on_written = self.hub.publish_closed  # repaired candles reach subscribers too
             from .metrics import Metrics
 
             self.metrics = Metrics()
-            self.backfill.metrics = self.hub.metrics = self.metrics
+            self.hub = CandleHub(self.store, self.backfill, _Configured(self.is_configured),
+                                 gap_backfill=s.enable_market_gap_backfill, metrics=self.metrics,
+                                 recovery_bound_s=self.backfill.time_bound_s + 5.0)
+            self.backfill.on_written = self.hub.publish_closed  # repaired candles reach subscribers too
+            self.backfill.metrics = self.metrics
             self.metrics.bind(self)
             self.store.origin = self.tracker.owner  # notifications and leases name this process
             if self.store.dialect == "postgresql":  # candles written by other processes reach our clients
@@ -189,3 +190,10 @@ class Runtime:
         self._sync_thread = t
         t.start()
         return t
+
+
+class _Configured:
+    """`is_active` over `Runtime.is_configured`, until the runtime owns a SeriesRegistry."""
+
+    def __init__(self, is_configured: Callable[[SeriesId], bool]):
+        self.is_active = is_configured
