@@ -94,3 +94,33 @@ def test_a_recovery_past_its_time_bound_resumes_the_subscription_and_announces_t
     got = sock.until(lambda m: m["type"] == "candle_closed" and m["candle"]["candle_time"] == T + 3 * TF)
     assert events(got)[-1] == ("c", T + 3 * TF)
     assert hub.recoveries_started == 1
+
+
+class PartialBackfill:
+    """A recovery that finds only some of the missing candles (and writes them, as the real one does)."""
+
+    def __init__(self, store, found: list[int]):
+        self.store, self.found = store, found
+
+    def backfill_gap(self, series_id, expected_next_time, actual_time):
+        self.store.upsert_closed(series_id, [row(t) for t in self.found])
+
+
+def test_a_hole_left_inside_a_recovered_range_gets_its_own_gap(sqlite_url):
+    store = CandleStore(sqlite_url)
+    store.upsert_closed(SID, [row(T)])
+    hub = CandleHub(store, PartialBackfill(store, [T + TF, T + 3 * TF]), SeriesRegistry([SID]),
+                    gap_backfill=True, metrics=Metrics(), recovery_bound_s=30.0)
+    try:
+        sock = Socket()
+        client = hub.connect(sock.send)
+        client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
+        sock.until(lambda m: m["type"] == "subscribed")
+        hub.publish_closed(SID, [row(T + 4 * TF)])  # jump: T+60 .. T+180 missing, T+120 stays missing
+        got = sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 4 * TF)
+        assert events(got) == [("c", T + TF), ("gap", T + 2 * TF, T + 3 * TF, 1, "unrecovered"),
+                               ("c", T + 3 * TF), ("c", T + 4 * TF)]
+        assert hub.recoveries_started == 1
+    finally:
+        hub.close()
+        store.close()
