@@ -63,11 +63,6 @@ class Subscription:
         self._state = SubState.DRAINING
         self._token: object | None = None  # the wait that `resume` must name, while WAITING_RECOVERY
 
-    @property
-    def state(self) -> SubState:
-        with self._lock:
-            return self._state
-
     def push(self, event: Event) -> bool:
         """Queue a live event; True when the caller must start a drain (the subscription was IDLE)."""
         with self._lock:
