@@ -16,7 +16,7 @@ import pandas as pd
 from tradecanvas_ext.bot.annotate import annotate_frame, from_store
 from tradecanvas_ext.domain import CandleBatch, SeriesId
 from tradecanvas_ext.sources.freqtrade_source import batch_to_frame
-from tradecanvas_ext.store import CandleStore
+from tradecanvas_ext.store import open_store
 
 SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
 
@@ -34,7 +34,8 @@ def main(argv=None) -> int:
     full = CandleBatch(times, o, o + 1, o - 1, o + 0.5, rng.random(n) + 0.1)
     missing = rng.choice(n, size=n // 50, replace=False)  # 2 % of the rows are freqtrade's fill-ups
     with tempfile.TemporaryDirectory() as d:
-        store = CandleStore(f"sqlite:///{d}/a.sqlite")
+        storage = open_store(f"sqlite:///{d}/a.sqlite", origin="bench")
+        store = storage.candles
         store.upsert_closed(SID, full.take(np.setdiff1d(np.arange(n), missing)))
         store.record_void(SID, int(times[missing[0]]), int(times[missing[0]]), "ccxt", 0.0)
         frame = batch_to_frame(full)
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
                 fn()
                 samples.append((time.perf_counter() - s) * 1000)
             res[name] = sorted(samples)
-        store.close()
+        storage.close()
     med = {k: round(v[len(v) // 2], 3) for k, v in res.items()}
     p95 = {k: round(v[int(len(v) * 0.95)], 3) for k, v in res.items()}
     print(json.dumps({"bench": "annotate", "rows": n, "annotate_ms_median": med["annotate"],

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tradecanvas_ext.domain import CandleBatch
-from tradecanvas_ext.store import CandleStore
+from tradecanvas_ext.domain import CandleBatch, SeriesId
+from tradecanvas_ext.store import open_store
 
-SID = "binance:spot:BTC/USDT:1m"
+SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
 
 
 def make_batch(n: int, holes: int, seed: int = 7) -> CandleBatch:
@@ -37,9 +37,9 @@ def make_batch(n: int, holes: int, seed: int = 7) -> CandleBatch:
 
 def raw_sqlite_insert(path: Path, batch: CandleBatch, chunk: int) -> float:
     """The floor: sqlite3 executemany of the same rows into the same schema, same pragmas."""
-    store = CandleStore(f"sqlite:///{path}")  # creates the identical schema
-    key = store.series_key(SID)
-    store.close()
+    storage = open_store(f"sqlite:///{path}", origin="bench")  # creates the identical schema
+    key = storage.candles.series_key(SID)
+    storage.close()
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
@@ -74,7 +74,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as d:
         raw_one_s = raw_sqlite_insert(Path(d) / "raw1.sqlite", batch, chunk=len(batch))
         raw_s = raw_sqlite_insert(Path(d) / "raw2.sqlite", batch, chunk=50_000)
-        store = CandleStore(f"sqlite:///{Path(d) / 'store.sqlite'}")
+        storage = open_store(f"sqlite:///{Path(d) / 'store.sqlite'}", origin="bench")
+        store = storage.candles
         store.series_key(SID)
         t0 = time.perf_counter()
         res = store.upsert_closed(SID, batch)
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
         holes = store.raw_holes(SID, start, end)
         holes_ms = best_of(lambda: store.raw_holes(SID, start, end), 3) * 1000
         tail_ms = best_of(lambda: store.read_tail(SID, 500), 20) * 1000
-        store.close()
+        storage.close()
     print(json.dumps({
         "bench": "store", "rows": args.rows,
         "upsert_store_s": round(store_s, 3), "insert_raw_sqlite3_s": round(raw_s, 3),

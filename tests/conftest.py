@@ -6,7 +6,7 @@ import os
 import pytest
 from sqlalchemy import create_engine, text
 
-from tradecanvas_ext.store import CandleStore
+from tradecanvas_ext.store import open_store
 
 PG_URL_ENV = "TRADECANVAS_TEST_PG_URL"
 
@@ -38,10 +38,16 @@ def db_url(request, tmp_path) -> str:
 
 
 @pytest.fixture
-def store(db_url):
-    s = CandleStore(db_url)
+def storage(db_url):
+    """The whole store of `db_url` (candles, tracker rows, leases), closed after the test."""
+    s = open_store(db_url, origin="test")
     yield s
     s.close()
+
+
+@pytest.fixture
+def store(storage):
+    return storage.candles
 
 
 @pytest.fixture
@@ -79,13 +85,16 @@ def make_runtime(tmp_path, clock, exchange):
 
     made = []
 
-    def make(serve: bool = False, env: dict | None = None, db_url: str | None = None, **section):
+    def make(serve: bool = False, env: dict | None = None, db_url: str | None = None, sources=None, **section):
         tc = {"enabled": True, "listen_port": 0, "ccxt_config": exchange.ccxt_config(),
               "ccxt_timeout_ms": 2000, "series": ["binance:spot:BTC/USDT:1m"],
               "db_url": db_url or f"sqlite:///{tmp_path / 'tc.sqlite'}"}
         tc.update(section)
+        if tc.get("series"):  # the section is JSON: tests may list SeriesId values
+            tc["series"] = [str(s) for s in tc["series"]]
         settings = Settings.from_config({"tradecanvas": tc, "user_data_dir": str(tmp_path)}, env=env or {})
-        rt = Runtime(settings, clock=clock).start(serve=serve)
+        rt = (Runtime(settings, clock=clock) if sources is None else Runtime(settings, clock=clock, sources=sources))
+        rt.start(serve=serve)
         made.append(rt)
         return rt
 

@@ -10,6 +10,7 @@ import json
 import sys
 
 from tradecanvas_ext import Runtime, Settings
+from tradecanvas_ext.domain import SeriesId
 
 
 def main() -> int:
@@ -23,10 +24,10 @@ def main() -> int:
         if cmd == "quit":
             break
         if cmd == "cover":
-            res = rt.backfill.ensure_tail_coverage(msg["series"], msg["target"], to_time=msg["to_time"])
+            res = rt.backfill.ensure_tail_coverage(SeriesId.parse(msg["series"]), msg["target"], to_time=msg["to_time"])
             out = res.to_dict()
         elif cmd == "ingest":
-            out = {"accepted": rt.ingest_closed(msg["series"], [tuple(c) for c in msg["candles"]])}
+            out = {"accepted": rt.ingest_closed(SeriesId.parse(msg["series"]), [tuple(c) for c in msg["candles"]])}
         else:
             out = {"owner": rt.tracker.owner}
         print(json.dumps(out), flush=True)

@@ -13,9 +13,11 @@ from jsonschema import Draft202012Validator
 
 from tests.conftest import NOW
 from tests.wsclient import WS
+from tradecanvas_ext.domain import SeriesId
 from tradecanvas_ext.web.openapi import SPEC
 
 SID = "binance:spot:BTC/USDT:1m"
+S = SeriesId.parse(SID)
 LAST = (NOW // 60) * 60 - 60
 FUZZ = settings(max_examples=60, derandomize=True, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -28,13 +30,13 @@ def validator(name: str) -> Draft202012Validator:
 @pytest.fixture
 def api(make_runtime, exchange):
     rt = make_runtime(serve=True, ccxt_timeout_ms=1000)
-    rt.store.upsert_closed(SID, exchange.candles("BTC/USDT", "1m", LAST - 200 * 60, LAST - 100 * 60))
-    rt.store.upsert_closed(SID, exchange.candles("BTC/USDT", "1m", LAST - 90 * 60, LAST))
+    rt.store.upsert_closed(S, exchange.candles("BTC/USDT", "1m", LAST - 200 * 60, LAST - 100 * 60))
+    rt.store.upsert_closed(S, exchange.candles("BTC/USDT", "1m", LAST - 90 * 60, LAST))
     return rt
 
 
 def snapshot(rt):
-    return rt.store.stats(SID), rt.store.voids(SID), rt.store.tracker_get(SID)
+    return rt.store.stats(S), rt.store.voids(S), rt.core.storage.tracker_rows.tracker_get(S)
 
 
 def test_openapi_describes_every_route(api):

@@ -13,10 +13,11 @@ from freqtrade.enums import CandleType, RunMode
 from freqtrade.exchange import Exchange
 
 from tests.conftest import NOW
-from tradecanvas_ext.domain import CandleBatch, expected_latest_closed_time
+from tradecanvas_ext.core import default_sources
+from tradecanvas_ext.domain import CandleBatch, SeriesId, expected_latest_closed_time
 
-SID = "binance:spot:BTC/USDT:1m"
-SID5 = "binance:spot:BTC/USDT:5m"
+SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
+SID5 = SeriesId.parse("binance:spot:BTC/USDT:5m")
 LAST = expected_latest_closed_time(NOW, 60)
 
 
@@ -70,9 +71,9 @@ def provider_with(tmp_path):
 # ---- the branches --------------------------------------------------------------------------------------
 
 def test_freqtrade_level_fills_and_ccxt_is_not_asked(make_runtime, exchange, provider_with):
-    rt = make_runtime()
     rows = oracle(exchange, LAST - 99 * 60, LAST)
-    rt.bind_data_provider(provider_with(rows))
+    dp = provider_with(rows)
+    rt = make_runtime(sources=lambda ctx: default_sources(ctx, data_provider=lambda: dp))
     exchange.reset_counts()
     res = rt.backfill.ensure_tail_coverage(SID, 100, to_time=LAST)
     assert res.sources == {"freqtrade": 100} and res.filled == 100 and res.covered == 100
@@ -131,7 +132,7 @@ def test_ccxt_switch_off_means_zero_requests(make_runtime, exchange, env):
 
 
 def test_errors_are_recorded_and_tracker_says_best_effort_failed(make_runtime, exchange):
-    bad = "binance:spot:DOGE/USDT:1m"  # not listed by the exchange
+    bad = SeriesId.parse("binance:spot:DOGE/USDT:1m")  # not listed by the exchange
     rt = make_runtime(series=[bad])
     res = rt.backfill.ensure_tail_coverage(bad, 10, to_time=LAST)
     assert res.errors and "DOGE/USDT" in " ".join(res.errors)

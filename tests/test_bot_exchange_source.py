@@ -114,26 +114,41 @@ def test_transient_errors_are_retried_outside_the_lock(bot_exchange, exchange, c
     assert seen_locked == [False, False]
 
 
+class RecordingLock:
+    """Stands in for the bot's `_loop_lock`: records the emulator's klines count at each acquire and release,
+    so a hold can be matched to the requests made during it."""
+
+    def __init__(self, exchange):
+        self._lock = threading.Lock()
+        self._exchange = exchange
+        self.holds: list[tuple[int, int]] = []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        if got:
+            self._at = self._exchange.request_count("klines")
+        return got
+
+    def release(self) -> None:
+        self.holds.append((self._at, self._exchange.request_count("klines")))
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 def test_lock_is_held_one_request_at_a_time(source, bot_exchange, exchange, clock):
-    exchange.faults.slow(0.4, n=None)
-    waits, done = [], threading.Event()
-
-    def the_bots_own_loop():
-        while not done.is_set():
-            t0 = time.monotonic()
-            with bot_exchange._loop_lock:
-                waits.append(time.monotonic() - t0)
-            time.sleep(0.05)
-
-    bot = threading.Thread(target=the_bots_own_loop)
-    bot.start()
-    t0 = time.monotonic()
+    lock = bot_exchange._loop_lock = RecordingLock(exchange)
+    exchange.reset_counts()
     res = source.fetch(SID, [hole(LAST - 2499 * 60, LAST)], clock())
-    took = time.monotonic() - t0
-    done.set()
-    bot.join()
-    assert res.errors == [] and len(res.candles) == 2500 and took >= 1.2
-    assert max(waits) < 0.9  # one request (0.4 s) at most, never the whole 3-page fetch
+    assert res.errors == [] and len(res.candles) == 2500
+    # each hold spans exactly one klines request: the bot's own loop gets the lock between pages
+    assert lock.holds == [(0, 1), (1, 2), (2, 3)]
 
 
 def test_other_series_and_a_detached_exchange_use_the_fallback(source, bot_exchange, clock):
@@ -146,19 +161,21 @@ def test_other_series_and_a_detached_exchange_use_the_fallback(source, bot_excha
                                      "binance:spot:DOGE/USDT:1m", str(SID)]
 
 
-def test_detach_waits_for_the_request_in_flight_and_stops_the_next_pages(source, exchange, clock):
+def test_detach_waits_for_the_request_in_flight_and_stops_the_next_pages(source, bot_exchange, exchange, clock):
     exchange.faults.slow(0.5, n=None)
+    exchange.reset_counts()
     box = {}
     t = threading.Thread(target=lambda: box.setdefault("res", source.fetch(SID, [hole(LAST - 2499 * 60, LAST)],
                                                                            clock())))
     t.start()
-    time.sleep(0.2)
-    t0 = time.monotonic()
+    wait_for(lambda: exchange.request_count("klines") == 1, 10, interval=0.01, what="the first page in flight")
     assert source.detach() is True
-    assert time.monotonic() - t0 < 1.0  # the page in flight, not the whole fetch
-    t.join()
+    assert not bot_exchange._loop_lock.locked()  # the page in flight has finished, nothing new started
+    t.join(timeout=10)
+    assert not t.is_alive()
     res = box["res"]
     assert len(res.candles) == 999 and any("detached" in e for e in res.errors)
+    assert exchange.request_count("klines") == 1
 
 
 def test_exchange_down_is_an_error_not_an_exception(source, exchange, clock):
@@ -181,7 +198,7 @@ def test_startup_sync_inside_the_bot_goes_through_the_bots_exchange(tmp_path, bo
         result = wait_for(lambda: rt.startup_sync_result, 30, what="the startup sync")
         assert result["series_synced"] == result["series_total"] == 1
         assert g.exchange_source.requests == 2  # 1500 candles: two pages of at most 999
-        assert rt._exchange_pool._entries == {}  # our own ccxt objects were never needed
+        assert g.sources.pool.open_count == 0  # our own ccxt objects were never needed
         got = rt.store.read_between(SID, LAST - 1499 * 60, LAST)
         assert got.rows() == exchange.candles("BTC/USDT", "1m", LAST - 1499 * 60, LAST)
         assert bot_exchange._klines == {}

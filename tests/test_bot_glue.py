@@ -92,7 +92,7 @@ def test_dry_run_opens_store_serves_and_binds(tmp_path, glue):
     ex = offline_exchange(cfg)
     s = started(make_strategy(PlainTradeCanvasStrategy, cfg, ex))
     rt = glue.runtime
-    assert rt is not None and rt._dp is s.dp and glue.exchange_source.exchange is ex
+    assert rt is not None and glue.sources.data_provider.get() is s.dp and glue.exchange_source.exchange is ex
     assert rt.series_ids == (SID,)  # the whitelist x the strategy timeframe
     health = get_json(rt.url + "/api/market/health")
     assert [r["series_id"] for r in health["series"]] == [str(SID)]
@@ -103,7 +103,7 @@ def test_default_series_whitelist_timeframe_and_informative_pairs(tmp_path, glue
     cfg = ft_config(tmp_path, whitelist=("BTC/USDT", "ETH/USDT"))
     with caplog.at_level(logging.WARNING, logger="tradecanvas_ext.bot"):
         started(make_strategy(InformativeStrategy, cfg, offline_exchange(cfg)))
-    assert glue.runtime.settings.series == ("binance:spot:BTC/USDT:1m", "binance:spot:ETH/USDT:1m",
+    assert tuple(map(str, glue.runtime.series_ids)) == ("binance:spot:BTC/USDT:1m", "binance:spot:ETH/USDT:1m",
                                             "binance:spot:ETH/USDT:5m")
     assert "XRP/USDT 1w is not kept" in caplog.text  # our series ids refuse w/M; the bot goes on
 
@@ -111,7 +111,7 @@ def test_default_series_whitelist_timeframe_and_informative_pairs(tmp_path, glue
 def test_explicit_series_win_over_the_default(tmp_path, glue):
     cfg = ft_config(tmp_path, section={"series": ["binance:spot:ETH/USDT:5m"]})
     started(make_strategy(PlainTradeCanvasStrategy, cfg, offline_exchange(cfg)))
-    assert glue.runtime.settings.series == ("binance:spot:ETH/USDT:5m",)
+    assert tuple(map(str, glue.runtime.series_ids)) == ("binance:spot:ETH/USDT:5m",)
 
 
 # ---- bot_start never raises ---------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def test_reload_keeps_one_server_and_rebinds_the_new_provider(tmp_path, glue, cl
     assert rt.store.count_between(SID, T, T + 9 * 60) == 10
 
     s1.ft_bot_cleanup()  # /reload_config: FreqtradeBot.cleanup() -> strategy.ft_bot_cleanup()
-    assert rt._dp is None and glue.exchange_source.exchange is None
+    assert glue.sources.data_provider.get() is None and glue.exchange_source.exchange is None
     assert get_json(url + "/api/market/health")["series"][0]["head_time"] == T + 9 * 60  # still serving
     s1.bot_loop_start(current_time=None)  # a late loop of the old bot ingests nothing
 
@@ -218,11 +218,11 @@ def test_reload_keeps_one_server_and_rebinds_the_new_provider(tmp_path, glue, cl
     set_cache(ex2, cache_frame(range(T, T + 15 * 60, 60)))
     s2 = started(make_strategy(PlainTradeCanvasStrategy, cfg2, ex2))
     assert glue.runtime is rt and rt.server is server and rt.url == url  # one server for the process
-    assert rt._dp is s2.dp and glue.exchange_source.exchange is ex2
+    assert glue.sources.data_provider.get() is s2.dp and glue.exchange_source.exchange is ex2
     s2.bot_loop_start(current_time=None)
     assert rt.store.count_between(SID, T, T + 14 * 60) == 15
     s1.ft_bot_cleanup()  # the old strategy's cleanup does not detach the new bot
-    assert rt._dp is s2.dp
+    assert glue.sources.data_provider.get() is s2.dp
 
 
 def test_reload_with_a_bad_section_keeps_the_running_server(tmp_path, glue, caplog):
@@ -234,7 +234,7 @@ def test_reload_with_a_bad_section_keeps_the_running_server(tmp_path, glue, capl
     with caplog.at_level(logging.ERROR, logger="tradecanvas_ext.bot"):
         s2 = started(make_strategy(PlainTradeCanvasStrategy, bad, offline_exchange(bad)))
     assert "The running server keeps its previous settings." in caplog.text
-    assert glue.runtime is rt and rt._dp is s2.dp
+    assert glue.runtime is rt and glue.sources.data_provider.get() is s2.dp
 
 
 def test_reload_applies_new_series_and_warns_about_the_rest(tmp_path, glue, caplog):

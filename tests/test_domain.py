@@ -45,7 +45,6 @@ def test_series_id_parse_simple_and_symbol_with_colon():
         ("binance::BTC/USDT:1m", "market part is empty"),
         ("binance:spot::1m", "symbol part is empty"),
         ("binance:spot:BTC/USDT:", "timeframe part is empty"),
-        ("notanexchange:spot:BTC/USDT:1m", "not a ccxt exchange id"),
         ("binance:margin:BTC/USDT:1m", "market 'margin'"),
         ("binance:spot:BTC/USDT:1w", "calendar"),
         ("binance:spot:BTC/USDT:0m", "at least 1"),
@@ -235,3 +234,12 @@ def test_split_by_voids_partitions_holes(idx, voids):
 def test_list_holes_numpy_input_and_empty_window():
     assert list_holes(np.array([], dtype=np.int64), 0, 120, 60) == [Hole(0, 120, 3)]
     assert list_holes([0, 60], 120, 60, 60) == []
+
+
+def test_an_exchange_ccxt_does_not_know_is_refused_at_the_edge():
+    from tradecanvas_ext.series_ids import parse_series_id
+
+    SeriesId.parse("notanexchange:spot:BTC/USDT:1m")  # the pure domain checks the shape only
+    with pytest.raises(ValueError, match="not a ccxt exchange id"):
+        parse_series_id("notanexchange:spot:BTC/USDT:1m")
+    assert parse_series_id("binance:spot:BTC/USDT:1m") == SeriesId("binance", "spot", "BTC/USDT", "1m")

@@ -25,7 +25,7 @@ from tests.botkit import REPO, STRATEGY_DIR, free_port, get_json, wait_for
 from tests.wsclient import WS, check_guarantee, events
 from tradecanvas_ext.backfill.tracker import ProgressTracker
 from tradecanvas_ext.domain import SeriesId
-from tradecanvas_ext.store import CandleStore
+from tradecanvas_ext.store import open_store
 from tradecanvas_ext.testing import ExchangeEmulator
 
 pytestmark = pytest.mark.slow
@@ -280,7 +280,8 @@ def test_bot_killed_mid_startup_sync_restarts_cleanly(tmp_path, emu, bots):
                         "GROUP BY series_key, candle_time HAVING COUNT(*) > 1").fetchall()
     con.close()
     assert dupes == []
-    store = CandleStore(f"sqlite:///{bot.db_path}")
+    storage = open_store(f"sqlite:///{bot.db_path}", origin="test")
+    store = storage.candles
     try:
         for series_id in SERIES:
             sid = SeriesId.parse(series_id)
@@ -292,10 +293,10 @@ def test_bot_killed_mid_startup_sync_restarts_cleanly(tmp_path, emu, bots):
             truth = {r[0]: r for r in emu.candles(sid.symbol, sid.timeframe, first, head)}
             rows = stored.rows()
             assert same_candles(rows, [truth.get(r[0]) or (None,) * 6 for r in rows]), series_id
-        tracker = ProgressTracker(store, time.time).get(slow_5m)
+        tracker = ProgressTracker(storage.tracker_rows, time.time).get(SeriesId.parse(slow_5m))
         assert tracker["state"] == "failed" and tracker["error"] == "interrupted", tracker
     finally:
-        store.close()
+        storage.close()
 
     # started again (and the exchange fast again): the interruption is reported, the sync completes
     emu.faults.clear()

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tradecanvas_ext.testing import TIMEFRAMES, ExchangeEmulator, ManualClock
-from tradecanvas_ext.testing.emulator import _Decision
+from tradecanvas_ext.testing.emulator import FaultDecision
 
 NOW = 1_700_006_400 + 30  # 2023-11-15 00:00:30 UTC: aligned for every timeframe; the 1m candle is forming
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "LTC/USDT", "XRP/USDT", "ETH/BTC")
@@ -484,9 +484,9 @@ def test_outages_and_limits_match_brute_force(outages, timeframe, start, span, l
         if len(kept) == tf // 60:
             assert c == full[c[0]]
     # what klines serves: the first (startTime given) or last (no startTime) `limit` of the same rows
-    raw = emu._klines({"symbol": "BTCUSDT", "interval": timeframe, "limit": str(limit),
-                       "endTime": str(hi * 1000), **({} if from_end else {"startTime": str(lo * 1000)})},
-                      NOW, _Decision())
+    raw = emu.routes.klines({"symbol": "BTCUSDT", "interval": timeframe, "limit": str(limit),
+                             "endTime": str(hi * 1000), **({} if from_end else {"startTime": str(lo * 1000)})},
+                            NOW, FaultDecision())
     served = [r[0] // 1000 for r in raw]
     if from_end:  # the latest `limit` present candles with open time <= endTime
         want, t = [], hi // tf * tf

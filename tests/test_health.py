@@ -8,7 +8,7 @@ from tradecanvas_ext.domain import SeriesId, expected_latest_closed_time
 TF = 60
 EXP = expected_latest_closed_time(NOW, TF)
 IDLE = {"state": "idle"}
-SID = "binance:spot:BTC/USDT:1m"
+SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
 
 
 def status(head, tracker=IDLE, runtime_now=NOW, recent=120):
@@ -55,13 +55,13 @@ def test_first_match_wins_order():
 
 
 def test_series_health_fields():
-    h = series_health(SeriesId.parse(SID), EXP - 3 * TF, NOW, IDLE, NOW, 120)
-    assert h["series_id"] == SID and h["timeframe_seconds"] == 60 and h["now_time"] == NOW
+    h = series_health(SID, EXP - 3 * TF, NOW, IDLE, NOW, 120)
+    assert h["series_id"] == str(SID) and h["timeframe_seconds"] == 60 and h["now_time"] == NOW
     assert h["expected_latest_closed_time"] == EXP and h["head_time"] == EXP - 3 * TF
     assert h["lag_seconds"] == NOW - (EXP - 3 * TF)
     assert h["missing_seconds"] == 3 * TF and h["missing_candles"] == 3
     assert h["status"] == "red" and h["backfill"]["state"] == "idle"
-    empty = series_health(SeriesId.parse(SID), None, NOW, IDLE, NOW, 120)
+    empty = series_health(SID, None, NOW, IDLE, NOW, 120)
     assert empty["lag_seconds"] is None and empty["missing_seconds"] is None and empty["missing_candles"] is None
 
 
@@ -82,8 +82,14 @@ def test_runtime_health_one_and_all(make_runtime, exchange, clock):
     clock.advance(121)
     assert rt.health(SID, now_time=NOW + 300)["status_reason"] == "lagging_no_recent_backfill"
     allh = rt.health()
-    assert allh["status"] == "red" and [r["series_id"] for r in allh["series"]] == list(rt.settings.series)
+    assert allh["status"] == "red" and [r["series_id"] for r in allh["series"]] == list(map(str, rt.settings.series))
     assert allh["startup_sync"] is None
+
+
+def without_level_1(ctx):
+    from tradecanvas_ext.core import default_sources
+
+    return [s for s in default_sources(ctx) if s.name != "freqtrade"]
 
 
 def test_a_repair_with_every_level_off_does_not_count(make_runtime, exchange, clock):
@@ -93,7 +99,8 @@ def test_a_repair_with_every_level_off_does_not_count(make_runtime, exchange, cl
     assert rt.health(SID)["status_reason"] in ("backfill_recent", "lagging_no_recent_backfill")
     tr = rt.tracker.get(SID)
     # only the freqtrade level could run (no provider): it ran, so it counts; with no source at all:
-    rt.backfill.levels["freqtrade"] = None
+    rt.stop()
+    rt = make_runtime(enable_ccxt_backfill=False, sources=without_level_1)
     clock.advance(200)
     rt.backfill.ensure_tail_coverage(SID, 30, to_time=EXP)
     assert rt.tracker.get(SID)["ran_levels"] == 0 and tr is not None

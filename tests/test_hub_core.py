@@ -13,7 +13,7 @@ from tradecanvas_ext.domain import SeriesId
 from tradecanvas_ext.hub import CandleHub
 from tradecanvas_ext.metrics import Metrics
 from tradecanvas_ext.registry import SeriesRegistry
-from tradecanvas_ext.store import CandleStore
+from tradecanvas_ext.store import open_store
 
 SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
 TF = 60
@@ -59,7 +59,8 @@ class Socket:
 
 @pytest.fixture
 def hub_parts(sqlite_url):
-    store = CandleStore(sqlite_url)
+    storage = open_store(sqlite_url, origin="test")
+    store = storage.candles
     backfill = HeldBackfill()
     hubs = []
 
@@ -73,7 +74,7 @@ def hub_parts(sqlite_url):
     backfill.release.set()
     for hub in hubs:
         hub.close()
-    store.close()
+    storage.close()
 
 
 def test_a_recovery_past_its_time_bound_resumes_the_subscription_and_announces_the_gap(hub_parts):
@@ -107,7 +108,8 @@ class PartialBackfill:
 
 
 def test_a_hole_left_inside_a_recovered_range_gets_its_own_gap(sqlite_url):
-    store = CandleStore(sqlite_url)
+    storage = open_store(sqlite_url, origin="test")
+    store = storage.candles
     store.upsert_closed(SID, [row(T)])
     hub = CandleHub(store, PartialBackfill(store, [T + TF, T + 3 * TF]), SeriesRegistry([SID]),
                     gap_backfill=True, metrics=Metrics(), recovery_bound_s=30.0)
@@ -123,4 +125,4 @@ def test_a_hole_left_inside_a_recovered_range_gets_its_own_gap(sqlite_url):
         assert hub.recoveries_started == 1
     finally:
         hub.close()
-        store.close()
+        storage.close()

@@ -12,6 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from tests.conftest import NOW
 from tests.wsclient import WS, check_guarantee, events
 from tradecanvas_ext import Runtime, Settings
+from tradecanvas_ext.domain import SeriesId
 from tradecanvas_ext.testing import ExchangeEmulator, ManualClock
 
 SID = "binance:spot:BTC/USDT:1m"
@@ -109,7 +110,7 @@ class HubMachine(RuleBasedStateMachine):
             self._check_client(c)
 
     def check_final(self):
-        stored = set(self.rt.store.read_between(SID, 0, 10**10).times.tolist())
+        stored = set(self.rt.store.read_between(SeriesId.parse(SID), 0, 10**10).times.tolist())
         self._barrier()
         for c in self.clients.values():
             times, since = self._check_client(c)

@@ -10,9 +10,9 @@ from tests.conftest import NOW
 from tests.wsclient import WS, check_guarantee, events
 from tradecanvas_ext.domain import SeriesId
 
-SID = "binance:spot:BTC/USDT:1m"
-BTC = SeriesId.parse(SID)
+SID = "binance:spot:BTC/USDT:1m"  # as clients send it
 ETH = "binance:spot:ETH/USDT:1m"
+BTC_ID, ETH_ID = SeriesId.parse(SID), SeriesId.parse(ETH)  # as the store takes them
 TF = 60
 T = (NOW // TF) * TF - 20 * TF  # 20 candles back: every candle below is closed at NOW
 
@@ -43,7 +43,7 @@ def served(make_runtime):
 
 def test_catch_up_then_live(served, exchange):
     rt = served()
-    rt.store.upsert_closed(SID, candles(exchange, T, T + 60, T + 120))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T, T + 60, T + 120))
     ws = served.client(rt)
     sub = ws.subscribe(SID, since=T)
     assert sub == {"type": "subscribed", "series_id": SID, "since": T, "head_time": T + 120}
@@ -56,7 +56,7 @@ def test_catch_up_then_live(served, exchange):
 
 def test_catch_up_with_batch(served, exchange):
     rt = served()
-    rt.store.upsert_closed(SID, candles(exchange, T, T + 60, T + 120))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T, T + 60, T + 120))
     ws = served.client(rt)
     ws.subscribe(SID, since=T, supports_batch=True)
     batch = ws.until(lambda m: m["type"] == "candles_batch")
@@ -71,7 +71,7 @@ def test_catch_up_with_batch(served, exchange):
 def test_catch_up_without_since_is_the_last_500(served, exchange):
     rt = served()
     rows = exchange.candles("BTC/USDT", "1m", T - 599 * 60, T)
-    rt.store.upsert_closed(SID, rows)
+    rt.store.upsert_closed(BTC_ID, rows)
     ws = served.client(rt)
     assert ws.subscribe(SID, supports_batch=True)["since"] is None
     got = ws.until(lambda m: m["type"] == "candles_batch")
@@ -87,7 +87,7 @@ def test_gap_that_cannot_be_recovered_is_announced(served, exchange, cause, reas
         exchange.faults.outage(T + 60, T + 120)  # the exchange never had T+60 (old: confirmed void)
     else:
         exchange.faults.http_error(503, n=None)  # the exchange does not answer
-    rt.store.upsert_closed(SID, rows[:1])
+    rt.store.upsert_closed(BTC_ID, rows[:1])
     ws = served.client(rt)
     ws.subscribe(SID, since=T)
     rt.ingest_closed(SID, rows[1:])
@@ -100,7 +100,7 @@ def test_gap_that_cannot_be_recovered_is_announced(served, exchange, cause, reas
 
 def test_gap_recovered_from_the_exchange(served, exchange):
     rt = served()
-    rt.store.upsert_closed(SID, candles(exchange, T))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T))
     ws = served.client(rt)
     ws.subscribe(SID, since=T)
     exchange.reset_counts()
@@ -108,14 +108,14 @@ def test_gap_recovered_from_the_exchange(served, exchange):
     ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 120)
     assert events(ws.received) == [("c", T + 60), ("c", T + 120)]
     assert exchange.request_count("klines") == 1
-    assert rt.store.read_between(SID, T + 60, T + 60).rows() == candles(exchange, T + 60)
+    assert rt.store.read_between(BTC_ID, T + 60, T + 60).rows() == candles(exchange, T + 60)
 
 
 @pytest.mark.parametrize("how", ["config", "env"])
 def test_gap_backfill_switched_off(served, exchange, how):
     rt = served(enable_market_gap_backfill=False) if how == "config" else served(
         env={"TRADE_CANVAS_ENABLE_MARKET_GAP_BACKFILL": "0"})
-    rt.store.upsert_closed(SID, candles(exchange, T))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T))
     ws = served.client(rt)
     ws.subscribe(SID, since=T)
     exchange.reset_counts()
@@ -127,11 +127,11 @@ def test_gap_backfill_switched_off(served, exchange, how):
 
 def test_candle_already_in_the_store_needs_no_backfill(served, exchange):
     rt = served()
-    rt.store.upsert_closed(SID, candles(exchange, T))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T))
     ws = served.client(rt)
     ws.subscribe(SID, since=T - 60)
     ws.until(lambda m: m.get("candle", {}).get("candle_time") == T)  # the catch-up is done: cursor T
-    rt.store.upsert_closed(SID, candles(exchange, T + 60))  # written without a publish
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T + 60))  # written without a publish
     exchange.reset_counts()
     rt.ingest_closed(SID, candles(exchange, T + 120))
     ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 120)
@@ -144,11 +144,11 @@ def test_holes_inside_a_catch_up_and_a_batch_each_get_a_gap(served, exchange):
     old = T - 10 * 60  # old enough for the exchange's answer to become a void
     exchange.faults.outage(old + 120, old + 180)
     exchange.faults.outage(T + 360, T + 420)
-    rt.store.upsert_closed(SID, candles(exchange, old, old + 60, old + 180, old + 240))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, old, old + 60, old + 180, old + 240))
     ws = served.client(rt)
     ws.subscribe(SID, since=old, supports_batch=True)
     ws.until(lambda m: m.get("candles", [{}])[-1].get("candle_time") == old + 240)
-    rt.store.upsert_closed(SID, exchange.candles("BTC/USDT", "1m", old + 300, T + 240))
+    rt.store.upsert_closed(BTC_ID, exchange.candles("BTC/USDT", "1m", old + 300, T + 240))
     rt.ingest_closed(SID, [r for r in exchange.candles("BTC/USDT", "1m", T + 300, T + 480)])
     ws.until(lambda m: m.get("candles", [{}])[-1].get("candle_time") == T + 480)
     evs = events(ws.received)
@@ -159,7 +159,7 @@ def test_holes_inside_a_catch_up_and_a_batch_each_get_a_gap(served, exchange):
 
 def test_live_candle_during_the_catch_up_read_is_delivered_once(served, exchange):
     rt = served()
-    rt.store.upsert_closed(SID, candles(exchange, T, T + 60, T + 120))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T, T + 60, T + 120))
     real_read = rt.store.read_after
     injected = threading.Event()
 
@@ -182,7 +182,7 @@ def test_live_candle_during_the_catch_up_read_is_delivered_once(served, exchange
 
 def test_fifty_clients_one_hole_one_recovery(served, exchange):
     rt = served()
-    rt.store.upsert_closed(SID, candles(exchange, T))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T))
     clients = [served.client(rt) for _ in range(50)]
     for ws in clients:
         ws.subscribe(SID, since=T)
@@ -197,8 +197,8 @@ def test_fifty_clients_one_hole_one_recovery(served, exchange):
 
 def test_slow_recovery_does_not_hold_other_series_or_clients(served, exchange, monkeypatch):
     rt = served()
-    rt.store.upsert_closed(SID, candles(exchange, T))
-    rt.store.upsert_closed(ETH, candles(exchange, T, symbol="ETH/USDT"))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T))
+    rt.store.upsert_closed(ETH_ID, candles(exchange, T, symbol="ETH/USDT"))
     a, b = served.client(rt), served.client(rt)
     a.subscribe(SID, since=T)
     b.subscribe(ETH, since=T)
@@ -224,7 +224,7 @@ def test_slow_recovery_does_not_hold_other_series_or_clients(served, exchange, m
 
 def test_bad_frames_get_errors_and_the_socket_stays_open(served, exchange):
     rt = served()
-    rt.store.upsert_closed(SID, candles(exchange, T))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T))
     ws = served.client(rt)
     ws.subscribe(SID, since=T - 60)
     ws.until(lambda m: m["type"] == "candle_closed")
@@ -266,18 +266,18 @@ def test_too_many_subscriptions(served, exchange, monkeypatch):
 
 def test_unsubscribe_and_replace(served, exchange):
     rt = served()
-    rt.store.upsert_closed(SID, candles(exchange, T))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T))
     ws = served.client(rt)
     ws.subscribe(SID, since=T)
     ws.send({"type": "unsubscribe", "series_id": SID})
     ws.send({"type": "ping"})
     ws.until(lambda m: m["type"] == "pong")  # one socket's frames are handled in order: unsubscribed now
     pong = len(ws.received)
-    assert rt.hub.subscription_count(BTC) == 0
+    assert rt.hub.subscription_count(BTC_ID) == 0
     rt.ingest_closed(SID, candles(exchange, T + 60))  # reaches no subscription
     ws.subscribe(SID, since=T + 60)
     ws.subscribe(SID, since=T - 60)  # replaces: catch-up from T - 60
-    assert rt.hub.subscription_count(BTC) == 1
+    assert rt.hub.subscription_count(BTC_ID) == 1
     rt.ingest_closed(SID, candles(exchange, T + 120))  # one subscription, one order: anything else is first
     ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 120)
     msgs = ws.received[pong:]
@@ -287,7 +287,7 @@ def test_unsubscribe_and_replace(served, exchange):
 
 def test_dead_and_slow_clients_do_not_hold_others_back(served, exchange):
     rt = served()
-    rt.store.upsert_closed(SID, candles(exchange, T))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T))
     dead = served.client(rt)
     dead.subscribe(SID, since=T)
     dead.ws.sock.close()  # vanished without a close frame
@@ -311,7 +311,7 @@ def test_forming_is_throttled_never_stored_and_after_the_last_closed(served, exc
 
     monkeypatch.setattr(candle_hub, "FORMING_MIN_INTERVAL_S", 3600.0)  # however slow this machine is
     rt = served()
-    rt.store.upsert_closed(SID, candles(exchange, T))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T))
     ws = served.client(rt)
     ws.subscribe(SID, since=T - 60)
     ws.until(lambda m: m["type"] == "candle_closed")
@@ -328,7 +328,7 @@ def test_forming_is_throttled_never_stored_and_after_the_last_closed(served, exc
     msgs = ws.received[seen:]
     assert [m["type"] for m in msgs] == ["candle_closed", "candle_forming", "candle_closed"]  # throttled
     assert msgs[1]["candle"] == {**forming, "volume": 1.0}  # the first update only
-    assert rt.store.head_time(SID) == T + 120  # the forming candle was never persisted
+    assert rt.store.head_time(BTC_ID) == T + 120  # the forming candle was never persisted
 
 
 def test_token_required_on_the_websocket(served, exchange):
@@ -348,7 +348,7 @@ def test_a_client_dropped_for_a_full_queue_never_blocks_publishing(served, excha
     monkeypatch.setattr(candle_hub, "MAX_PENDING_MESSAGES", 20)
     rt = served()
     base = T - 400 * TF
-    rt.store.upsert_closed(SID, candles(exchange, base))
+    rt.store.upsert_closed(BTC_ID, candles(exchange, base))
     release = threading.Event()
     real_connect = rt.hub.connect
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import NOW
-from tradecanvas_ext.domain import expected_latest_closed_time
+from tradecanvas_ext.domain import SeriesId, expected_latest_closed_time
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,11 +134,11 @@ def seed(rt, exchange) -> None:
     """BTC: 240 candles up to E with a confirmed void (from a real backfill against an outage) and a plain
     hole; ETH: 30 candles behind (red)."""
     exchange.faults.outage(VOID[0], VOID[1] + TF)
-    rt.backfill.ensure_tail_coverage(SID, target=140, to_time=E - 100 * TF)
+    rt.backfill.ensure_tail_coverage(SeriesId.parse(SID), target=140, to_time=E - 100 * TF)
     exchange.faults.clear_outages()
     rows = exchange.candles("BTC/USDT", "1m", E - 99 * TF, E)
-    rt.store.upsert_closed(SID, [r for r in rows if not HOLE[0] <= r[0] <= HOLE[1]])
-    rt.store.upsert_closed(ETH, exchange.candles("ETH/USDT", "1m", E - 200 * TF, E - 30 * TF))
+    rt.store.upsert_closed(SeriesId.parse(SID), [r for r in rows if not HOLE[0] <= r[0] <= HOLE[1]])
+    rt.store.upsert_closed(SeriesId.parse(ETH), exchange.candles("ETH/USDT", "1m", E - 200 * TF, E - 30 * TF))
 
 
 def live(rt, clock, exchange, *times) -> None:
@@ -319,7 +319,7 @@ def test_health_panel_is_yellow_during_a_backfill_then_green(make_runtime, excha
     assert page.inner_text(f"{row} .missing") == "30"
 
     exchange.faults.slow(3.0, n=1)  # the exchange answers slowly: the repair stays running for a while
-    repair = threading.Thread(target=rt.backfill.ensure_tail_coverage, args=(ETH,),
+    repair = threading.Thread(target=rt.backfill.ensure_tail_coverage, args=(SeriesId.parse(ETH),),
                               kwargs={"target": 200, "to_time": E}, daemon=True)
     repair.start()
     wait(page, f"() => document.querySelector('{row}').dataset.status === 'yellow'", "ETH yellow")

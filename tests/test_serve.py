@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.conftest import NOW
 from tests.wsclient import WS, check_guarantee
 from tradecanvas_ext.backfill.live_poller import LivePoller
+from tradecanvas_ext.domain import SeriesId
 from tradecanvas_ext.testing import ExchangeEmulator
 
 SID = "binance:spot:BTC/USDT:1m"
@@ -33,7 +34,7 @@ def test_live_poller_publishes_newly_closed_candles(make_runtime, exchange, cloc
         ws.until(lambda m: m.get("candle", {}).get("candle_time") == LAST + 120)
         times = check_guarantee(ws.received[1:], SID, 60, LAST - 120)
         assert times == [LAST - 60, LAST, LAST + 60, LAST + 120]
-        assert rt.store.read_between(SID, LAST + 60, LAST + 120).rows() == exchange.candles(
+        assert rt.store.read_between(SeriesId.parse(SID), LAST + 60, LAST + 120).rows() == exchange.candles(
             "BTC/USDT", "1m", LAST + 60, LAST + 120)
     finally:
         ws.close()

@@ -33,16 +33,16 @@ def test_db_url_default_follows_user_data_dir():
 
 def test_series_default_is_whitelist_times_timeframe():
     cfg = {"timeframe": "5m", "exchange": {"name": "binance", "pair_whitelist": ["BTC/USDT", "ETH/USDT"]}}
-    assert Settings.from_config(cfg, env={}).series == ("binance:spot:BTC/USDT:5m", "binance:spot:ETH/USDT:5m")
+    assert tuple(map(str, Settings.from_config(cfg, env={}).series)) == ("binance:spot:BTC/USDT:5m", "binance:spot:ETH/USDT:5m")
     cfg["trading_mode"] = "futures"
     cfg["exchange"]["pair_whitelist"] = ["BTC/USDT:USDT"]
-    assert Settings.from_config(cfg, env={}).series == ("binance:futures:BTC/USDT:USDT:5m",)
+    assert tuple(map(str, Settings.from_config(cfg, env={}).series)) == ("binance:futures:BTC/USDT:USDT:5m",)
 
 
 def test_explicit_series_wins_and_is_validated():
     cfg = {"timeframe": "5m", "exchange": {"name": "binance", "pair_whitelist": ["BTC/USDT"]},
            "tradecanvas": {"series": ["binance:spot:ETH/USDT:1m"]}}
-    assert Settings.from_config(cfg, env={}).series == ("binance:spot:ETH/USDT:1m",)
+    assert tuple(map(str, Settings.from_config(cfg, env={}).series)) == ("binance:spot:ETH/USDT:1m",)
     cfg["tradecanvas"]["series"] = ["binance:spot:ETH/USDT:1w"]
     with pytest.raises(ConfigError, match="tradecanvas.series: .*timeframe"):
         Settings.from_config(cfg, env={})

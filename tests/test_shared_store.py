@@ -15,8 +15,8 @@ import pytest
 
 from tests.conftest import pg_url_or_skip, reset_pg
 from tests.wsclient import WS, check_guarantee, events
-from tradecanvas_ext.domain import expected_latest_closed_time
-from tradecanvas_ext.store import CandleStore
+from tradecanvas_ext.domain import SeriesId, expected_latest_closed_time
+from tradecanvas_ext.store import open_store
 from tradecanvas_ext.testing import ExchangeEmulator
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -110,10 +110,12 @@ def test_killing_the_lease_holder_lets_another_take_over(shared):
     to_time = expected_latest_closed_time(time.time(), 60)
     emu.faults.slow(8.0, n=1)  # A's first klines request hangs
     a.send(cmd="cover", series=SID, target=300, to_time=to_time)
-    store = CandleStore(shared.url)
+    storage = open_store(shared.url, origin="test")
+    store, rows = storage.candles, storage.tracker_rows
+    sid = SeriesId.parse(SID)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # the tracker shows which process is repairing
-        row = store.tracker_get(SID)
+        row = rows.tracker_get(sid)
         if row and row["state"] == "running":
             break
         time.sleep(0.05)
@@ -132,7 +134,7 @@ def test_killing_the_lease_holder_lets_another_take_over(shared):
     t.join(30)
     assert done["res"]["complete"] and done["res"]["filled"] == 300
     assert done["at"] - killed_at < 5.0  # the lease went with the killed process
-    assert store.tracker_get(SID)["owner"] == b.hello["owner"]
-    assert store.read_between(SID, 0, 10**10).rows() == emu.candles("BTC/USDT", "1m", to_time - 299 * 60,
+    assert rows.tracker_get(sid)["owner"] == b.hello["owner"]
+    assert store.read_between(sid, 0, 10**10).rows() == emu.candles("BTC/USDT", "1m", to_time - 299 * 60,
                                                                     to_time)
-    store.close()
+    storage.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.conftest import NOW
 from tradecanvas_ext.backfill.startup_sync import format_table, run_startup_kline_sync
+from tradecanvas_ext.core import default_sources
 from tradecanvas_ext.domain import expected_latest_closed_time
 
 BTC, ETH, BTC5 = "binance:spot:BTC/USDT:1m", "binance:spot:ETH/USDT:1m", "binance:spot:BTC/USDT:5m"
@@ -47,7 +48,7 @@ def test_second_sync_is_free_and_disabled_sync(make_runtime, exchange, clock):
 
 
 def test_lagging_when_ccxt_is_off(make_runtime, exchange):
-    rt = make_runtime(series=[BTC], enable_ccxt_backfill=False)
-    rt.backfill.levels["freqtrade"] = None
+    rt = make_runtime(series=[BTC], enable_ccxt_backfill=False,
+                      sources=lambda ctx: [s for s in default_sources(ctx) if s.name != "freqtrade"])
     out = rt.run_startup_sync()
     assert out["series_lagging"] == 1 and out["series_results"][0]["error"] is None

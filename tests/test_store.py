@@ -11,10 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tradecanvas_ext.domain import Candle, CandleBatch, Hole, InvalidCandle, list_holes
-from tradecanvas_ext.store import CandleStore
+from tradecanvas_ext.domain import Candle, CandleBatch, Hole, InvalidCandle, SeriesId, list_holes
+from tradecanvas_ext.store import open_store
+from tradecanvas_ext.store.dialect import dialect_for
+from tradecanvas_ext.store.leases import LeaseTimeout, NoLeases
+from tradecanvas_ext.store.series_keys import SeriesKeys
 
-SID = "binance:spot:BTC/USDT:1m"
+SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
 _counter = itertools.count()
 
 
@@ -25,8 +28,8 @@ def candle(t: int, base: float = 100.0) -> tuple:
     return (t, o, c + 1.0, o - 1.0, c, 1.0 + (t // 60) % 5)
 
 
-def fresh_series(tf: str = "1m") -> str:
-    return f"binance:spot:S{next(_counter)}/USDT:{tf}"
+def fresh_series(tf: str = "1m") -> SeriesId:
+    return SeriesId.parse(f"binance:spot:S{next(_counter)}/USDT:{tf}")
 
 
 def test_upsert_and_reads(store):
@@ -100,29 +103,74 @@ def test_voids_mark_holes(store):
     # a candle that later appears inside a void wins: it is no longer part of any hole
     store.upsert_closed(SID, [candle(180)])
     assert [h for h in store.holes(SID, 0, 600) if h.void] == [Hole(120, 120, 1, True), Hole(240, 240, 1, True)]
-    assert store.delete_voids(SID, 0, 600) == 1 and store.voids(SID) == []
 
 
-def test_tracker_rows_persist(store, db_url):
-    store.tracker_put(SID, {"state": "running", "started_at": 10.0, "note": "x"})
-    store.tracker_put(SID, {"progress_pct": 50.0})
-    row = store.tracker_get(SID)
+def test_tracker_rows_persist(storage, db_url):
+    rows = storage.tracker_rows
+    rows.tracker_put(SID, {"state": "running", "started_at": 10.0, "note": "x"})
+    rows.tracker_put(SID, {"progress_pct": 50.0})
+    row = rows.tracker_get(SID)
     assert row["state"] == "running" and row["progress_pct"] == 50.0 and row["note"] == "x"
-    other = CandleStore(db_url)  # a new process would see the same row
-    assert other.tracker_get(SID)["started_at"] == 10.0
-    assert SID in other.tracker_all()
+    other = open_store(db_url, origin="other")  # a new process would see the same row
+    assert other.tracker_rows.tracker_get(SID)["started_at"] == 10.0
+    assert SID in other.tracker_rows.tracker_all()
     other.close()
     with pytest.raises(ValueError, match="unknown field"):
-        store.tracker_put(SID, {"nope": 1})
+        rows.tracker_put(SID, {"nope": 1})
 
 
 def test_series_are_isolated(store):
-    other = "binance:spot:ETH/USDT:1m"
+    other = SeriesId.parse("binance:spot:ETH/USDT:1m")
     store.upsert_closed(SID, [candle(60)])
     store.upsert_closed(other, [candle(120)])
     assert store.read_tail(SID, 10).times.tolist() == [60]
     assert store.read_tail(other, 10).times.tolist() == [120]
-    assert set(store.known_series()) >= {SID, other}
+    assert set(store.known_series()) >= {str(SID), str(other)}
+
+
+def test_the_store_takes_a_series_id_not_its_text(store):
+    store.upsert_closed(SID, [candle(60)])  # the key of SID is cached now
+    for call in (lambda: store.head_time(str(SID)), lambda: store.upsert_closed(str(SID), [candle(120)])):
+        with pytest.raises((TypeError, AttributeError)):
+            call()
+    with pytest.raises(TypeError, match="SeriesId"):
+        store.series_key(str(SID))
+    assert store.read_tail(SID, 10).times.tolist() == [60]
+
+
+def test_the_dialect_is_chosen_once_from_the_url():
+    memory = dialect_for("sqlite://")
+    assert memory.name == "sqlite" and isinstance(memory.leases(SeriesKeys(memory)), NoLeases)  # nobody to arbitrate with
+    memory.close()
+    with pytest.raises(ValueError, match="unsupported database"):
+        dialect_for("mysql://u@localhost/x")
+
+
+def _hold_lease(url: str, ready, release) -> None:
+    s = open_store(url, origin="holder")
+    with s.leases.repair_lease(SID, 30):
+        ready.set()
+        release.wait(60)
+    s.close()
+
+
+def test_a_repair_lease_is_held_against_other_processes(storage, db_url):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lease, args=(db_url, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60), "the holder process never took the lease"
+        with pytest.raises(LeaseTimeout):
+            with storage.leases.repair_lease(SID, 0.2):
+                pass
+        release.set()
+        with storage.leases.repair_lease(SID, 30):  # free once the holder lets go
+            pass
+    finally:
+        release.set()
+        holder.join(60)
+    assert holder.exitcode == 0
 
 
 # ---- properties (hypothesis) on the real database -----------------------------------------------------
@@ -194,15 +242,15 @@ def test_two_threads_write_and_read_one_series(store):
 
 
 def _process_writer(url: str, offset: int, n: int) -> None:
-    s = CandleStore(url)
+    s = open_store(url, origin=f"writer-{offset}")
     for lo in range(offset, n, 100):
-        s.upsert_closed(SID, [candle(i * 60) for i in range(lo, min(lo + 50, n))])
-        s.read_tail(SID, 100)
+        s.candles.upsert_closed(SID, [candle(i * 60) for i in range(lo, min(lo + 50, n))])
+        s.candles.read_tail(SID, 100)
     s.close()
 
 
 def test_two_processes_on_one_sqlite_file(sqlite_url):
-    CandleStore(sqlite_url).close()  # schema exists before the race
+    open_store(sqlite_url, origin="test").close()  # schema exists before the race
     ctx = mp.get_context("spawn")
     n = 2000
     procs = [ctx.Process(target=_process_writer, args=(sqlite_url, off, n)) for off in (0, 50)]
@@ -211,8 +259,8 @@ def test_two_processes_on_one_sqlite_file(sqlite_url):
     for p in procs:
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0]
-    s = CandleStore(sqlite_url)
-    assert s.read_between(SID, 0, 10**9).times.tolist() == [i * 60 for i in range(n)]
+    s = open_store(sqlite_url, origin="test")
+    assert s.candles.read_between(SID, 0, 10**9).times.tolist() == [i * 60 for i in range(n)]
     s.close()
 
 

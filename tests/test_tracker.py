@@ -13,9 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tradecanvas_ext.backfill.tracker import ProgressTracker, progress_pct
-from tradecanvas_ext.store import CandleStore
+from tradecanvas_ext.domain import SeriesId
+from tradecanvas_ext.store import open_store
 
-SID = "binance:spot:BTC/USDT:1m"
+SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
 
 
 @given(start=st.integers(0, 10**6), current=st.integers(0, 10**6))
@@ -26,9 +27,9 @@ def test_progress_pct_bounds(start, current):
         assert abs(p - 100.0 * (start - current) / start) < 0.01
 
 
-def test_states_begin_progress_finish(store):
+def test_states_begin_progress_finish(storage):
     t = [100.0]
-    tr = ProgressTracker(store, lambda: t[0])
+    tr = ProgressTracker(storage.tracker_rows, lambda: t[0])
     assert tr.get(SID)["state"] == "idle"
     tr.begin(SID, 600, 10, "tail_coverage")
     row = tr.get(SID)
@@ -46,8 +47,8 @@ def test_states_begin_progress_finish(store):
     assert row["state"] == "failed" and row["error"] == "boom" and row["progress_pct"] == 0.0
 
 
-def test_running_row_of_this_process_is_running(store):
-    tr = ProgressTracker(store, lambda: 1.0)
+def test_running_row_of_this_process_is_running(storage):
+    tr = ProgressTracker(storage.tracker_rows, lambda: 1.0)
     tr.begin(SID, 60, 1, "x")
     assert tr.get(SID)["state"] == "running"
     assert tr.recover_interrupted() == []
@@ -55,12 +56,15 @@ def test_running_row_of_this_process_is_running(store):
 
 _CHILD = textwrap.dedent("""
     import sys, time
-    from tradecanvas_ext.store import CandleStore
-    from tradecanvas_ext.backfill.tracker import ProgressTracker
-    store = CandleStore(sys.argv[1])
-    tr = ProgressTracker(store, time.time)
-    tr.begin("binance:spot:BTC/USDT:1m", 6000, 100, "tail_coverage")
-    tr.progress("binance:spot:BTC/USDT:1m", 3000, 50, 1)
+    from tradecanvas_ext.backfill.tracker import ProgressTracker, this_owner
+    from tradecanvas_ext.domain import SeriesId
+    from tradecanvas_ext.store import open_store
+    owner = this_owner()
+    store = open_store(sys.argv[1], origin=owner)
+    tr = ProgressTracker(store.tracker_rows, time.time, owner)
+    sid = SeriesId.parse("binance:spot:BTC/USDT:1m")
+    tr.begin(sid, 6000, 100, "tail_coverage")
+    tr.progress(sid, 3000, 50, 1)
     print("running", flush=True)
     time.sleep(600)
 """)
@@ -70,8 +74,8 @@ def test_killed_process_leaves_interrupted(db_url):
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, db_url], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "running"
-        store = CandleStore(db_url)
-        tr = ProgressTracker(store, time.time)
+        store = open_store(db_url, origin="test")
+        tr = ProgressTracker(store.tracker_rows, time.time)
         assert tr.get(SID)["state"] == "running"  # the owner is alive
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
@@ -79,7 +83,7 @@ def test_killed_process_leaves_interrupted(db_url):
         assert row["state"] == "failed" and row["error"] == "interrupted" and row["progress_pct"] == 50.0
         # a restart persists it
         assert tr.recover_interrupted() == [SID]
-        assert store.tracker_get(SID)["state"] == "failed"
+        assert store.tracker_rows.tracker_get(SID)["state"] == "failed"
         store.close()
     finally:
         if proc.poll() is None:

@@ -10,9 +10,10 @@ import pytest
 import requests
 
 from tests.conftest import NOW
-from tradecanvas_ext.domain import expected_latest_closed_time
+from tradecanvas_ext.domain import SeriesId, expected_latest_closed_time
 
-SID = "binance:spot:BTC/USDT:1m"
+SID = "binance:spot:BTC/USDT:1m"  # as clients send it
+BTC = SeriesId.parse(SID)  # as the store takes it
 ETH5 = "binance:spot:ETH/USDT:5m"
 TF = 60
 LAST = expected_latest_closed_time(NOW, TF)
@@ -49,7 +50,7 @@ def api(make_runtime):
 
 def seed(rt, exchange, times, sid=SID, symbol="BTC/USDT", tf="1m"):
     rows = {r[0]: r for r in exchange.candles(symbol, tf, min(times), max(times))}
-    res = rt.store.upsert_closed(sid, [rows[t] for t in times], now=NOW)
+    res = rt.store.upsert_closed(SeriesId.parse(sid), [rows[t] for t in times], now=NOW)
     assert res.accepted == len(times)
 
 
@@ -121,8 +122,8 @@ def test_candles_holes_are_strictly_inside_the_returned_range_and_flag_voids(api
     t0 = LAST - 19 * TF
     missing = {t0 + 3 * TF, t0 + 4 * TF, t0 + 8 * TF, t0 + 12 * TF, t0 + 13 * TF, t0 + 14 * TF}
     seed(a.rt, exchange, [t0 + i * TF for i in range(20) if t0 + i * TF not in missing])
-    a.rt.store.record_void(SID, t0 + 8 * TF, t0 + 8 * TF, "ccxt", checked_at=NOW)
-    a.rt.store.record_void(SID, t0 + 13 * TF, t0 + 13 * TF, "ccxt", checked_at=NOW)
+    a.rt.store.record_void(BTC, t0 + 8 * TF, t0 + 8 * TF, "ccxt", checked_at=NOW)
+    a.rt.store.record_void(BTC, t0 + 13 * TF, t0 + 13 * TF, "ccxt", checked_at=NOW)
     r = a.get("/api/market/candles", {"series_id": SID, "limit": 100})
     assert r.json()["holes"] == [
         {"start": t0 + 3 * TF, "end": t0 + 4 * TF, "missing_candles": 2, "void": False},
@@ -151,7 +152,7 @@ def test_read_path_tail_coverage_fetches_from_the_exchange(api, exchange):
     assert [tuple(c.values()) for c in r.json()["candles"]] == exchange.candles("BTC/USDT", "1m",
                                                                                 LAST - 49 * TF, LAST)
     assert exchange.request_count("klines") >= 1
-    assert a.rt.store.stats(SID)["candle_count"] == 50
+    assert a.rt.store.stats(BTC)["candle_count"] == 50
 
 
 def test_read_path_tail_coverage_target_is_capped_by_auto_tail_backfill_max_candles(api, exchange):
@@ -180,7 +181,7 @@ def test_auto_tail_switch_off_asks_the_exchange_nothing(api, exchange):
     r = a.get("/api/market/candles", {"series_id": SID, "limit": 50})
     assert r.status_code == 200 and r.json()["candles"] == []
     assert exchange.request_count() == 0
-    assert a.rt.store.tracker_get(SID) is None  # not even a tracker row: no repair ran
+    assert a.rt.core.storage.tracker_rows.tracker_get(BTC) is None  # not even a tracker row: no repair ran
 
 
 def test_auto_tail_switch_forced_off_by_the_environment(api, exchange):
@@ -270,7 +271,7 @@ def test_gaps_lists_every_hole_in_the_window_with_voids(api, exchange):
     t0 = LAST - 29 * TF
     missing = {t0 + 5 * TF, t0 + 6 * TF, t0 + 7 * TF, t0 + 20 * TF}
     seed(a.rt, exchange, [t0 + i * TF for i in range(30) if t0 + i * TF not in missing])
-    a.rt.store.record_void(SID, t0 + 6 * TF, t0 + 6 * TF, "ccxt", checked_at=NOW)
+    a.rt.store.record_void(BTC, t0 + 6 * TF, t0 + 6 * TF, "ccxt", checked_at=NOW)
     r = a.get("/api/market/gaps", {"series_id": SID, "start": t0 - 2 * TF, "end": LAST})
     assert r.status_code == 200
     assert r.json() == {"series_id": SID, "start": t0 - 2 * TF, "end": LAST, "holes": [
@@ -302,7 +303,7 @@ def test_gaps_with_nothing_stored_and_no_start_is_empty(api):
 def test_gaps_default_window_is_cut_to_its_newest_five_million_candles(api, exchange):
     a = api()
     old = LAST - 6_000_000 * TF
-    a.rt.store.upsert_closed(SID, [(old, 1.0, 1.0, 1.0, 1.0, 0.0), (LAST, 1.0, 1.0, 1.0, 1.0, 0.0)], now=NOW)
+    a.rt.store.upsert_closed(BTC, [(old, 1.0, 1.0, 1.0, 1.0, 0.0), (LAST, 1.0, 1.0, 1.0, 1.0, 0.0)], now=NOW)
     body = a.get("/api/market/gaps", {"series_id": SID}).json()
     assert body["start"] == LAST - (5_000_000 - 1) * TF and body["end"] == LAST
     assert body["holes"] == [{"start": body["start"], "end": LAST - TF, "missing_candles": 4_999_999,
@@ -320,7 +321,7 @@ def test_backfill_repairs_the_range_through_the_decision_tree(api, exchange):
     assert res["series_id"] == SID and res["start"] == start and res["end"] == end
     assert res["covered"] == 50 and res["filled"] == 50 and res["complete"] is True
     assert res["sources"]["ccxt"] == 50 and res["note"] == "tail_coverage_done"
-    assert a.rt.store.read_between(SID, 0, 10**10).rows() == exchange.candles("BTC/USDT", "1m", start, end)
+    assert a.rt.store.read_between(BTC, 0, 10**10).rows() == exchange.candles("BTC/USDT", "1m", start, end)
 
 
 # ---- bad input: 4xx JSON naming what is wrong, never 5xx, the store untouched ---------------------------

@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
@@ -103,11 +104,32 @@ class FakeHub:
         assert len(self.clients) >= n
 
 
-def with_fake_hub(rt) -> FakeHub:
-    real, rt.hub = rt.hub, FakeHub()
-    if real is not None:
-        real.close()
-    return rt.hub
+class StubRuntime:
+    """Just what create_app and the /ws/market route read of a runtime: its settings and its hub."""
+
+    def __init__(self, settings, hub):
+        self.settings, self.hub = settings, hub
+
+
+_NO_HUB = object()
+
+
+@pytest.fixture
+def fake_hub_server(make_runtime):
+    """The real app and server around a stand-in hub (or none), with a real runtime's settings."""
+    servers = []
+
+    def make(hub=_NO_HUB, **section):
+        settings = make_runtime(**section).settings
+        hub = FakeHub() if hub is _NO_HUB else hub
+        server = WebServer(create_app(StubRuntime(settings, hub)), "127.0.0.1", 0)
+        server.start()
+        servers.append(server)
+        return SimpleNamespace(url=server.url, hub=hub, stop=server.stop)
+
+    yield make
+    for server in servers:
+        server.stop()
 
 
 def ws_url(rt, query: str = "") -> str:
@@ -207,9 +229,9 @@ def test_the_app_factory_serves_without_our_server(make_runtime):
     assert client.get("/api/market/nope").get_json()["error"]["code"] == "not_found"
 
 
-def test_stop_finishes_quickly_with_clients_still_connected(make_runtime):
-    rt = make_runtime(serve=True)
-    hub = with_fake_hub(rt)
+def test_stop_finishes_quickly_with_clients_still_connected(fake_hub_server):
+    rt = fake_hub_server()
+    hub = rt.hub
     port = port_of(rt.url)
     polite = websocket.create_connection(ws_url(rt), timeout=5)  # answers a close frame when it reads
     deaf = raw_websocket(port)  # never reads, never answers
@@ -239,9 +261,9 @@ def test_stop_finishes_quickly_with_clients_still_connected(make_runtime):
 
 # ---- the WebSocket route's own duties -------------------------------------------------------------------
 
-def test_ws_route_hands_text_frames_to_the_hub_and_answers_binary_with_bad_request(make_runtime):
-    rt = make_runtime(serve=True)
-    hub = with_fake_hub(rt)
+def test_ws_route_hands_text_frames_to_the_hub_and_answers_binary_with_bad_request(fake_hub_server):
+    rt = fake_hub_server()
+    hub = rt.hub
     ws = websocket.create_connection(ws_url(rt), timeout=5)
     ws.send('{"type": "ping"}')
     assert json.loads(ws.recv()) == {"type": "echo", "text": '{"type": "ping"}'}
@@ -259,11 +281,8 @@ def test_ws_route_hands_text_frames_to_the_hub_and_answers_binary_with_bad_reque
     assert hub.disconnected == [client]
 
 
-def test_ws_route_without_a_hub_closes_the_socket(make_runtime):
-    rt = make_runtime(serve=True)
-    real, rt.hub = rt.hub, None
-    if real is not None:
-        real.close()
+def test_ws_route_without_a_hub_closes_the_socket(fake_hub_server):
+    rt = fake_hub_server(hub=None)
     ws = websocket.create_connection(ws_url(rt), timeout=5)
     opcode, frame = ws.recv_data_frame(True)
     assert opcode == websocket.ABNF.OPCODE_CLOSE
@@ -278,9 +297,9 @@ def test_ws_route_without_a_hub_closes_the_socket(make_runtime):
     (f"?token={TOKEN}", [], True),
     ("", [f"Authorization: Bearer {TOKEN}"], True),
 ])
-def test_ws_route_checks_the_token_from_the_query_or_the_header(make_runtime, query, headers, ok):
-    rt = make_runtime(serve=True, api_token=TOKEN)
-    hub = with_fake_hub(rt)
+def test_ws_route_checks_the_token_from_the_query_or_the_header(fake_hub_server, query, headers, ok):
+    rt = fake_hub_server(api_token=TOKEN)
+    hub = rt.hub
     ws = websocket.create_connection(ws_url(rt, query), header=headers, timeout=5)
     if ok:
         ws.send("hello")

@@ -8,6 +8,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .domain import expected_latest_closed_time
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _STATUS = {"green": 0, "yellow": 1, "red": 2}
 
@@ -29,12 +31,10 @@ class Metrics:
                                          ["exchange"], registry=r)
         self.ws_messages = Counter("tradecanvas_ws_messages", "WebSocket messages sent", ["type"], registry=r)
         self.ws_gaps = Counter("tradecanvas_ws_gaps", "gap messages sent", ["series_id", "reason"], registry=r)
-        self._runtime = None
 
-    def bind(self, runtime) -> None:
-        """Scrape-time gauges read this runtime's state."""
-        self._runtime = runtime
-        self.registry.register(_StateCollector(runtime))
+    def watch(self, core) -> None:
+        """Scrape-time gauges read this core's state (a tradecanvas_ext.core.Core)."""
+        self.registry.register(_StateCollector(core))
 
     def rejected(self, reasons) -> None:
         for _, reason in reasons:
@@ -45,38 +45,34 @@ class Metrics:
 
 
 class _StateCollector:
-    def __init__(self, runtime):
-        self.rt = runtime
+    def __init__(self, core):
+        self.core = core
 
     def describe(self):
         return []
 
     def collect(self):
-        rt = self.rt
+        core = self.core
         holes = GaugeMetricFamily("tradecanvas_holes", "Holes (not voids) in the sync window", labels=["series_id"])
         missing = GaugeMetricFamily("tradecanvas_missing_candles", "Missing candles (not voids) in the sync window",
                                     labels=["series_id"])
         voids = GaugeMetricFamily("tradecanvas_voids", "Confirmed-empty ranges in the sync window",
                                   labels=["series_id"])
         status = GaugeMetricFamily("tradecanvas_health_status", "0 green, 1 yellow, 2 red", labels=["series_id"])
-        if rt.store is not None and rt.health_service is not None:
-            from .domain import expected_latest_closed_time
-
-            for sid in rt.series_ids:
-                tf = sid.tf_seconds
-                end = expected_latest_closed_time(rt.clock(), tf)
-                start = end - (rt.settings.startup_sync_target_candles - 1) * tf
-                hs = rt.store.holes(sid, start, end)
-                open_holes = [h for h in hs if not h.void]
-                holes.add_metric([str(sid)], len(open_holes))
-                missing.add_metric([str(sid)], sum(h.missing_candles for h in open_holes))
-                voids.add_metric([str(sid)], len(hs) - len(open_holes))
-                status.add_metric([str(sid)], _STATUS[rt.health_service.one(sid)["status"]])
+        for sid in core.registry.active():
+            tf = sid.tf_seconds
+            end = expected_latest_closed_time(core.clock(), tf)
+            start = end - (core.settings.startup_sync_target_candles - 1) * tf
+            hs = core.store.holes(sid, start, end)
+            open_holes = [h for h in hs if not h.void]
+            holes.add_metric([str(sid)], len(open_holes))
+            missing.add_metric([str(sid)], sum(h.missing_candles for h in open_holes))
+            voids.add_metric([str(sid)], len(hs) - len(open_holes))
+            status.add_metric([str(sid)], _STATUS[core.health.one(sid)["status"]])
         yield from (holes, missing, voids, status)
         clients = GaugeMetricFamily("tradecanvas_ws_clients", "Connected WebSocket clients")
-        clients.add_metric([], rt.hub.client_count if rt.hub is not None else 0)
+        clients.add_metric([], core.hub.client_count)
         yield clients
         retries = CounterMetricFamily("tradecanvas_exchange_retries", "Transient exchange errors retried")
-        ccxt = rt.backfill.levels.get("ccxt") if rt.backfill is not None else None
-        retries.add_metric([], float(getattr(ccxt, "retries", 0)))
+        retries.add_metric([], float(core.exchange_retries()))
         yield retries

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .domain import SeriesId
+from .series_ids import checked, parse_series_id
 
 ENV_PREFIX = "TRADE_CANVAS_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -28,7 +29,7 @@ class Settings:
     listen_ip_address: str = "127.0.0.1"
     listen_port: int = 8090
     db_url: str | None = None  # resolved against user_data_dir by from_config
-    series: tuple[str, ...] | None = None  # None: the bot's whitelist x the strategy timeframe
+    series: tuple[SeriesId, ...] | None = None  # None: the bot's whitelist x the strategy timeframe
     enable_market_gap_backfill: bool = True
     enable_market_auto_tail_backfill: bool = True
     auto_tail_backfill_max_candles: int = 2000
@@ -93,12 +94,8 @@ class Settings:
             raise ConfigError(f"config file {p} is not valid JSON: {exc}") from None
         return cls.from_config(config, env=env)
 
-    def with_series(self, series: tuple[str, ...]) -> Settings:
-        return replace(self, series=tuple(str(SeriesId.parse(s)) for s in series))
-
-    @property
-    def series_ids(self) -> tuple[SeriesId, ...]:
-        return tuple(SeriesId.parse(s) for s in (self.series or ()))
+    def with_series(self, series: tuple[SeriesId, ...]) -> Settings:
+        return replace(self, series=tuple(dict.fromkeys(series)))
 
 
 # Taken from the surrounding freqtrade config, not from the user's section.
@@ -152,7 +149,7 @@ def _check(key: str, value: Any) -> Any:
         parsed = []
         for s in value:
             try:
-                parsed.append(str(SeriesId.parse(s)))
+                parsed.append(parse_series_id(s))
             except ValueError as exc:
                 raise ConfigError(f"tradecanvas.series: {exc}") from None
         if len(set(parsed)) != len(parsed):
@@ -201,7 +198,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, bool]:
 
 
 def default_series(config: Mapping[str, Any], timeframe: str | None = None,
-                   pairs: list[str] | None = None) -> tuple[str, ...] | None:
+                   pairs: list[str] | None = None) -> tuple[SeriesId, ...] | None:
     """The bot's whitelist x the strategy timeframe, as series ids (None when not derivable)."""
     exchange = config.get("exchange") or {}
     name = exchange.get("name") if isinstance(exchange, Mapping) else None
@@ -214,7 +211,7 @@ def default_series(config: Mapping[str, Any], timeframe: str | None = None,
     out = []
     for pair in pairs:
         try:
-            out.append(str(SeriesId(str(name).lower(), market, pair, tf)))
+            out.append(checked(SeriesId(str(name).lower(), market, pair, tf)))
         except ValueError as exc:
             raise ConfigError(f"tradecanvas.series (derived from the whitelist): {exc}") from None
     return tuple(dict.fromkeys(out))

@@ -52,8 +52,7 @@ class HealthService:
     def __init__(self, store, tracker, settings, clock):
         self._store, self._tracker, self._settings, self._clock = store, tracker, settings, clock
 
-    def one(self, series: SeriesId | str, now_time: float | None = None) -> dict:
-        sid = series if isinstance(series, SeriesId) else SeriesId.parse(series)
+    def one(self, sid: SeriesId, now_time: float | None = None) -> dict:
         runtime_now = self._clock()
         now = runtime_now if now_time is None else now_time
         return series_health(sid, self._store.head_time(sid), now, self._tracker.get(sid), runtime_now,

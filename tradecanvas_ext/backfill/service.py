@@ -9,14 +9,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..domain import CandleBatch, Hole, SeriesId, align_down, expected_latest_closed_time
+from ..domain.clock import Clock
+from ..feed import CandleFeed
+from ..metrics import Metrics
 from ..sources.base import CandleSource, SourceResult
-from ..store.leases import LeaseTimeout
+from ..store.leases import Leases, LeaseTimeout
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ NOTE_FAILED = "tail_coverage_best_effort_failed"
 
 @dataclass
 class CoverageResult:
-    series_id: str
+    series_id: SeriesId
     start: int
     end: int
     target: int
@@ -50,7 +53,7 @@ class CoverageResult:
 
     def to_dict(self) -> dict:
         return {
-            "series_id": self.series_id, "start": self.start, "end": self.end, "target": self.target,
+            "series_id": str(self.series_id), "start": self.start, "end": self.end, "target": self.target,
             "covered": self.covered, "filled": self.filled, "value": self.value, "complete": self.complete,
             "holes": [h.to_dict() for h in self.holes], "sources": dict(self.sources),
             "errors": list(self.errors), "rejected": len(self.rejected), "skipped": self.skipped,
@@ -65,32 +68,39 @@ class _Flight:
         self.error: BaseException | None = None
 
 
+LEVELS = ("freqtrade", "rollup", "ccxt")  # the decision tree's order; a source's `name` is its level
+
+
 class BackfillService:
-    def __init__(self, store, settings, clock: Callable[[], float], tracker,
-                 freqtrade: CandleSource | None = None, rollup: CandleSource | None = None,
-                 ccxt: CandleSource | None = None, time_bound_s: float | None = None):
+    """`sources` are the levels present (at most one per level name, any order); `feed` announces what a
+    repair wrote; `metrics` counts it; `leases` arbitrate repairs between processes on one store."""
+
+    def __init__(self, store, settings, clock: Clock, tracker, leases: Leases, sources: Sequence[CandleSource],
+                 feed: CandleFeed, metrics: Metrics, time_bound_s: float | None = None):
         self.store, self.settings, self.clock, self.tracker = store, settings, clock, tracker
-        self.levels: dict[str, CandleSource | None] = {"freqtrade": freqtrade, "rollup": rollup, "ccxt": ccxt}
+        self.leases = leases  # one repair of a series at a time across processes on one store
+        self.feed, self.metrics = feed, metrics
+        by_level = {s.name: s for s in sources}
+        unknown = sorted(set(by_level) - set(LEVELS))
+        if unknown or len(by_level) != len(sources):
+            raise ValueError(f"backfill sources: one per level of {LEVELS}, got {[s.name for s in sources]}")
+        self.levels: dict[str, CandleSource] = {lv: by_level[lv] for lv in LEVELS if lv in by_level}
         # ccxt timeout + retries, per call: a stuck exchange never holds a caller for long.
         self.time_bound_s = time_bound_s or max(30.0, 4 * settings.ccxt_timeout_ms / 1000)
         self._flights: dict[tuple, _Flight] = {}
         self._flights_lock = threading.Lock()
-        self._series_locks: dict[str, threading.Lock] = {}
-        self._last_repair_end: dict[str, float] = {}
-        self.on_written: Callable[[SeriesId, CandleBatch], None] | None = None  # the hub listens here
-        self.metrics = None  # a tradecanvas_ext.metrics.Metrics when the runtime has one
+        self._series_locks: dict[SeriesId, threading.Lock] = {}
+        self._last_repair_end: dict[SeriesId, float] = {}
 
     # ---- public API -------------------------------------------------------------------------------
-    def ensure_tail_coverage(self, series_id, target: int, to_time: int | None = None, *,
+    def ensure_tail_coverage(self, sid: SeriesId, target: int, to_time: int | None = None, *,
                              read_path: bool = False) -> CoverageResult:
         """Top up [end - (target-1)*tf, end]; see contract section 5. `read_path` applies the cooldown."""
-        sid = _sid(series_id)
         target = max(1, int(target))
-        key = ("tail", str(sid), target, to_time)
-        return self._single_flight(key, str(sid), lambda: self._coverage(sid, target, to_time, read_path))
+        key = ("tail", sid, target, to_time)
+        return self._single_flight(key, sid, lambda: self._coverage(sid, target, to_time, read_path))
 
-    def backfill_range(self, series_id, start: int, end: int) -> CoverageResult:
-        sid = _sid(series_id)
+    def backfill_range(self, sid: SeriesId, start: int, end: int) -> CoverageResult:
         tf = sid.tf_seconds
         if end < start:
             raise ValueError(f"backfill_range: end {end} is before start {start}")
@@ -98,26 +108,25 @@ class BackfillService:
         target = (end_a - align_down(int(start), tf)) // tf + 1 if end_a >= start else 1
         return self.ensure_tail_coverage(sid, target, to_time=int(end))
 
-    def backfill_gap(self, series_id, expected_next_time: int, actual_time: int) -> CandleBatch:
+    def backfill_gap(self, sid: SeriesId, expected_next_time: int, actual_time: int) -> CandleBatch:
         """Repair [expected_next_time, actual_time - tf] through freqtrade then ccxt (the newest
         `gap_backfill_max_candles` of it) and return the candles now stored in that range."""
-        sid = _sid(series_id)
         tf = sid.tf_seconds
         last = int(actual_time) - tf
         first = max(int(expected_next_time), last - (self.settings.gap_backfill_max_candles - 1) * tf)
         if last < first:
             return CandleBatch.empty()
-        key = ("gap", str(sid), first, last)
+        key = ("gap", sid, first, last)
 
         def run() -> CoverageResult:
             return self._repair(sid, first, last, levels=("freqtrade", "ccxt"), allow_ccxt=True,
                                 reason="gap_backfill", target=(last - first) // tf + 1, to_time=last)
 
-        self._single_flight(key, str(sid), run)
+        self._single_flight(key, sid, run)
         return self.store.read_between(sid, int(expected_next_time), last)
 
     # ---- single flight ----------------------------------------------------------------------------
-    def _single_flight(self, key: tuple, series: str, fn) -> CoverageResult:
+    def _single_flight(self, key: tuple, series: SeriesId, fn) -> CoverageResult:
         with self._flights_lock:
             flight = self._flights.get(key)
             leader = flight is None
@@ -152,7 +161,7 @@ class BackfillService:
         start = end - (target - 1) * tf
         if read_path:
             with self._flights_lock:
-                last = self._last_repair_end.get(str(sid))
+                last = self._last_repair_end.get(sid)
             if last is not None and now - last < self.settings.backfill_cooldown_s:
                 return self._measure(sid, start, end, target, to_time, skipped="cooldown")
         allow_ccxt = to_time is not None or self.settings.enable_ccxt_backfill_on_read
@@ -175,7 +184,7 @@ class BackfillService:
 
     def _repair(self, sid: SeriesId, start: int, end: int, levels: tuple[str, ...], allow_ccxt: bool,
                 reason: str, target: int, to_time: int | None) -> CoverageResult:
-        res = CoverageResult(str(sid), start, end, target, to_time=to_time)
+        res = CoverageResult(sid, start, end, target, to_time=to_time)
         if end < start:
             return res
         now = self.clock()
@@ -183,7 +192,7 @@ class BackfillService:
         if not self._open_holes(sid, start, end, now):
             return self._measure(sid, start, end, target, to_time, into=res)
         try:  # one repair of a series at a time across processes sharing the store
-            with self.store.repair_lease(sid, self.time_bound_s):
+            with self.leases.repair_lease(sid, self.time_bound_s):
                 return self._repair_leased(sid, start, end, levels, allow_ccxt, reason, res, now, deadline)
         except LeaseTimeout:
             res.errors.append(f"{sid}: another process kept the repair lease past {self.time_bound_s:.0f}s")
@@ -212,10 +221,9 @@ class BackfillService:
                 out = self._run_source(source, sid, holes, now, deadline)
                 res.errors.extend(out.errors)
                 written = self._write(sid, out.candles, start, end, now, res)
-                if self.metrics is not None:
-                    self.metrics.candles_stored.labels(str(sid), level).inc(written)
-                    if out.requests:
-                        self.metrics.exchange_requests.labels(sid.exchange).inc(out.requests)
+                self.metrics.candles_stored.labels(str(sid), level).inc(written)
+                if out.requests:
+                    self.metrics.exchange_requests.labels(sid.exchange).inc(out.requests)
                 res.sources[level] = res.sources.get(level, 0) + written
                 res.filled += written
                 if out.voids:
@@ -236,13 +244,12 @@ class BackfillService:
             res.note, ok = NOTE_PARTIAL, True
         self.tracker.finish(sid, ok, res.note, left * tf, left, ran,
                             error="; ".join(res.errors)[:2000] if res.errors else None)
-        if self.metrics is not None:
-            self.metrics.repairs.labels(str(sid), res.note).inc()
-            self.metrics.repair_seconds.labels(str(sid)).observe(time.monotonic() - started)
-            self.metrics.rejected(res.rejected)
+        self.metrics.repairs.labels(str(sid), res.note).inc()
+        self.metrics.repair_seconds.labels(str(sid)).observe(time.monotonic() - started)
+        self.metrics.rejected(res.rejected)
         if ran:
             with self._flights_lock:
-                self._last_repair_end[str(sid)] = self.clock()
+                self._last_repair_end[sid] = self.clock()
         log.info("%s: %s [%d..%d] filled %d (%s), %d missing left%s", sid, res.note, start, end, res.filled,
                  res.sources, left, f", errors: {res.errors[:2]}" if res.errors else "")
         return res
@@ -280,8 +287,7 @@ class BackfillService:
         if up.rejected:
             res.errors.append(f"{sid}: rejected {len(up.rejected)} invalid candle(s) from a source, "
                               f"first {up.rejected[0]}")
-        if up.accepted and self.on_written is not None:
-            self.on_written(sid, up.candles)
+        self.feed.publish(sid, up.candles)
         return up.accepted
 
     def _record_voids(self, sid: SeriesId, voids, start: int, end: int, source: str, now: float) -> int:
@@ -292,13 +298,10 @@ class BackfillService:
 
     def _measure(self, sid: SeriesId, start: int, end: int, target: int, to_time: int | None,
                  skipped: str | None = None, into: CoverageResult | None = None) -> CoverageResult:
-        res = into or CoverageResult(str(sid), start, end, target, to_time=to_time, skipped=skipped)
+        res = into or CoverageResult(sid, start, end, target, to_time=to_time, skipped=skipped)
         if end >= start:
             res.covered = self.store.count_between(sid, start, end)
             res.holes = self.store.holes(sid, start, end)
         res.complete = not any(not h.void for h in res.holes)
         return res
 
-
-def _sid(series_id) -> SeriesId:
-    return series_id if isinstance(series_id, SeriesId) else SeriesId.parse(series_id)

@@ -41,7 +41,7 @@ def sync_one(runtime, sid: SeriesId) -> dict:
 
 def run_startup_kline_sync(runtime, on_result: Callable[[dict], None] | None = None) -> dict:
     started = time.monotonic()
-    series = list(runtime.settings.series_ids)
+    series = list(runtime.series_ids)
     if not runtime.settings.enable_startup_kline_sync:
         return {"enabled": False, "series_total": len(series), "series_synced": 0, "series_lagging": 0,
                 "series_errors": 0, "duration_ms": 0, "series_results": []}

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 
 from ..domain import SeriesId
+from ..store import TrackerRows
 
 STATES = ("idle", "running", "succeeded", "failed")
 PUBLIC_FIELDS = ("state", "started_at", "updated_at", "finished_at", "start_missing_seconds",
@@ -67,17 +68,17 @@ def progress_pct(start_missing: int | None, current_missing: int | None) -> floa
 
 
 class ProgressTracker:
-    def __init__(self, store, clock: Callable[[], float], owner: str | None = None):
-        self._store = store
+    def __init__(self, rows: TrackerRows, clock: Callable[[], float], owner: str | None = None):
+        self._rows = rows
         self._clock = clock
         self.owner = owner or this_owner()
         self._lock = threading.Lock()
 
-    def begin(self, series: SeriesId | str, missing_seconds: int, missing_candles: int,
+    def begin(self, series: SeriesId, missing_seconds: int, missing_candles: int,
               reason: str) -> None:
         now = self._clock()
         with self._lock:
-            self._store.tracker_put(str(series), {
+            self._rows.tracker_put(series, {
                 "state": "running", "run_id": uuid.uuid4().hex, "owner": self.owner,
                 "started_at": now, "updated_at": now, "finished_at": None,
                 "start_missing_seconds": int(missing_seconds), "start_missing_candles": int(missing_candles),
@@ -87,21 +88,21 @@ class ProgressTracker:
                 "reason": reason, "note": None, "error": None,
             })
 
-    def progress(self, series, missing_seconds: int, missing_candles: int, ran_levels: int) -> None:
+    def progress(self, series: SeriesId, missing_seconds: int, missing_candles: int, ran_levels: int) -> None:
         with self._lock:
-            row = self._store.tracker_get(str(series)) or {}
-            self._store.tracker_put(str(series), {
+            row = self._rows.tracker_get(series) or {}
+            self._rows.tracker_put(series, {
                 "updated_at": self._clock(), "current_missing_seconds": int(missing_seconds),
                 "current_missing_candles": int(missing_candles), "ran_levels": int(ran_levels),
                 "progress_pct": progress_pct(row.get("start_missing_candles"), missing_candles),
             })
 
-    def finish(self, series, ok: bool, note: str, missing_seconds: int, missing_candles: int,
+    def finish(self, series: SeriesId, ok: bool, note: str, missing_seconds: int, missing_candles: int,
                ran_levels: int, error: str | None = None) -> None:
         now = self._clock()
         with self._lock:
-            row = self._store.tracker_get(str(series)) or {}
-            self._store.tracker_put(str(series), {
+            row = self._rows.tracker_get(series) or {}
+            self._rows.tracker_put(series, {
                 "state": "succeeded" if ok else "failed", "updated_at": now, "finished_at": now,
                 "current_missing_seconds": int(missing_seconds),
                 "current_missing_candles": int(missing_candles),
@@ -109,22 +110,22 @@ class ProgressTracker:
                 "ran_levels": int(ran_levels), "note": note, "error": error,
             })
 
-    def get(self, series) -> dict:
+    def get(self, series: SeriesId) -> dict:
         """The public view; a `running` row of a dead process shows as failed / interrupted."""
-        row = self._store.tracker_get(str(series))
+        row = self._rows.tracker_get(series)
         if row is None:
             return idle_state()
         if row["state"] == "running" and owner_is_gone(row.get("owner"), self.owner):
             row = {**row, "state": "failed", "error": "interrupted"}
         return row
 
-    def recover_interrupted(self) -> list[str]:
+    def recover_interrupted(self) -> list[SeriesId]:
         """At start-up: persist failed/interrupted for running rows whose process is gone."""
         fixed = []
         with self._lock:
-            for sid, row in self._store.tracker_all().items():
+            for sid, row in self._rows.tracker_all().items():
                 if row["state"] == "running" and owner_is_gone(row.get("owner"), self.owner):
-                    self._store.tracker_put(sid, {"state": "failed", "error": "interrupted",
-                                                  "updated_at": self._clock()})
+                    self._rows.tracker_put(sid, {"state": "failed", "error": "interrupted",
+                                                 "updated_at": self._clock()})
                     fixed.append(sid)
         return fixed

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     bot = subprocess.Popen(bot_cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     stopping = threading.Event()
 
-    def on_term(signum, frame):  # noqa: ARG001 - forward a TERM to the bot, which then cleans up
+    def on_term(signum, frame):  # forward a TERM to the bot, which then cleans up
         stopping.set()
         _stop(bot, signal.SIGINT, 30)
 

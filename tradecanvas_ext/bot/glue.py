@@ -11,12 +11,16 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..domain import SeriesId, expected_latest_closed_time
+from ..domain.clock import SYSTEM_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from .sources import BotSources
 
 log = logging.getLogger("tradecanvas_ext.bot")
 
@@ -55,7 +59,7 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def derive_series(strategy, config) -> tuple[str, ...]:
+def derive_series(strategy, config) -> tuple[SeriesId, ...]:
     """The bot's whitelist x the strategy timeframe, plus its informative pairs of the bot's own candle
     type, as series ids. Pairs or timeframes our series ids cannot express are skipped with a warning."""
     from ..settings import default_series
@@ -65,7 +69,7 @@ def derive_series(strategy, config) -> tuple[str, ...]:
         return ()
     try:
         pairs = list(strategy.dp.current_whitelist())
-    except Exception:  # noqa: BLE001 - no pairlist attached: the static whitelist
+    except Exception:  # no pairlist attached: the static whitelist
         pairs = list((config.get("exchange") or {}).get("pair_whitelist") or [])
     timeframe = getattr(strategy, "timeframe", None) or config.get("timeframe")
     wanted: list[tuple[str, str]] = [(p, timeframe) for p in pairs]
@@ -74,10 +78,10 @@ def derive_series(strategy, config) -> tuple[str, ...]:
         for pair, tf, candle_type in strategy.gather_informative_pairs():
             if str(getattr(candle_type, "value", candle_type) or default_ct) == default_ct:
                 wanted.append((pair, tf))
-    except Exception as exc:  # noqa: BLE001 - a user callback
+    except Exception as exc:  # a user callback
         log.warning("tradecanvas: informative_pairs() failed (%s: %s); keeping the whitelist series only",
                     type(exc).__name__, exc)
-    out: list[str] = []
+    out: list[SeriesId] = []
     for pair, tf in wanted:
         try:
             out.extend(default_series(config, tf, [pair]) or ())
@@ -93,22 +97,21 @@ class _LagRepairer:
         self.runtime = runtime
         self.min_interval_s = min_interval_s
         self._cond = threading.Condition()
-        self._pending: dict[str, tuple[SeriesId, int, int]] = {}
-        self._last_end: dict[str, float] = {}
-        self._running: str | None = None
+        self._pending: dict[SeriesId, tuple[int, int]] = {}
+        self._last_end: dict[SeriesId, float] = {}
+        self._running: SeriesId | None = None
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="tc-bot-lag-repair", daemon=True)
         self._thread.start()
 
     def request(self, sid: SeriesId, target: int, to_time: int) -> bool:
-        key = str(sid)
         with self._cond:
-            if self._stopped or key in self._pending or key == self._running:
+            if self._stopped or sid in self._pending or sid == self._running:
                 return False
-            last = self._last_end.get(key)
+            last = self._last_end.get(sid)
             if last is not None and time.monotonic() - last < self.min_interval_s:
                 return False
-            self._pending[key] = (sid, target, to_time)
+            self._pending[sid] = (target, to_time)
             self._cond.notify()
         return True
 
@@ -128,19 +131,19 @@ class _LagRepairer:
                     self._cond.wait()
                 if self._stopped:
                     return
-                key = next(iter(self._pending))
-                sid, target, to_time = self._pending.pop(key)
-                self._running = key
+                sid = next(iter(self._pending))
+                target, to_time = self._pending.pop(sid)
+                self._running = sid
             try:
                 res = self.runtime.backfill.ensure_tail_coverage(sid, target, to_time=to_time)
                 if res.filled:
                     log.info("tradecanvas: %s was lagging; repaired %d candle(s) (%s)", sid, res.filled,
                              res.sources)
-            except Exception:  # noqa: BLE001 - the next loop asks again
+            except Exception:  # the next loop asks again
                 log.exception("tradecanvas: lag repair of %s failed", sid)
             finally:
                 with self._cond:
-                    self._last_end[key] = time.monotonic()
+                    self._last_end[sid] = time.monotonic()
                     self._running = None
 
 
@@ -152,30 +155,33 @@ class BotGlue:
     thread (bot_loop_start) and under the lock at bind/detach.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time):
+    def __init__(self, clock: Clock = SYSTEM_CLOCK):
         self.clock = clock
         self.runtime = None
-        self.exchange_source = None
+        self.sources: BotSources | None = None  # built with the first runtime, kept for the process
         self._lock = threading.RLock()
         self._bound: weakref.ref | None = None
         self._ingest_on = False
-        self._cursors: dict[str, int] = {}
-        self._heads: dict[str, int | None] = {}
+        self._cursors: dict[SeriesId, int] = {}
+        self._heads: dict[SeriesId, int | None] = {}
         self._repairer: _LagRepairer | None = None
         self._sync_thread: threading.Thread | None = None
         self._atexit = False
-        self.last_error: str | None = None  # what the last failed bot_start said (also logged)
+
+    @property
+    def exchange_source(self):
+        """The bot-exchange range source (level 3 inside the bot), once a runtime was created."""
+        return None if self.sources is None else self.sources.exchange
 
     # ---- bot_start ----------------------------------------------------------------------------------
     def bot_start(self, strategy) -> None:
         try:
             self._bot_start(strategy)
-        except Exception as exc:  # noqa: BLE001 - never into freqtrade
+        except Exception as exc:  # never into freqtrade
             self._fail(f"tradecanvas: start-up failed ({type(exc).__name__}: {exc}); the bot goes on "
                        "without the extension", exc_info=True)
 
     def _fail(self, message: str, exc_info: bool = False) -> None:
-        self.last_error = message
         log.error("%s", message, exc_info=exc_info)
 
     def _bot_start(self, strategy) -> None:
@@ -216,7 +222,6 @@ class BotGlue:
             else:
                 self._apply_reload(rt, settings)
             self._bind(strategy, rt)
-        self.last_error = None
         self._start_sync(rt)
 
     def _create_runtime(self, settings):
@@ -229,21 +234,23 @@ class BotGlue:
                        "(candles are still kept and synced); free the port or change "
                        "tradecanvas.listen_port")
             serve = False
-        rt = Runtime(settings, clock=self.clock)
+        if self.sources is None:
+            from .sources import BotSources
+
+            self.sources = BotSources(settings, self.clock)
+        rt = Runtime(settings, clock=self.clock, sources=self.sources)
         try:
             rt.start(serve=serve)
-        except Exception as exc:  # noqa: BLE001
-            _discard(rt)
+        except Exception as exc:
             if not serve:
                 self._fail(f"tradecanvas: cannot start: store {_redact_url(settings.db_url)}: "
                            f"{type(exc).__name__}: {exc}. The extension is off; the bot goes on.")
                 return None
             server_error = f"{type(exc).__name__}: {exc}"
-            rt = Runtime(settings, clock=self.clock)
+            rt = Runtime(settings, clock=self.clock, sources=self.sources)
             try:
                 rt.start(serve=False)
-            except Exception as exc2:  # noqa: BLE001
-                _discard(rt)
+            except Exception as exc2:
                 self._fail(f"tradecanvas: cannot start: store {_redact_url(settings.db_url)}: "
                            f"{type(exc2).__name__}: {exc2}. The extension is off; the bot goes on.")
                 return None
@@ -252,18 +259,20 @@ class BotGlue:
         if not self._atexit:
             atexit.register(self.shutdown)
             self._atexit = True
-        log.info("tradecanvas: store %s, %d series%s", _redact_url(settings.db_url), len(settings.series or ()),
+        log.info("tradecanvas: store %s, %d series%s", _redact_url(settings.db_url), len(rt.series_ids),
                  f", serving {rt.url}" if rt.url else "")
         return rt
 
     def _apply_reload(self, rt, settings) -> None:
         old = rt.settings
+        wanted = settings.series or ()
+        if set(wanted) != set(rt.series_ids):
+            change = rt.registry.replace(wanted)
+            log.info("tradecanvas: config reload: now keeping %d series (%d new, %d retired)", len(wanted),
+                     len(change.activated), len(change.retired))
         if settings == old:
             return
         changed = [f.name for f in fields(type(settings)) if getattr(old, f.name) != getattr(settings, f.name)]
-        if "series" in changed:
-            rt.settings = old.with_series(settings.series or ())
-            log.info("tradecanvas: config reload: now keeping %d series", len(settings.series or ()))
         others = [c for c in changed if c != "series"]
         if others:
             log.warning("tradecanvas: config reload: %s changed; the server and store live for the process, "
@@ -272,16 +281,8 @@ class BotGlue:
     def _bind(self, strategy, rt) -> None:
         with self._lock:
             dp = getattr(strategy, "dp", None)
-            rt.bind_data_provider(dp)
-            if self.exchange_source is None:
-                from .exchange_source import BotExchangeSource
-
-                def wrap(current):
-                    self.exchange_source = BotExchangeSource(current, rt.clock)
-                    return self.exchange_source
-
-                rt.use_range_source(wrap)
-            self.exchange_source.bind(getattr(dp, "_exchange", None))
+            self.sources.data_provider.set(dp)
+            self.sources.exchange.bind(getattr(dp, "_exchange", None))
             self._bound = weakref.ref(strategy)
             self._cursors, self._heads = {}, {}
             self._ingest_on = True
@@ -309,7 +310,7 @@ class BotGlue:
             log.info("tradecanvas: startup sync of %d series started in the background", len(rt.series_ids))
             result = rt.run_startup_sync()
             log.info("tradecanvas: startup sync finished\n%s", format_table(result))
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("tradecanvas: startup sync failed")
 
     def sync_running(self) -> bool:
@@ -323,7 +324,7 @@ class BotGlue:
         if not self._ingest_on or rt is None or self._bound is None or self._bound() is not strategy:
             return
         dp = strategy.dp
-        exchange = self.exchange_source.exchange if self.exchange_source is not None else None
+        exchange = self.sources.exchange.exchange
         now = rt.clock()
         series = rt.series_ids
         ready = []  # (series, new candles, newest time): stored together, in one transaction
@@ -332,7 +333,7 @@ class BotGlue:
                 item = self._new_candles(rt, dp, exchange, sid, now)
                 if item is not None:
                     ready.append(item)
-            except Exception as exc:  # noqa: BLE001 - one series never stops the others
+            except Exception as exc:  # one series never stops the others
                 log.warning("tradecanvas: ingest of %s failed: %s: %s", sid, type(exc).__name__, exc)
         self._store_new(rt, ready)
         if self.sync_running() or self._repairer is None:
@@ -340,7 +341,7 @@ class BotGlue:
         for sid in series:
             try:
                 self._check_lag(rt, sid, now)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("tradecanvas: lag check of %s failed: %s: %s", sid, type(exc).__name__, exc)
 
     def _new_candles(self, rt, dp, exchange, sid: SeriesId, now: float):
@@ -353,8 +354,8 @@ class BotGlue:
         df = dp.ohlcv(sid.symbol, sid.timeframe, copy=False, candle_type=candle_type_for(sid).value)
         if df is None or len(df) == 0:
             return None
-        key, tf = str(sid), sid.tf_seconds
-        cursor = self._cursors.get(key)
+        tf = sid.tf_seconds
+        cursor = self._cursors.get(sid)
         if cursor is not None and _last_open_time(df) <= cursor:
             return None  # most loops: no candle closed since the last one (cheap check, no frame conversion)
         if cursor is not None:
@@ -379,27 +380,25 @@ class BotGlue:
             return
         try:
             rt.ingest_closed_many([(sid, batch) for sid, batch, _ in ready if len(batch)])
-        except Exception as exc:  # noqa: BLE001 - the cursors stay: the next loop tries again
+        except Exception as exc:  # the cursors stay: the next loop tries again
             log.warning("tradecanvas: ingest failed: %s: %s", type(exc).__name__, exc)
             return
         for sid, _, newest in ready:
-            key = str(sid)
-            cursor = self._cursors.get(key)
-            self._cursors[key] = max(newest, cursor or newest)
-            head = self._heads.get(key)
-            self._heads[key] = newest if head is None else max(head, newest)
+            cursor = self._cursors.get(sid)
+            self._cursors[sid] = max(newest, cursor or newest)
+            head = self._heads.get(sid)
+            self._heads[sid] = newest if head is None else max(head, newest)
 
     def _check_lag(self, rt, sid: SeriesId, now: float) -> None:
         tf = sid.tf_seconds
         expected = expected_latest_closed_time(now, tf)
         if expected <= 0 or now < expected + tf + LAG_GRACE_S:
             return
-        key = str(sid)
-        head = self._heads.get(key)
+        head = self._heads.get(sid)
         if head is not None and head >= expected:
             return
         head = rt.store.head_time(sid)  # a repair or the startup sync may have moved it
-        self._heads[key] = head
+        self._heads[sid] = head
         if head is not None and head >= expected:
             return
         cap = rt.settings.startup_sync_target_candles
@@ -418,15 +417,15 @@ class BotGlue:
                 self._ingest_on = False
                 self._bound = None
                 self._cursors, self._heads = {}, {}
-                rt.bind_data_provider(None)
+                self.sources.data_provider.set(None)
                 repairer, self._repairer = self._repairer, None
-                source = self.exchange_source
+                source = self.sources.exchange
             if repairer is not None:
                 repairer.stop()
-            if source is not None and not source.detach():
+            if not source.detach():
                 log.warning("tradecanvas: a fetch through the bot's exchange was still running at cleanup")
             log.info("tradecanvas: detached from the bot (server and store stay up until the process ends)")
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("tradecanvas: cleanup failed")
 
     # ---- process end --------------------------------------------------------------------------------
@@ -434,12 +433,12 @@ class BotGlue:
         with self._lock:
             rt, self.runtime = self.runtime, None
             repairer, self._repairer = self._repairer, None
-            source, self.exchange_source = self.exchange_source, None
+            sources, self.sources = self.sources, None
             self._ingest_on, self._bound = False, None
         if repairer is not None:
             repairer.stop()
-        if source is not None:
-            source.detach(wait_s=5.0)
+        if sources is not None:
+            sources.close(wait_s=5.0)
         if rt is not None:
             rt.stop()
 
@@ -447,7 +446,7 @@ class BotGlue:
         """Stop the runtime (atexit, tests). Idempotent."""
         try:
             self._shutdown_runtime()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("tradecanvas: shutdown failed")
 
 
@@ -455,19 +454,8 @@ def _last_open_time(df) -> int:
     """The open time (unix seconds) of a candle frame's last row; -1 when it cannot be read cheaply."""
     try:
         return int(df["date"].iat[-1].timestamp())
-    except Exception:  # noqa: BLE001 - an unusual frame: let the full conversion decide
+    except Exception:  # an unusual frame: let the full conversion decide
         return -1
-
-
-def _discard(rt) -> None:
-    """Close what a failed `Runtime.start` left open (its `stop()` is a no-op before a full start)."""
-    for name, method in (("server", "stop"), ("hub", "close"), ("_exchange_pool", "close"), ("store", "close")):
-        obj = getattr(rt, name, None)
-        if obj is not None:
-            try:
-                getattr(obj, method)()
-            except Exception:  # noqa: BLE001
-                log.debug("tradecanvas: closing %s of a failed start failed", name, exc_info=True)
 
 
 _GLUE: BotGlue | None = None

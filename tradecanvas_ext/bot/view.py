@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..domain import SeriesId
+from ..series_ids import checked
 
 MAX_LIMIT = 5000
 
@@ -40,7 +41,7 @@ class TradeCanvasView:
         mode = config.get("trading_mode")
         market = "futures" if str(getattr(mode, "value", mode)) == "futures" else "spot"
         tf = timeframe or getattr(self._strategy, "timeframe", None) or config.get("timeframe")
-        return str(SeriesId(exchange, market, pair, tf))
+        return str(checked(SeriesId(exchange, market, pair, tf)))
 
     def candles(self, pair: str, timeframe: str | None = None, limit: int = 500) -> pd.DataFrame:
         """The last `limit` closed candles the store holds, in freqtrade's layout (`date` tz-aware UTC open

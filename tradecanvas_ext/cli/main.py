@@ -6,7 +6,9 @@ import json
 import logging
 import sys
 
-from ..domain import SeriesId, expected_latest_closed_time
+from ..domain import expected_latest_closed_time
+from ..domain.clock import SYSTEM_CLOCK
+from ..series_ids import parse_series_id
 from ..settings import ConfigError, Settings
 
 
@@ -14,23 +16,27 @@ def _load(args) -> Settings:
     return Settings.from_file(args.config)
 
 
+def _open_store(settings: Settings):
+    from ..backfill.tracker import this_owner
+    from ..store import open_store
+
+    return open_store(settings.db_url, origin=this_owner())
+
+
 def cmd_check(args) -> int:
     """Validate the config, open the store and print what it holds per configured series."""
-    from ..store import CandleStore
-
     settings = _load(args)
-    store = CandleStore(settings.db_url)
-    import time
-
-    now = time.time()
+    storage = _open_store(settings)
+    store = storage.candles
+    now = SYSTEM_CLOCK()
     rows = []
-    for sid in settings.series_ids:
+    for sid in settings.series or ():
         st = store.stats(sid)
         end = expected_latest_closed_time(now, sid.tf_seconds)
         holes = store.holes(sid, st["first_time"], end) if st["first_time"] is not None else []
         rows.append({"series_id": str(sid), **st, "holes": len(holes),
                      "missing_candles": sum(h.missing_candles for h in holes)})
-    store.close()
+    storage.close()
     print(json.dumps({"db_url": _redact(settings.db_url), "series": rows}, indent=2))
     return 0
 
@@ -43,17 +49,14 @@ def _redact(url: str) -> str:
 
 
 def cmd_gaps(args) -> int:
-    from ..store import CandleStore
-
     settings = _load(args)
-    sid = SeriesId.parse(args.series_id)
-    store = CandleStore(settings.db_url)
-    import time
-
+    sid = parse_series_id(args.series_id)
+    storage = _open_store(settings)
+    store = storage.candles
     start = args.start if args.start is not None else store.first_time(sid)
-    end = args.end if args.end is not None else expected_latest_closed_time(time.time(), sid.tf_seconds)
+    end = args.end if args.end is not None else expected_latest_closed_time(SYSTEM_CLOCK(), sid.tf_seconds)
     holes = [] if start is None else store.holes(sid, start, end)
-    store.close()
+    storage.close()
     print(json.dumps({"series_id": str(sid), "start": start, "end": end,
                       "holes": [h.to_dict() for h in holes],
                       "missing_candles": sum(h.missing_candles for h in holes)}, indent=2))
@@ -87,7 +90,7 @@ def run_sync_with_progress(rt, console=None) -> dict:
     threading.Thread(target=work, name="tc-cli-sync", daemon=True).start()
     with Progress(TextColumn("{task.description:42}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                   TextColumn("{task.fields[state]}"), console=console, transient=False) as progress:
-        tasks = {str(s): progress.add_task(str(s), total=100, state="waiting") for s in rt.series_ids}
+        tasks = {s: progress.add_task(str(s), total=100, state="waiting") for s in rt.series_ids}
         while True:
             finished = done.wait(0.2)
             for sid, task in tasks.items():
@@ -97,8 +100,9 @@ def run_sync_with_progress(rt, console=None) -> dict:
             if finished:
                 break
         result = box.get("result") or {}
+        by_text = {str(s): task for s, task in tasks.items()}
         for row in result.get("series_results", []):
-            progress.update(tasks[row["series_id"]], completed=100 if row["status"] == "synced" else None,
+            progress.update(by_text[row["series_id"]], completed=100 if row["status"] == "synced" else None,
                             state=row["status"])
     print(format_table(result), flush=True)
     return result
@@ -169,7 +173,7 @@ def cmd_demo(args) -> int:
     settings = _load(args)
     url = (settings.ccxt_config.get("urls", {}).get("api", {}) or {}).get("public", "http://127.0.0.1:9999")
     parts = urlsplit(url)
-    symbols = sorted({s.symbol for s in settings.series_ids})
+    symbols = sorted({s.symbol for s in settings.series or ()})
     emu = ExchangeEmulator(seed=1, symbols=symbols, host=parts.hostname or "127.0.0.1",
                            port=parts.port or 9999).start()
     print(f"exchange emulator serving {', '.join(symbols)} at {emu.url}")

@@ -82,7 +82,7 @@ class CandleBatch:
 
     __slots__ = ("times", "open", "high", "low", "close", "volume")
 
-    def __init__(self, times, open, high, low, close, volume):  # noqa: A002 - the domain's own word
+    def __init__(self, times, open, high, low, close, volume):  # the domain's own word
         self.times = np.asarray(times, dtype=np.int64)
         self.open = np.asarray(open, dtype=np.float64)
         self.high = np.asarray(high, dtype=np.float64)

@@ -1,20 +1,13 @@
-"""SeriesId: `exchange:market:symbol:timeframe`, where the symbol itself may contain ':'."""
+"""SeriesId: `exchange:market:symbol:timeframe`, where the symbol itself may contain ':'.
+
+The shape is checked here; whether ccxt knows the exchange is checked at the edges (series_ids.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from .timeframe import timeframe_to_seconds
 
 MARKETS = ("spot", "futures")
-
-
-@lru_cache(maxsize=1)
-def _known_exchanges() -> frozenset[str]:
-    # ccxt is a third-party constant table here, imported lazily: the domain does no I/O.
-    import ccxt
-
-    return frozenset(ccxt.exchanges)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +22,6 @@ class SeriesId:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"series_id: the {name} part is empty")
-        if self.exchange not in _known_exchanges():
-            raise ValueError(f"series_id: exchange {self.exchange!r} is not a ccxt exchange id")
         if self.market not in MARKETS:
             raise ValueError(f"series_id: market {self.market!r} must be one of {', '.join(MARKETS)}")
         if any(not p.strip() for p in self.symbol.split(":")):

@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass
 
 from ..domain import CandleBatch, SeriesId
+from ..series_ids import parse_series_id
 
 MAX_FRAME_CHARS = 64 * 1024
 MAX_BATCH = 1000
@@ -54,7 +55,7 @@ def parse_frame(text) -> Subscribe | Unsubscribe | Ping:
     if not isinstance(raw_sid, str):
         raise FrameError("bad_request", "series_id must be a string")
     try:
-        sid = SeriesId.parse(raw_sid)
+        sid = parse_series_id(raw_sid)
     except ValueError as exc:
         raise FrameError("bad_request", str(exc), raw_sid) from None
     if kind == "unsubscribe":

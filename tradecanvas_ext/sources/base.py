@@ -22,13 +22,15 @@ class SourceResult:
 
     `candles` are closed candles inside the asked holes only (the service still validates them);
     `voids` are inclusive (start, end) ranges the source confirmed it has no data for;
-    `errors` are human-readable problems that did not stop the source; `requests` counts remote calls.
+    `errors` are human-readable problems that did not stop the source; `requests` counts remote calls,
+    `retries` the transient failures retried among them.
     """
 
     candles: CandleBatch = field(default_factory=CandleBatch.empty)
     voids: list[tuple[int, int]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     requests: int = 0
+    retries: int = 0
 
 
 class CandleSource(Protocol):

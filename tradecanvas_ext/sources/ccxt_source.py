@@ -1,13 +1,14 @@
-"""Level 3 of the backfill tree: fetch only the asked holes from an exchange through ccxt, page by page.
+"""Level 3 of the backfill tree: the ccxt transport of the range walk (a pooled sync ccxt object per
+exchange and market) and the source that walks holes through it.
 
 It must never raise out of `fetch`, request beyond a hole or past `now`, or return a still-forming candle.
+Locks: `ExchangePool._lock` guards the pool's dict only (never held during I/O); each `_Entry.lock` is
+held around one call on its exchange object. They are never nested.
 """
 from __future__ import annotations
 
 import copy
-import email.utils
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -16,17 +17,15 @@ from typing import Any
 
 import ccxt  # imported at start-up on purpose: it costs ~0.25 s (FACTS)
 
-from ..domain import CandleBatch, Hole, SeriesId, list_holes
-from .base import SourceResult, closed_hole_ranges, fetch_holes_in_order
+from ..domain import Hole, SeriesId
+from ..domain.clock import SYSTEM_CLOCK, Clock
+from .base import SourceResult, closed_hole_ranges
+from .range_walk import Page, RangeWalk, RetryPolicy, TimeBound, Transient, parse_retry_after, record_error
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CANDLE_LIMIT = 500  # when ccxt does not state the exchange's klines limit
-MAX_TRIES = 4  # attempts per request (markets or one page)
-BACKOFF_BASE_S = 0.2
-BACKOFF_CAP_S = 4.0
-RETRY_AFTER_CAP_S = 30.0  # a longer Retry-After is not waited for: the hole is left for a later repair
-VOID_MIN_AGE_S = 120  # missing data younger than max(this, tf) may still be published: never a void
+MAX_TRIES = RetryPolicy().max_tries  # attempts per request (markets or one page)
 # ccxt's transient family (network errors, timeouts, ExchangeNotAvailable, DDoSProtection/RateLimitExceeded,
 # BadResponse). Binance maps 503 {-1001} and 500 {-1000} straight to OperationFailed itself.
 TRANSIENT = (ccxt.OperationFailed,)
@@ -90,6 +89,12 @@ class ExchangePool:
                 entry = self._entries[key] = _Entry(exchange, threading.Lock())
             return entry
 
+    @property
+    def open_count(self) -> int:
+        """How many ccxt exchange objects this pool has created and not closed."""
+        with self._lock:
+            return len(self._entries)
+
     def close(self) -> None:
         """Close every HTTP session; idempotent. A request in flight finishes first."""
         with self._lock:
@@ -121,176 +126,6 @@ def _candle_limit(exchange, symbol: str) -> int:
     return limit if limit > 0 else DEFAULT_CANDLE_LIMIT
 
 
-def _retry_after(headers) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None."""
-    raw = headers.get("Retry-After") if headers else None
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(raw).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _num(x) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan  # the service's validation rejects the row
-
-
-class _TimeBound(Exception):
-    """The deadline does not leave room for another request or wait."""
-
-
-class CcxtSource:
-    """The ccxt candle source (contract section 5, level 3)."""
-
-    name = "ccxt"
-
-    def __init__(self, pool: ExchangePool, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep):
-        self._pool = pool
-        self._clock = clock
-        self._sleep = sleep
-        self._stats_lock = threading.Lock()
-        self.retries = 0  # transient failures retried, over the source's life (for metrics)
-
-    # ------------------------------------------------------------------ public
-    def fetch(self, series: SeriesId, holes: list[Hole], now: float | None = None,
-              deadline: float | None = None) -> SourceResult:
-        result = SourceResult()
-        now = self._clock() if now is None else now
-        try:
-            self._fetch(series, holes, now, deadline, result)
-        except _TimeBound as stop:  # pragma: no cover - handled where it happens
-            result.errors.append(f"ccxt {series}: {stop}")
-        except Exception as exc:  # never raise into the backfill service
-            log.exception("ccxt %s: unexpected failure", series)
-            result.errors.append(f"ccxt {series}: unexpected {type(exc).__name__}: {exc}")
-        return result
-
-    # ------------------------------------------------------------------ internals
-    def _fetch(self, series: SeriesId, holes: list[Hole], now: float, deadline: float | None,
-               result: SourceResult) -> None:
-        tf = series.tf_seconds
-        wanted = closed_hole_ranges(holes, tf, now)
-        if not wanted:
-            return
-        try:
-            entry = self._pool.get(series.exchange, series.market)
-            self._request(entry, _load_markets, deadline)
-            limit = _candle_limit(entry.exchange, series.symbol)
-        except _TimeBound as stop:
-            result.errors.append(f"ccxt {series}: loading markets: {stop}")
-            return
-        except Exception as exc:
-            self._record(result, series, wanted[0][0], wanted[-1][1], exc)
-            return
-        fetch_holes_in_order(
-            wanted, lambda start, end: self._fetch_hole(entry, series, start, end, limit, now, deadline, result),
-            result, tf, f"ccxt {series}", "time bound reached")
-
-    def _fetch_hole(self, entry: _Entry, series: SeriesId, start: int, end: int, limit: int, now: float,
-                    deadline: float | None, result: SourceResult) -> tuple[CandleBatch, list, bool]:
-        """Pages of at most `limit` candles over [start, end]: (candles, voids, False when time ran out).
-
-        An error that retries did not cure abandons the rest of this hole only."""
-        tf = series.tf_seconds
-        cutoff = now - max(VOID_MIN_AGE_S, tf)  # a candle closing after this may still be published
-        pages: list[CandleBatch] = []
-        voids: list[tuple[int, int]] = []
-        page_start, finished = start, True
-        while page_start <= end:
-            page_end = min(end, page_start + (limit - 1) * tf)
-            asked = (page_end - page_start) // tf + 1
-
-            def klines(ex, since=page_start, asked=asked, page_end=page_end):
-                result.requests += 1
-                # until = the close (ms) of the page's last candle: right whether the exchange treats
-                # it as inclusive or exclusive, and whether it filters by open or close time.
-                return _checked_page(ex, ex.fetch_ohlcv(series.symbol, series.timeframe, since=since * 1000,
-                                                        limit=asked, params={"until": (page_end + tf) * 1000 - 1}))
-
-            try:
-                raw = self._request(entry, klines, deadline)
-            except _TimeBound as stop:
-                result.errors.append(f"ccxt {series} {page_start}..{end}: {stop}")
-                finished = False
-                break
-            except Exception as exc:
-                self._record(result, series, page_start, end, exc)
-                break
-            page = _clean(raw, page_start, page_end, tf, now)
-            pages.append(page)
-            if len(raw) < asked:
-                if page_end + tf <= cutoff:
-                    # Fewer rows than the limit we asked, for a fully past range: the exchange has
-                    # nothing else in it, so every missing time of this page is confirmed empty.
-                    voids.extend((h.start, h.end) for h in list_holes(page.times, page_start, page_end, tf))
-                page_start = page_end + tf
-            elif len(page) and page.times[-1] < page_end:
-                # A full answer that stops short (duplicates or foreign rows used up the limit, or ccxt
-                # trimmed them to it): ask again from the next time; nothing here is known to be empty.
-                page_start = int(page.times[-1]) + tf
-            elif len(page):
-                page_start = page_end + tf
-            else:
-                self._record(result, series, page_start, end,
-                             ccxt.BadResponse(f"{asked} rows answered, none inside {page_start}..{page_end}"))
-                break
-        batch = _concat(pages)
-        voids.extend(_inner_gaps(batch, tf))
-        newest_void = math.floor((cutoff - tf) / tf) * tf  # the newest candle time old enough to be a void
-        voids = [(s, min(e, newest_void)) for s, e in voids if s <= min(e, newest_void)]
-        return batch, voids, finished
-
-    def _request(self, entry: _Entry, fn: Callable[[Any], Any], deadline: float | None):
-        """fn(exchange) under the entry's lock; transient errors retried with backoff or Retry-After."""
-        error: Exception | None = None
-        for attempt in range(1, MAX_TRIES + 1):
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise _TimeBound("time bound reached" + (f" (last error: {error})" if attempt > 1 else ""))
-            with entry.lock:
-                ex = entry.exchange
-                base_timeout = ex.timeout
-                if remaining is not None:  # a request started before the deadline ends near it too
-                    ex.timeout = max(1, min(base_timeout, int(remaining * 1000)))
-                ex.last_response_headers = None  # not reset by ccxt on a timeout: a stale value misleads
-                ex.last_http_response = None
-                try:
-                    return fn(ex)
-                except TRANSIENT as exc:
-                    error, wait = exc, _retry_after(ex.last_response_headers)
-                finally:
-                    ex.timeout = base_timeout
-            if attempt == MAX_TRIES:
-                raise error
-            if wait is None:
-                wait = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
-            elif wait > RETRY_AFTER_CAP_S:
-                raise error
-            if deadline is not None and time.monotonic() + wait >= deadline:
-                raise _TimeBound(f"time bound reached (last error: {type(error).__name__}: {error})")
-            with self._stats_lock:
-                self.retries += 1
-            log.info("ccxt %s: %s: %s; retry %d in %.2fs", ex.id, type(error).__name__, error, attempt, wait)
-            self._sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _record(result: SourceResult, series: SeriesId, start: int, end: int, exc: Exception) -> None:
-        kind = "gave up after retries" if isinstance(exc, TRANSIENT) else "error"
-        message = f"ccxt {series} {start}..{end}: {kind}: {type(exc).__name__}: {exc}"
-        log.warning("%s", message)
-        result.errors.append(message)
-
-
 def _checked_page(exchange, rows):
     """ccxt turns an unparsable body into an empty list silently; that must not read as 'no data'."""
     if not rows:
@@ -300,29 +135,96 @@ def _checked_page(exchange, rows):
     return rows
 
 
-def _clean(raw, start: int, end: int, tf: int, now: float) -> CandleBatch:
-    """Rows inside [start, end], aligned and closed, one per time (the last wins), ascending."""
-    rows = []
-    tf_ms = tf * 1000
-    for r in raw or ():
+def _call(entry: _Entry, fn: Callable[[Any], Any], remaining_s: float | None, clock: Clock):
+    """fn(exchange) under the entry's lock, its timeout cut to the deadline; a transient ccxt error comes
+    out as `Transient` with the Retry-After the exchange sent with it (read inside the lock)."""
+    with entry.lock:
+        ex = entry.exchange
+        base_timeout = ex.timeout
+        if remaining_s is not None:  # a request started before the deadline ends near it too
+            ex.timeout = max(1, min(base_timeout, int(remaining_s * 1000)))
+        ex.last_response_headers = None  # not reset by ccxt on a timeout: a stale value misleads
+        ex.last_http_response = None
         try:
-            t_ms = int(r[0])
-        except (TypeError, ValueError, IndexError):
-            continue
-        t = t_ms // 1000
-        if t_ms % tf_ms or not start <= t <= end or t + tf > now or len(r) < 6:
-            continue
-        rows.append((t, *(_num(x) for x in r[1:6])))
-    return CandleBatch.from_rows(rows).dedupe_sorted()
+            return fn(ex)
+        except TRANSIENT as exc:
+            headers = ex.last_response_headers
+            raise Transient(exc, parse_retry_after(headers.get("Retry-After") if headers else None,
+                                                   clock())) from exc
+        finally:
+            ex.timeout = base_timeout
 
 
-def _inner_gaps(batch: CandleBatch, tf: int) -> list[tuple[int, int]]:
-    """Times the exchange skipped with candles on both sides of them."""
-    if len(batch) < 2:
-        return []
-    times = batch.times
-    return [(h.start, h.end) for h in list_holes(times, int(times[0]), int(times[-1]), tf)]
+class CcxtTransport:
+    """Pages of one series through a pooled sync ccxt object: exactly the page's candles, `until` bound."""
+
+    open_ended = False
+    grace_s = 0.0  # ccxt's own klines answer is taken as final once the candle closed
+
+    def __init__(self, entry: _Entry, series: SeriesId, limit: int, clock: Clock):
+        self.label = f"ccxt {series}"
+        self._entry = entry
+        self._series = series
+        self._limit = limit
+        self._clock = clock
+
+    def page_limit(self, since: int) -> int:
+        return self._limit
+
+    def fetch_page(self, page: Page, remaining_s: float | None) -> list:
+        sid, tf = self._series, self._series.tf_seconds
+
+        def klines(ex):
+            # until = the close (ms) of the page's last candle: right whether the exchange treats it as
+            # inclusive or exclusive, and whether it filters by open or close time.
+            return _checked_page(ex, ex.fetch_ohlcv(sid.symbol, sid.timeframe, since=page.start * 1000,
+                                                    limit=page.asked, params={"until": (page.end + tf) * 1000 - 1}))
+
+        return _call(self._entry, klines, remaining_s, self._clock)
 
 
-def _concat(batches: list[CandleBatch]) -> CandleBatch:
-    return CandleBatch.concat(batches)
+class CcxtSource:
+    """The ccxt candle source (contract section 5, level 3)."""
+
+    name = "ccxt"
+
+    def __init__(self, pool: ExchangePool, clock: Clock = SYSTEM_CLOCK,
+                 sleep: Callable[[float], None] = time.sleep):
+        self._pool = pool
+        self._clock = clock
+        self._walk = RangeWalk(RetryPolicy(), sleep)
+        self._stats_lock = threading.Lock()  # protects `retries` only
+        self.retries = 0  # transient failures retried, over the source's life (for metrics)
+
+    def fetch(self, series: SeriesId, holes: list[Hole], now: float | None = None,
+              deadline: float | None = None) -> SourceResult:
+        result = SourceResult()
+        now = self._clock() if now is None else now
+        try:
+            self._fetch(series, holes, now, deadline, result)
+        except Exception as exc:  # never raise into the backfill service
+            log.exception("ccxt %s: unexpected failure", series)
+            result.errors.append(f"ccxt {series}: unexpected {type(exc).__name__}: {exc}")
+        with self._stats_lock:
+            self.retries += result.retries
+        return result
+
+    def _fetch(self, series: SeriesId, holes: list[Hole], now: float, deadline: float | None,
+               result: SourceResult) -> None:
+        tf = series.tf_seconds
+        wanted = closed_hole_ranges(holes, tf, now)
+        if not wanted:
+            return
+        label = f"ccxt {series}"
+        try:
+            entry = self._pool.get(series.exchange, series.market)
+            self._walk.retrying(lambda remaining: _call(entry, _load_markets, remaining, self._clock),
+                                deadline, result, label)
+            limit = _candle_limit(entry.exchange, series.symbol)
+        except TimeBound as stop:
+            result.errors.append(f"{label}: loading markets: {stop}")
+            return
+        except Exception as exc:
+            record_error(result, label, wanted[0][0], wanted[-1][1], exc)
+            return
+        self._walk.walk(CcxtTransport(entry, series, limit, self._clock), wanted, tf, now, deadline, result)

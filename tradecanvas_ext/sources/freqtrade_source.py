@@ -168,7 +168,7 @@ class FreqtradeSource:
             return result
         try:
             candle_type = self.candle_type_for(series)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             result.errors.append(f"freqtrade: no candle type for {series}: {type(exc).__name__}: {exc}")
             return result
 
@@ -195,7 +195,7 @@ class FreqtradeSource:
                 return CandleBatch.empty()
             df = provider.ohlcv(series.symbol, series.timeframe, copy=True, candle_type=candle_type)
             batch = frame_to_batch(df, tf, now, drop_fillup=True)
-        except Exception as exc:  # noqa: BLE001 - a source reports trouble, it never raises
+        except Exception as exc:  # a source reports trouble, it never raises
             log.debug("freqtrade live cache for %s failed", series, exc_info=True)
             result.errors.append(f"freqtrade: live cache for {series} failed: {type(exc).__name__}: {exc}")
             return CandleBatch.empty()
@@ -214,7 +214,7 @@ class FreqtradeSource:
         tf = series.tf_seconds
         try:
             full = self._load_file(series, candle_type, result)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.debug("freqtrade history for %s failed", series, exc_info=True)
             result.errors.append(f"freqtrade: history file for {series} failed: {type(exc).__name__}: {exc}")
             return CandleBatch.empty()

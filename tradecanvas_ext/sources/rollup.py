@@ -115,7 +115,7 @@ class RollupSource:
             if str(sibling) not in self.store.known_series():  # never create the sibling by reading it
                 return result
             parts = [self.store.read_between(sibling, s, e) for s, e in spans]
-        except Exception as exc:  # noqa: BLE001 - a source reports trouble, it never raises
+        except Exception as exc:  # a source reports trouble, it never raises
             log.debug("rollup %s: reading %s failed", series, sibling, exc_info=True)
             result.errors.append(f"rollup: reading {sibling} failed: {type(exc).__name__}: {exc}")
             return result

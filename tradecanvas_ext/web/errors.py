@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
 from ..domain import SeriesId
+from ..series_ids import parse_series_id
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def parse_series(raw: object, runtime, name: str = "series_id") -> SeriesId:
     if not isinstance(raw, str):
         raise BadParameter(f"{name} must be a string, got {type(raw).__name__}")
     try:
-        sid = SeriesId.parse(raw)
+        sid = parse_series_id(raw)
     except ValueError as exc:
         raise BadParameter(str(exc) if str(exc).startswith("series_id") else f"{name}: {exc}") from None
     if not runtime.is_configured(sid):

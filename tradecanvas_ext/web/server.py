@@ -41,7 +41,7 @@ class _Handler(WSGIRequestHandler):
     def log_request(self, code="-", size="-") -> None:
         log.debug('web: "%s" %s', redact(getattr(self, "requestline", "")), code)
 
-    def log(self, type: str, message: str, *args) -> None:  # noqa: A002 - werkzeug's signature
+    def log(self, type: str, message: str, *args) -> None:  # werkzeug's signature
         _werkzeug_log(type, message, args)
 
 
@@ -54,7 +54,7 @@ class _TrackingServer(ThreadedWSGIServer):
         self._closing = False
         super().__init__(*args, **kwargs)
 
-    def log(self, type: str, message: str, *args) -> None:  # noqa: A002
+    def log(self, type: str, message: str, *args) -> None:
         _werkzeug_log(type, message, args)
 
     def handle_error(self, request, client_address) -> None:

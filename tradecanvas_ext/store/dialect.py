@@ -1,0 +1,159 @@
+"""Every SQLite / PostgreSQL difference of the store, behind one interface chosen once from the URL
+(`dialect_for`, like freqtrade's `get_datahandler` over `IDataHandler`). No other store module branches
+on the database; this one holds no data and knows no table but what schema creation needs.
+
+Locks: SQLAlchemy's pool gives each thread its own connection. On SQLite, `SqliteDialect._write_lock`
+serialises this process's write transactions (held for the whole transaction, I/O included: that is its
+job) and `BEGIN IMMEDIATE` + busy_timeout serialise them across processes on one file (WAL lets readers
+run alongside). PostgreSQL needs no lock of ours: row locks and a schema-creation advisory lock.
+"""
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from ..domain import SeriesId
+from . import schema
+from .leases import FileLeases, Leases, NoLeases, PostgresLeases
+from .listener import NOTIFY_CHANNEL, CandleListener, NoListener, OnWrite, notification_payload
+from .series_keys import SeriesKeys
+
+_SCHEMA_LOCK = 7710001  # pg_advisory_xact_lock key: one process creates the tables at a time
+
+
+class Dialect(ABC):
+    """One database kind: its engine, transactions, upsert construct, leases and notifications."""
+
+    name: str
+
+    def __init__(self, db_url: str, engine: Engine):
+        self.url, self.engine = db_url, engine
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    @abstractmethod
+    def write(self):
+        """A connection in a write transaction, committed on exit (a context manager)."""
+
+    @abstractmethod
+    def insert(self, table):
+        """The dialect's INSERT construct (it has `on_conflict_do_update` / `on_conflict_do_nothing`)."""
+
+    def create_schema(self) -> None:
+        with self.write() as conn:
+            schema.metadata.create_all(conn, checkfirst=True)
+
+    @abstractmethod
+    def notify(self, conn: Connection, sid: SeriesId, first_time: int, last_time: int, origin: str) -> None:
+        """Tell other processes about a write, inside its transaction (delivered at commit)."""
+
+    @abstractmethod
+    def leases(self, keys: SeriesKeys) -> Leases: ...
+
+    def listener(self, origin: str, on_write: OnWrite) -> CandleListener | NoListener:
+        """What hears other processes' writes (a no-op where nobody notifies)."""
+        return NoListener()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_path(db_url: str) -> str:
+    """The database file, or "" for an in-memory database."""
+    path = make_url(db_url).database or ""
+    return "" if path == ":memory:" else path
+
+
+class SqliteDialect(Dialect):
+    name = "sqlite"
+
+    def __init__(self, db_url: str):
+        self.path = _sqlite_path(db_url)
+        if self.path:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(db_url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            write = conn.get_execution_options().get("tc_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        super().__init__(db_url, engine)
+        self._write_lock = threading.Lock()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self._write_lock, self.engine.connect() as conn:
+            conn.execution_options(tc_write=True)
+            with conn.begin():
+                yield conn
+
+    def insert(self, table):
+        return sqlite.insert(table)
+
+    def notify(self, conn: Connection, sid: SeriesId, first_time: int, last_time: int, origin: str) -> None:
+        pass  # nobody listens on SQLite: other processes on the file see new candles on their next read
+
+    def leases(self, keys: SeriesKeys) -> Leases:
+        return FileLeases(f"{self.path}.repair-locks", keys) if self.path else NoLeases()
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+
+    def __init__(self, db_url: str):
+        super().__init__(db_url, create_engine(db_url, pool_pre_ping=True, pool_size=10, max_overflow=20))
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def insert(self, table):
+        return postgresql.insert(table)
+
+    def create_schema(self) -> None:
+        with self.write() as conn:  # several processes may start at once
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+            schema.metadata.create_all(conn, checkfirst=True)
+
+    def notify(self, conn: Connection, sid: SeriesId, first_time: int, last_time: int, origin: str) -> None:
+        conn.execute(text("SELECT pg_notify(:ch, :p)"),
+                     {"ch": NOTIFY_CHANNEL, "p": notification_payload(sid, first_time, last_time, origin)})
+
+    def leases(self, keys: SeriesKeys) -> Leases:
+        return PostgresLeases(self.engine, keys)
+
+    def listener(self, origin: str, on_write: OnWrite) -> CandleListener:
+        return CandleListener(self.url, origin, on_write)
+
+
+_DIALECTS: dict[str, type[SqliteDialect] | type[PostgresDialect]] = {
+    "sqlite": SqliteDialect, "postgresql": PostgresDialect}
+
+
+def dialect_for(db_url: str) -> Dialect:
+    """The dialect of `db_url` (its engine opened); ValueError for a database the store does not support."""
+    backend = make_url(db_url).get_backend_name()
+    if backend not in _DIALECTS:
+        raise ValueError(f"db_url: unsupported database {backend!r} (use sqlite or postgresql)")
+    return _DIALECTS[backend](db_url)
