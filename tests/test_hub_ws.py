@@ -129,13 +129,13 @@ def test_candle_already_in_the_store_needs_no_backfill(served, exchange):
     rt = served()
     rt.store.upsert_closed(BTC_ID, candles(exchange, T))
     ws = served.client(rt)
-    ws.subscribe(SID, since=T)
-    ws.drain(0.3)
+    ws.subscribe(SID, since=T - 60)
+    ws.until(lambda m: m.get("candle", {}).get("candle_time") == T)  # the catch-up is done: cursor T
     rt.store.upsert_closed(BTC_ID, candles(exchange, T + 60))  # written without a publish
     exchange.reset_counts()
     rt.ingest_closed(SID, candles(exchange, T + 120))
     ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 120)
-    assert events(ws.received) == [("c", T + 60), ("c", T + 120)]
+    assert events(ws.received) == [("c", T), ("c", T + 60), ("c", T + 120)]
     assert exchange.request_count() == 0 and rt.hub.recoveries_started == 0
 
 
@@ -175,8 +175,9 @@ def test_live_candle_during_the_catch_up_read_is_delivered_once(served, exchange
     ws = served.client(rt)
     ws.subscribe(SID, since=T)
     ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 240)
-    ws.drain(0.3)
-    assert events(ws.received) == [("c", T + 60), ("c", T + 120), ("c", T + 180), ("c", T + 240)]
+    rt.ingest_closed(SID, candles(exchange, T + 300))  # one subscription, one order: a repeat comes first
+    ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 300)
+    assert events(ws.received) == [("c", T + 60), ("c", T + 120), ("c", T + 180), ("c", T + 240), ("c", T + 300)]
 
 
 def test_fifty_clients_one_hole_one_recovery(served, exchange):
@@ -194,19 +195,29 @@ def test_fifty_clients_one_hole_one_recovery(served, exchange):
     assert exchange.request_count("klines") == 1 and rt.hub.recoveries_started == 1
 
 
-def test_slow_recovery_does_not_hold_other_series_or_clients(served, exchange):
+def test_slow_recovery_does_not_hold_other_series_or_clients(served, exchange, monkeypatch):
     rt = served()
     rt.store.upsert_closed(BTC_ID, candles(exchange, T))
     rt.store.upsert_closed(ETH_ID, candles(exchange, T, symbol="ETH/USDT"))
     a, b = served.client(rt), served.client(rt)
     a.subscribe(SID, since=T)
     b.subscribe(ETH, since=T)
-    exchange.faults.slow(1.5, n=1)
-    rt.ingest_closed(SID, candles(exchange, T + 120))  # hole: a slow recovery for BTC
-    t0 = time.monotonic()
-    rt.ingest_closed(ETH, candles(exchange, T + 60, symbol="ETH/USDT"))
-    b.until(lambda m: m.get("candle", {}).get("candle_time") == T + 60)
-    assert time.monotonic() - t0 < 1.0  # ETH was not held behind BTC's exchange call
+    held, release = threading.Event(), threading.Event()
+    real_gap = rt.backfill.backfill_gap
+
+    def held_gap(series_id, expected_next_time, actual_time):
+        held.set()
+        release.wait(30)
+        return real_gap(series_id, expected_next_time, actual_time)
+
+    monkeypatch.setattr(rt.backfill, "backfill_gap", held_gap)
+    try:
+        rt.ingest_closed(SID, candles(exchange, T + 120))  # hole: BTC's recovery is held until released
+        assert held.wait(10)
+        rt.ingest_closed(ETH, candles(exchange, T + 60, symbol="ETH/USDT"))
+        b.until(lambda m: m.get("candle", {}).get("candle_time") == T + 60)  # while BTC's is still held
+    finally:
+        release.set()
     a.until(lambda m: m.get("candle", {}).get("candle_time") == T + 120)
     assert events(a.received) == [("c", T + 60), ("c", T + 120)]
 
@@ -260,13 +271,18 @@ def test_unsubscribe_and_replace(served, exchange):
     ws.subscribe(SID, since=T)
     ws.send({"type": "unsubscribe", "series_id": SID})
     ws.send({"type": "ping"})
-    ws.until(lambda m: m["type"] == "pong")
-    rt.ingest_closed(SID, candles(exchange, T + 60))
-    assert ws.drain(0.4) == []
+    ws.until(lambda m: m["type"] == "pong")  # one socket's frames are handled in order: unsubscribed now
+    pong = len(ws.received)
+    assert rt.hub.subscription_count(BTC_ID) == 0
+    rt.ingest_closed(SID, candles(exchange, T + 60))  # reaches no subscription
     ws.subscribe(SID, since=T + 60)
     ws.subscribe(SID, since=T - 60)  # replaces: catch-up from T - 60
-    msgs = ws.drain(0.5)
-    assert [m["candle"]["candle_time"] for m in msgs if m["type"] == "candle_closed"] == [T, T + 60]
+    assert rt.hub.subscription_count(BTC_ID) == 1
+    rt.ingest_closed(SID, candles(exchange, T + 120))  # one subscription, one order: anything else is first
+    ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 120)
+    msgs = ws.received[pong:]
+    assert [m["type"] for m in msgs] == ["subscribed", "subscribed"] + ["candle_closed"] * 3
+    assert events(msgs) == [("c", T), ("c", T + 60), ("c", T + 120)]
 
 
 def test_dead_and_slow_clients_do_not_hold_others_back(served, exchange):
@@ -290,22 +306,29 @@ def test_dead_and_slow_clients_do_not_hold_others_back(served, exchange):
     assert rt.hub.client_count == 2  # the dead one is gone, the slow one is still served
 
 
-def test_forming_is_throttled_never_stored_and_after_the_last_closed(served, exchange):
+def test_forming_is_throttled_never_stored_and_after_the_last_closed(served, exchange, monkeypatch):
+    from tradecanvas_ext.hub import candle_hub
+
+    monkeypatch.setattr(candle_hub, "FORMING_MIN_INTERVAL_S", 3600.0)  # however slow this machine is
     rt = served()
     rt.store.upsert_closed(BTC_ID, candles(exchange, T))
     ws = served.client(rt)
     ws.subscribe(SID, since=T - 60)
     ws.until(lambda m: m["type"] == "candle_closed")
+    seen = len(ws.received)
     old = {"candle_time": T, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}
     rt.ingest_forming(SID, old)  # not after the last closed one: never sent
+    rt.ingest_closed(SID, candles(exchange, T + 60))  # one subscription, one order: what came before is done
+    ws.until(lambda m: m["type"] == "candle_closed" and m["candle"]["candle_time"] == T + 60)
     forming = {**old, "candle_time": NOW // 60 * 60}
     for k in range(20):
         rt.ingest_forming(SID, {**forming, "close": 1.0, "volume": 1.0 + k})
-    msgs = ws.drain(0.5)
-    kinds = [m["type"] for m in msgs]
-    assert 1 <= kinds.count("candle_forming") <= 3  # throttled
-    assert all(m["candle"]["candle_time"] == forming["candle_time"] for m in msgs)
-    assert rt.store.head_time(BTC_ID) == T  # never persisted
+    rt.ingest_closed(SID, candles(exchange, T + 120))
+    ws.until(lambda m: m["type"] == "candle_closed" and m["candle"]["candle_time"] == T + 120)
+    msgs = ws.received[seen:]
+    assert [m["type"] for m in msgs] == ["candle_closed", "candle_forming", "candle_closed"]  # throttled
+    assert msgs[1]["candle"] == {**forming, "volume": 1.0}  # the first update only
+    assert rt.store.head_time(BTC_ID) == T + 120  # the forming candle was never persisted
 
 
 def test_token_required_on_the_websocket(served, exchange):
@@ -315,3 +338,56 @@ def test_token_required_on_the_websocket(served, exchange):
     assert msg["type"] == "error" and msg["code"] == "unauthorized"
     ok = served.client(rt, token="s3cret")
     assert ok.subscribe(SID)["type"] == "subscribed"
+
+
+def test_a_client_dropped_for_a_full_queue_never_blocks_publishing(served, exchange, monkeypatch):
+    """The drop path: a client whose outgoing queue is full is dropped while candles keep being published;
+    every publish returns and the other clients get everything."""
+    from tradecanvas_ext.hub import candle_hub
+
+    monkeypatch.setattr(candle_hub, "MAX_PENDING_MESSAGES", 20)
+    rt = served()
+    base = T - 400 * TF
+    rt.store.upsert_closed(BTC_ID, candles(exchange, base))
+    release = threading.Event()
+    real_connect = rt.hub.connect
+
+    def connect_stuck_first(send, close=None):
+        """The first socket never drains after its subscribe reply: its writer blocks in send."""
+        passed = []
+
+        def stuck_send(text):
+            if passed:
+                release.wait(30)
+            passed.append(text)
+            send(text)
+
+        monkeypatch.setattr(rt.hub, "connect", real_connect)
+        return real_connect(stuck_send, close)
+
+    monkeypatch.setattr(rt.hub, "connect", connect_stuck_first)
+    try:
+        stuck = served.client(rt)
+        assert stuck.subscribe(SID, since=base)["type"] == "subscribed"  # 20 candle_closed per batch
+        good = served.client(rt)
+        assert good.subscribe(SID, since=base, supports_batch=True)["type"] == "subscribed"  # 1 per batch
+        assert rt.hub.client_count == 2
+        last = base + 10 * 20 * TF
+
+        def publish():
+            for k in range(10):
+                rows = exchange.candles("BTC/USDT", "1m", base + (20 * k + 1) * TF, base + 20 * (k + 1) * TF)
+                rt.ingest_closed(SID, rows)
+
+        publisher = threading.Thread(target=publish, daemon=True)
+        publisher.start()
+        publisher.join(20)
+        assert not publisher.is_alive(), "publishing blocked behind the dropped client"
+        good.until(lambda m: m.get("candles", [{}])[-1].get("candle_time") == last)
+        assert check_guarantee(good.received, SID, TF, base) == list(range(base + TF, last + TF, TF))
+        deadline = time.monotonic() + 10
+        while rt.hub.client_count != 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rt.hub.client_count == 1  # the stuck one was dropped, the good one is still served
+    finally:
+        release.set()

@@ -123,7 +123,8 @@ def build_core(settings: Settings, clock: Clock, registry: SeriesRegistry,
         sources = tuple(source_factory(ctx))
         backfill = BackfillService(store, settings, clock, tracker, storage.leases, sources, feed, metrics)
         health = HealthService(store, tracker, settings, clock)
-        hub = CandleHub(store, backfill, settings, registry, metrics, recovery_bound_s=backfill.time_bound_s + 5.0)
+        hub = CandleHub(store, backfill, registry, gap_backfill=settings.enable_market_gap_backfill, metrics=metrics,
+                        recovery_bound_s=backfill.time_bound_s + 5.0)
         feed.add_listener(hub.publish_closed)  # ingest, repairs and other processes reach subscribers
         listener = storage.listen(_remote_writes(store, registry, feed))
         core = Core(settings, clock, registry, storage, store, tracker, feed, metrics, sources, backfill, health, hub,

@@ -3,9 +3,17 @@
 Guarantee (contract section 4): each subscription processes its events (catch-up pages, live batches,
 forming candles) one at a time, in order, with a cursor; anything at or before the cursor is dropped,
 a jump past `cursor + tf` is recovered (store, then the backfill service, off the publishing path) and
-what stays missing is announced by one `gap`. Locks: `CandleHub._lock` guards the series -> subscriptions
-registry and the recovery table; `Subscription.lock` guards one subscription's queue, cursor and flags;
-`HubClient._lock` guards its subscription map. A drain never holds a lock while doing I/O.
+what stays missing is announced by one `gap`.
+
+Locks, and their order (a lock is only ever taken with the ones before it released, except as noted):
+- `CandleHub._lock` guards `_clients`, `_by_series`, `_recoveries`, `_recent`, `_last_forming`. Taken
+  alone; inside it only the recovery pool's non-blocking `submit`.
+- `Subscription._lock` (subscription.py) guards one subscription's queue and state. Inside it only
+  `HubClient.offer` (a non-blocking put on the client's queue, a metrics counter): nothing that takes
+  `CandleHub._lock` or another subscription's lock. A client that overflows is dropped after it is
+  released (`_drain`), never from inside it.
+- `HubClient._lock` guards the client's subscription map. Taken alone.
+No lock is held during I/O (store reads, sends, closes) or while calling the backfill service.
 """
 from __future__ import annotations
 
@@ -14,11 +22,16 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-from ..domain import Candle, CandleBatch, SeriesId, align_down
+from ..domain import Candle, CandleBatch, SeriesId
 from . import messages as m
+from .ports import ActiveSeries, CandleReader, GapBackfill
+from .subscription import Candles, CatchUp, Event, Forming, Subscription
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -33,33 +46,41 @@ RECENT_RECOVERY_S = 5.0  # a finished recovery of the same range is not started 
 class HubClient:
     """One WebSocket. Messages go out through one bounded queue and one writer thread, in order."""
 
-    def __init__(self, hub: CandleHub, send, close=None):
+    def __init__(self, hub: CandleHub, metrics: Metrics, send, close=None):
         self.hub = hub
+        self._metrics = metrics
         self._send, self._close = send, close
         self._out: queue.Queue = queue.Queue(maxsize=MAX_PENDING_MESSAGES)
         self._lock = threading.Lock()
-        self.subs: dict[str, Subscription] = {}
-        self.alive = True
-        self.sent = 0
+        self._subs: dict[SeriesId, Subscription] = {}
+        self._alive = True  # only ever set to False (overflow or shutdown)
         self._writer = threading.Thread(target=self._write_loop, name="tc-ws-writer", daemon=True)
         self._writer.start()
 
     # ---- outgoing ---------------------------------------------------------------------------------
-    def enqueue(self, message: dict) -> None:
-        if not self.alive:
-            return
-        metrics = self.hub.metrics
-        metrics.ws_messages.labels(message["type"]).inc()
+    def offer(self, message: dict) -> bool:
+        """Queue one message without blocking or calling out (safe under a subscription's lock).
+        Returns True when the queue overflowed: the caller must then drop this client, holding no lock."""
+        if not self._alive:
+            return False
+        self._metrics.ws_messages.labels(message["type"]).inc()
         if message["type"] == "gap":
-            metrics.ws_gaps.labels(message["series_id"], message["reason"]).inc()
+            self._metrics.ws_gaps.labels(message["series_id"], message["reason"]).inc()
         try:
             self._out.put_nowait(json.dumps(message, separators=(",", ":")))
         except queue.Full:
             log.warning("dropping a WebSocket client that is %d messages behind", MAX_PENDING_MESSAGES)
+            self._alive = False
+            return True
+        return False
+
+    def send(self, message: dict) -> None:
+        """`offer`, dropping the client when it overflows. Never call it while holding a lock."""
+        if self.offer(message):
             self.hub.disconnect(self)
 
     def send_error(self, code: str, message: str, series_id: str | None = None) -> None:
-        self.enqueue(m.error(code, message, series_id))
+        self.send(m.error(code, message, series_id))
 
     def _write_loop(self) -> None:
         while True:
@@ -68,14 +89,13 @@ class HubClient:
                 return
             try:
                 self._send(item)
-                self.sent += 1
             except Exception:  # a dead or broken socket: drop this client only
                 log.debug("WebSocket send failed; dropping the client", exc_info=True)
                 self.hub.disconnect(self)
                 return
 
     def shutdown(self) -> None:
-        self.alive = False
+        self._alive = False
         try:
             self._out.put_nowait(None)
         except queue.Full:
@@ -91,13 +111,34 @@ class HubClient:
             except Exception:
                 log.debug("closing a WebSocket failed", exc_info=True)
 
+    # ---- its subscriptions ------------------------------------------------------------------------
+    def attach(self, sub: Subscription) -> tuple[bool, Subscription | None]:
+        """Add `sub`, replacing one on the same series: (True, the replaced one or None), or (False, None)
+        when the socket already has MAX_SUBSCRIPTIONS others."""
+        with self._lock:
+            old = self._subs.get(sub.series)
+            if old is None and len(self._subs) >= MAX_SUBSCRIPTIONS:
+                return False, None
+            self._subs[sub.series] = sub
+        return True, old
+
+    def detach(self, series: SeriesId) -> Subscription | None:
+        with self._lock:
+            return self._subs.pop(series, None)
+
+    def detach_all(self) -> list[Subscription]:
+        with self._lock:
+            subs, self._subs = list(self._subs.values()), {}
+        return subs
+
     # ---- incoming ---------------------------------------------------------------------------------
     def handle_text(self, text) -> None:
-        """One client frame. Bad input answers with an error and never disturbs other subscriptions."""
+        """One client frame. Bad input answers with an error and never disturbs other subscriptions.
+        Frames of one socket are handled one at a time, in order: a pong follows all earlier frames' effects."""
         try:
             cmd = m.parse_frame(text)
             if isinstance(cmd, m.Ping):
-                self.enqueue({"type": "pong"})
+                self.send({"type": "pong"})
             elif isinstance(cmd, m.Subscribe):
                 self.hub.subscribe(self, cmd)
             else:
@@ -109,43 +150,31 @@ class HubClient:
             self.send_error("bad_request", f"could not handle the frame: {type(exc).__name__}")
 
 
-class Subscription:
-    def __init__(self, client: HubClient, series: SeriesId, since: int | None, supports_batch: bool):
-        self.client, self.series, self.key = client, series, str(series)
-        self.tf = series.tf_seconds
-        self.since = since
-        self.cursor: int | None = None if since is None else align_down(since, self.tf)
-        self.out = m.Outbox(self.key, self.tf, supports_batch)
-        self.lock = threading.Lock()
-        self.queue: deque = deque()
-        self.busy = True  # not drained until the subscribe reply is out
-        self.waiting = False
-        self.wait_token: object | None = None
-        self.active = True
-        self.attempted: set[tuple[int, int]] = set()
-
-
 class CandleHub:
-    def __init__(self, store, backfill, settings, registry, metrics, *, recovery_bound_s: float,
+    """`recovery_bound_s`: the longest a subscription waits for one recovery before it announces the gap
+    and goes on (the runtime passes the backfill service's time bound plus a margin)."""
+
+    def __init__(self, store: CandleReader, backfill: GapBackfill, registry: ActiveSeries, *,
+                 gap_backfill: bool, metrics: Metrics, recovery_bound_s: float,
                  workers: int = 8, recovery_workers: int = 4):
-        self.store, self.backfill, self.settings = store, backfill, settings
-        self.registry = registry
+        self._store, self._backfill, self._registry = store, backfill, registry
+        self._gap_backfill = gap_backfill
+        self._metrics = metrics
+        self.recovery_bound_s = recovery_bound_s
         self._lock = threading.Lock()
-        self._by_series: dict[str, set[Subscription]] = {}
+        self._by_series: dict[SeriesId, set[Subscription]] = {}
         self._clients: set[HubClient] = set()
         self._recoveries: dict[tuple, Future] = {}
         self._recent: dict[tuple, float] = {}
-        self._last_forming: dict[str, tuple[float, int]] = {}
+        self._last_forming: dict[SeriesId, tuple[float, int]] = {}
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tc-hub")
         self._recovery_pool = ThreadPoolExecutor(recovery_workers, thread_name_prefix="tc-hub-recovery")
-        self.recovery_bound_s = recovery_bound_s
         self.recoveries_started = 0
-        self.metrics = metrics
         self._closed = False
 
     # ---- clients ----------------------------------------------------------------------------------
     def connect(self, send, close=None) -> HubClient:
-        client = HubClient(self, send, close)
+        client = HubClient(self, self._metrics, send, close)
         with self._lock:
             self._clients.add(client)
         return client
@@ -155,9 +184,7 @@ class CandleHub:
             if client not in self._clients:
                 return
             self._clients.discard(client)
-        with client._lock:
-            subs, client.subs = list(client.subs.values()), {}
-        for sub in subs:
+        for sub in client.detach_all():
             self._remove(sub)
         client.shutdown()
 
@@ -165,6 +192,10 @@ class CandleHub:
     def client_count(self) -> int:
         with self._lock:
             return len(self._clients)
+
+    def subscription_count(self, series: SeriesId) -> int:
+        with self._lock:
+            return len(self._by_series.get(series, ()))
 
     def close(self) -> None:
         with self._lock:
@@ -178,40 +209,32 @@ class CandleHub:
     # ---- subscriptions ----------------------------------------------------------------------------
     def subscribe(self, client: HubClient, cmd: m.Subscribe) -> None:
         key = str(cmd.series)
-        if not self.registry.is_active(cmd.series):
+        if not self._registry.is_active(cmd.series):
             client.send_error("unknown_series", f"series {key} is not configured", key)
             return
-        with client._lock:
-            old = client.subs.get(key)
-            if old is None and len(client.subs) >= MAX_SUBSCRIPTIONS:
-                client.send_error("too_many_subscriptions",
-                                  f"at most {MAX_SUBSCRIPTIONS} subscriptions per socket", key)
-                return
-            sub = Subscription(client, cmd.series, cmd.since, cmd.supports_batch)
-            sub.queue.append(("catchup",))
-            client.subs[key] = sub
+        sub = Subscription(client, cmd.series, cmd.since, cmd.supports_batch)
+        accepted, old = client.attach(sub)
+        if not accepted:
+            client.send_error("too_many_subscriptions", f"at most {MAX_SUBSCRIPTIONS} subscriptions per socket",
+                              key)
+            return
         if old is not None:
             self._remove(old)  # a second subscribe replaces the first: its queue is dropped
         with self._lock:
-            self._by_series.setdefault(key, set()).add(sub)
+            self._by_series.setdefault(sub.series, set()).add(sub)
         # registered first, read after: a candle stored from here on is in the catch-up read or queued
-        client.enqueue(m.subscribed(key, cmd.since, self.store.head_time(cmd.series)))
-        with sub.lock:
-            sub.busy = False
-        self._kick(sub)
+        client.send(m.subscribed(key, cmd.since, self._store.head_time(cmd.series)))
+        self._start_drain(sub)  # the subscription was created DRAINING: its catch-up goes to the pool
 
     def unsubscribe(self, client: HubClient, series: SeriesId) -> None:
-        with client._lock:
-            sub = client.subs.pop(str(series), None)
+        sub = client.detach(series)
         if sub is not None:
             self._remove(sub)
 
     def _remove(self, sub: Subscription) -> None:
-        with sub.lock:
-            sub.active = False
-            sub.queue.clear()
+        sub.close()
         with self._lock:
-            subs = self._by_series.get(sub.key)
+            subs = self._by_series.get(sub.series)
             if subs is not None:
                 subs.discard(sub)
 
@@ -221,88 +244,90 @@ class CandleHub:
         b = CandleBatch.coerce(candles).dedupe_sorted()
         if len(b) == 0:
             return
-        self._fan_out(str(series), ("candles", b))
+        self._fan_out(series, Candles(b))
 
     def publish_forming(self, series: SeriesId, candle) -> None:
         c = candle if isinstance(candle, Candle) else Candle.from_dict(candle)
-        key = str(series)
         now = time.monotonic()
         with self._lock:
-            last = self._last_forming.get(key)
+            last = self._last_forming.get(series)
             if last is not None and last[1] == c.candle_time and now - last[0] < FORMING_MIN_INTERVAL_S:
                 return
-            self._last_forming[key] = (now, c.candle_time)
-        self._fan_out(key, ("forming", c))
+            self._last_forming[series] = (now, c.candle_time)
+        self._fan_out(series, Forming(c))
 
-    def _fan_out(self, key: str, event: tuple) -> None:
+    def _fan_out(self, series: SeriesId, event: Event) -> None:
         with self._lock:
-            subs = list(self._by_series.get(key, ()))
+            subs = list(self._by_series.get(series, ()))
         for sub in subs:
-            with sub.lock:
-                if not sub.active:
-                    continue
-                if event[0] == "forming":  # only the newest forming candle matters
-                    for i, ev in enumerate(sub.queue):
-                        if ev[0] == "forming":
-                            del sub.queue[i]
-                            break
-                sub.queue.append(event)
-            self._kick(sub)
+            if sub.push(event):
+                self._start_drain(sub)
 
     # ---- the per-subscription serial drain --------------------------------------------------------
-    def _kick(self, sub: Subscription) -> None:
-        with sub.lock:
-            if sub.busy or sub.waiting or not sub.active or not sub.queue or self._closed:
-                return
-            sub.busy = True
+    def _start_drain(self, sub: Subscription) -> None:
+        """`sub` is DRAINING and owned by the caller: hand it to a pool thread."""
+        if self._closed:
+            return
         try:
             self._pool.submit(self._drain, sub)
         except RuntimeError:  # the hub is closing
             pass
 
     def _drain(self, sub: Subscription) -> None:
-        while True:
-            with sub.lock:
-                if not sub.active or sub.waiting or not sub.queue:
-                    sub.busy = False
-                    return
-                event = sub.queue.popleft()
+        while (event := sub.next_event()) is not None:
             try:
-                self._handle(sub, event)
+                recovery = self._handle(sub, event)
             except Exception:
                 log.exception("%s: hub failed to process an event", sub.key)
-            self._emit(sub)
-
-    def _emit(self, sub: Subscription) -> None:
-        msgs = sub.out.take()
-        if not msgs:
-            return
-        with sub.lock:  # an unsubscribed or replaced subscription sends nothing more
-            if not sub.active:
+                recovery = None
+            if sub.hand_over(sub.out.take()):
+                self.disconnect(sub.client)  # overflowed: dropped here, with no lock held
+            if recovery is not None:
+                self._wait_for(sub, recovery)
                 return
-            for msg in msgs:
-                sub.client.enqueue(msg)
 
-    def _handle(self, sub: Subscription, event: tuple) -> None:
-        kind = event[0]
-        if kind == "catchup":
-            if sub.since is None and sub.cursor is None:
-                page = self.store.read_tail(sub.series, CATCHUP_TAIL)
-            else:
-                page = self.store.read_after(sub.series, sub.cursor, CATCHUP_PAGE)
-                if len(page) == CATCHUP_PAGE:
-                    with sub.lock:
-                        sub.queue.appendleft(("catchup",))
-            self._deliver(sub, page)
-        elif kind == "candles":
-            self._deliver(sub, event[1])
-        elif kind == "forming":
-            c = event[1]
-            if sub.cursor is None or c.candle_time > sub.cursor:
-                sub.out.add(m.forming(sub.key, c.to_dict()))
+    def _handle(self, sub: Subscription, event: Event) -> Future | None:
+        """Process one event into `sub.out`; returns the recovery to wait for, if a jump started one."""
+        match event:
+            case CatchUp():
+                return self._catch_up(sub)
+            case Candles(batch):
+                return self._deliver(sub, batch)
+            case Forming(candle):
+                if sub.cursor is None or candle.candle_time > sub.cursor:
+                    sub.out.add(m.forming(sub.key, candle.to_dict()))
+                return None
+        raise TypeError(f"not a hub event: {event!r}")
 
-    def _deliver(self, sub: Subscription, b: CandleBatch) -> None:
-        """Send `b` after the cursor in order; at a jump, recover then announce what is still missing."""
+    def _catch_up(self, sub: Subscription) -> Future | None:
+        if sub.since is None and sub.cursor is None:
+            page = self._store.read_tail(sub.series, CATCHUP_TAIL)
+        else:
+            page = self._store.read_after(sub.series, sub.cursor, CATCHUP_PAGE)
+            if len(page) == CATCHUP_PAGE:
+                sub.push_front(CatchUp())
+        return self._deliver(sub, page)
+
+    def _wait_for(self, sub: Subscription, recovery: Future) -> None:
+        """Pause `sub` until the recovery ends, or `recovery_bound_s` passes, whichever comes first."""
+        token = sub.park()
+        timer = threading.Timer(self.recovery_bound_s, self._resume, (sub, token))
+        timer.daemon = True
+
+        def done(_f: Future) -> None:
+            timer.cancel()
+            self._resume(sub, token)
+
+        timer.start()
+        recovery.add_done_callback(done)  # runs at once when the recovery already ended
+
+    def _resume(self, sub: Subscription, token: object) -> None:
+        if sub.resume(token):
+            self._start_drain(sub)
+
+    def _deliver(self, sub: Subscription, b: CandleBatch) -> Future | None:
+        """Send `b` after the cursor in order; at a jump, recover then announce what is still missing.
+        Returns the recovery when one started: the rest of `b` is queued first, to go when it ends."""
         tf = sub.tf
         if sub.cursor is not None:
             b = b.take(b.times > sub.cursor)
@@ -312,10 +337,10 @@ class CandleHub:
             t = int(times[i])
             if sub.cursor is not None and t > sub.cursor + tf:
                 a, last = sub.cursor + tf, t - tf
-                if not self._fill_from_store_or_recover(sub, a, last):
-                    with sub.lock:  # paused for a recovery: the rest of this batch goes first when it ends
-                        sub.queue.appendleft(("candles", b.take(slice(i, None))))
-                    return
+                recovery = self._start_recovery(sub, a, last)
+                if recovery is not None:
+                    sub.push_front(Candles(b.take(slice(i, None))))
+                    return recovery
                 self._send_range_with_gaps(sub, a, last)
                 if sub.cursor is not None and t <= sub.cursor:
                     i += 1
@@ -328,51 +353,38 @@ class CandleHub:
             sub.out.candles(b.take(slice(i, j)))
             sub.cursor = int(times[j - 1])
             i = j
+        return None
 
-    def _fill_from_store_or_recover(self, sub: Subscription, a: int, last: int) -> bool:
-        """True when [a, last] can be sent now (from the store, or recovery already tried / not allowed);
-        False when a recovery was started and the subscription now waits for it."""
-        if (a, last) in sub.attempted or not self.settings.enable_market_gap_backfill:
-            return True
-        holes = self.store.holes(sub.series, a, last)
+    def _start_recovery(self, sub: Subscription, a: int, last: int) -> Future | None:
+        """None when [a, last] can be sent now (the store has it, or a recovery was tried or is not
+        allowed); else the recovery (started now, or one already running for the same range)."""
+        if (a, last) in sub.attempted or not self._gap_backfill:
+            return None
+        holes = self._store.holes(sub.series, a, last)
         if not holes or all(h.void for h in holes):
-            return True  # the store has it all (or the exchange confirmed there is nothing)
-        key = (sub.key, a, last)
+            return None  # the store has it all (or the exchange confirmed there is nothing)
+        key = (sub.series, a, last)
         now = time.monotonic()
+        sub.attempted.add((a, last))
         with self._lock:
             done_at = self._recent.get(key)
             if done_at is not None and now - done_at < RECENT_RECOVERY_S:
-                sub.attempted.add((a, last))
-                return True
+                return None
             fut = self._recoveries.get(key)
             if fut is None:
-                fut = self._recovery_pool.submit(self._recover, sub.series, a, last + sub.tf)
+                fut = self._recovery_pool.submit(self._recover, key, a, last + sub.tf)
                 self._recoveries[key] = fut
                 self.recoveries_started += 1
-        sub.attempted.add((a, last))
-        token = object()
-        with sub.lock:
-            sub.waiting, sub.wait_token = True, token
+        return fut
 
-        def resume(_f=None):
-            with sub.lock:
-                if sub.wait_token is not token:
-                    return
-                sub.waiting, sub.wait_token = False, None
-            self._kick(sub)
-
-        fut.add_done_callback(lambda f, key=key: self._recovery_done(key) or resume())
-        timer = threading.Timer(self.recovery_bound_s, resume)  # never wait past the time bound
-        timer.daemon = True
-        timer.start()
-        return False
-
-    def _recover(self, series: SeriesId, expected_next: int, actual: int):
+    def _recover(self, key: tuple, expected_next: int, actual: int) -> None:
+        series = key[0]
         try:
-            return self.backfill.backfill_gap(series, expected_next, actual)
+            self._backfill.backfill_gap(series, expected_next, actual)
         except Exception:
             log.exception("%s: gap recovery [%d, %d) failed", series, expected_next, actual)
-            return None
+        finally:  # before the future resolves: a resumed subscription sees it as recent
+            self._recovery_done(key)
 
     def _recovery_done(self, key: tuple) -> None:
         with self._lock:
@@ -384,7 +396,7 @@ class CandleHub:
 
     def _send_range_with_gaps(self, sub: Subscription, a: int, last: int) -> None:
         """What the store now has in [a, last], in order, each remaining hole announced before its candle."""
-        fill = self.store.read_between(sub.series, a, last)
+        fill = self._store.read_between(sub.series, a, last)
         tf = sub.tf
         for k, t in enumerate(fill.times.tolist()):
             if t > sub.cursor + tf:
@@ -393,9 +405,9 @@ class CandleHub:
             sub.cursor = t
 
     def _reason(self, sub: Subscription, start: int, end: int) -> str:
-        holes = self.store.holes(sub.series, start, end)
+        holes = self._store.holes(sub.series, start, end)
         if holes and all(h.void for h in holes):
             return "void"
-        if not self.settings.enable_market_gap_backfill:
+        if not self._gap_backfill:
             return "backfill_disabled"
         return "unrecovered"

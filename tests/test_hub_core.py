@@ -1,0 +1,128 @@
+"""The hub on its own: a real store, stand-ins for the backfill service and the socket, so a recovery can
+be held as long as a test needs (the WebSocket tests go through the real server: test_hub_ws.py)."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from tests.wsclient import events
+from tradecanvas_ext.domain import SeriesId
+from tradecanvas_ext.hub import CandleHub
+from tradecanvas_ext.metrics import Metrics
+from tradecanvas_ext.registry import SeriesRegistry
+from tradecanvas_ext.store import open_store
+
+SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
+TF = 60
+T = 1_700_000_000 // TF * TF
+
+
+def row(t: int) -> tuple:
+    return (t, 100.0, 101.0, 99.0, 100.5, 3.0)
+
+
+class HeldBackfill:
+    """A recovery that lasts until the test releases it."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.calls: list[tuple[SeriesId, int, int]] = []
+        self.finished = threading.Event()
+
+    def backfill_gap(self, series_id, expected_next_time, actual_time):
+        self.calls.append((series_id, expected_next_time, actual_time))
+        self.release.wait(30)
+        self.finished.set()
+
+
+class Socket:
+    """What the hub sends to one client, with a wait on a condition instead of a sleep."""
+
+    def __init__(self):
+        self.received: list[dict] = []
+        self._cond = threading.Condition()
+
+    def send(self, text: str) -> None:
+        with self._cond:
+            self.received.append(json.loads(text))
+            self._cond.notify_all()
+
+    def until(self, pred, timeout: float = 10.0) -> list[dict]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: any(pred(m) for m in self.received), timeout):
+                raise AssertionError(f"timed out; received {self.received[-5:]}")
+            return list(self.received)
+
+
+@pytest.fixture
+def hub_parts(sqlite_url):
+    storage = open_store(sqlite_url, origin="test")
+    store = storage.candles
+    backfill = HeldBackfill()
+    hubs = []
+
+    def make(recovery_bound_s: float) -> CandleHub:
+        hub = CandleHub(store, backfill, SeriesRegistry([SID]), gap_backfill=True, metrics=Metrics(),
+                        recovery_bound_s=recovery_bound_s)
+        hubs.append(hub)
+        return hub
+
+    yield store, backfill, make
+    backfill.release.set()
+    for hub in hubs:
+        hub.close()
+    storage.close()
+
+
+def test_a_recovery_past_its_time_bound_resumes_the_subscription_and_announces_the_gap(hub_parts):
+    store, backfill, make = hub_parts
+    hub = make(recovery_bound_s=0.3)
+    store.upsert_closed(SID, [row(T)])
+    sock = Socket()
+    client = hub.connect(sock.send)
+    client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
+    sock.until(lambda m: m["type"] == "subscribed")
+    t0 = time.monotonic()
+    hub.publish_closed(SID, [row(T + 2 * TF)])  # a jump: T + 60 is missing, its recovery never ends
+    got = sock.until(lambda m: m["type"] == "candle_closed")
+    assert time.monotonic() - t0 >= 0.3  # it waited for the recovery first ...
+    assert backfill.calls == [(SID, T + TF, T + 2 * TF)] and not backfill.finished.is_set()  # ... still running
+    assert events(got) == [("gap", T + TF, T + 2 * TF, 1, "unrecovered"), ("c", T + 2 * TF)]
+    hub.publish_closed(SID, [row(T + 3 * TF)])  # and the subscription is live again
+    got = sock.until(lambda m: m["type"] == "candle_closed" and m["candle"]["candle_time"] == T + 3 * TF)
+    assert events(got)[-1] == ("c", T + 3 * TF)
+    assert hub.recoveries_started == 1
+
+
+class PartialBackfill:
+    """A recovery that finds only some of the missing candles (and writes them, as the real one does)."""
+
+    def __init__(self, store, found: list[int]):
+        self.store, self.found = store, found
+
+    def backfill_gap(self, series_id, expected_next_time, actual_time):
+        self.store.upsert_closed(series_id, [row(t) for t in self.found])
+
+
+def test_a_hole_left_inside_a_recovered_range_gets_its_own_gap(sqlite_url):
+    storage = open_store(sqlite_url, origin="test")
+    store = storage.candles
+    store.upsert_closed(SID, [row(T)])
+    hub = CandleHub(store, PartialBackfill(store, [T + TF, T + 3 * TF]), SeriesRegistry([SID]),
+                    gap_backfill=True, metrics=Metrics(), recovery_bound_s=30.0)
+    try:
+        sock = Socket()
+        client = hub.connect(sock.send)
+        client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
+        sock.until(lambda m: m["type"] == "subscribed")
+        hub.publish_closed(SID, [row(T + 4 * TF)])  # jump: T+60 .. T+180 missing, T+120 stays missing
+        got = sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 4 * TF)
+        assert events(got) == [("c", T + TF), ("gap", T + 2 * TF, T + 3 * TF, 1, "unrecovered"),
+                               ("c", T + 3 * TF), ("c", T + 4 * TF)]
+        assert hub.recoveries_started == 1
+    finally:
+        hub.close()
+        storage.close()
