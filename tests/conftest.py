@@ -24,7 +24,7 @@ def wait_for(pred, timeout: float, interval: float = 0.2, what: str = "condition
             last = pred()
         except AssertionError:
             raise
-        except Exception as exc:  # noqa: BLE001 - not there yet
+        except Exception as exc:  # not there yet
             last = exc
         else:
             if last:

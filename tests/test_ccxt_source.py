@@ -371,7 +371,7 @@ def test_concurrent_fetches_on_one_exchange_are_all_correct(emulator, source):
         try:
             start.wait()
             results[i] = source.fetch(series, [hole(s, e)], NOW)
-        except BaseException as exc:  # noqa: BLE001 - the test reports any escape
+        except BaseException as exc:  # the test reports any escape
             failures.append(exc)
 
     threads = [threading.Thread(target=run, args=(i, *job)) for i, job in enumerate(jobs)]

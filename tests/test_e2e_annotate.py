@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from tests.botkit import wait_for
-from tests.test_e2e_bot import BTC1, Bot, bots, emu, latest_closed  # noqa: F401 - fixtures
+from tests.test_e2e_bot import BTC1, Bot, bots, emu, latest_closed  # noqa: F401 (pytest fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ def pair_candles(bot: Bot) -> dict:
         return json.loads(r.read().decode())
 
 
-def test_pair_candles_carries_tc_real_and_tc_void(tmp_path, emu, bots):  # noqa: F811 - fixtures
+def test_pair_candles_carries_tc_real_and_tc_void(tmp_path, emu, bots):  # noqa: F811 (pytest fixtures)
     end = latest_closed()
     outage = (end - 40 * 60, end - 37 * 60)  # 3 old candles the exchange never had
     emu.faults.outage(*outage)
@@ -32,12 +32,19 @@ def test_pair_candles_carries_tc_real_and_tc_void(tmp_path, emu, bots):  # noqa:
     bot.start()
     sync = bot.wait_synced()
     assert sync["series_errors"] == 0
+    # freqtrade analyses once per new candle: an analysis that ran while the sync was still recording the
+    # voids carries tc_void 0 until the next candle. Take the first analysis of a candle that closed after
+    # the sync had finished (up to a minute away).
+    synced_at = latest_closed()
 
     def analysed():
         body = pair_candles(bot)
-        return body if body.get("length", 0) > 0 and "tc_real" in body.get("columns", []) else None
+        if body.get("length", 0) == 0 or "tc_real" not in body.get("columns", []):
+            return None
+        newest = max(int(r[body["columns"].index("__date_ts")]) // 1000 for r in body["data"])
+        return body if newest > synced_at else None
 
-    body = wait_for(analysed, 90, interval=1.0, what="the bot's analysed dataframe")
+    body = wait_for(analysed, 150, interval=1.0, what="an analysis of a candle closed after the sync")
     cols = body["columns"]
     rows = [dict(zip(cols, r, strict=True)) for r in body["data"]]
     when = {int(r["__date_ts"] // 1000): r for r in rows}

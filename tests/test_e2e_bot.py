@@ -79,7 +79,7 @@ class Bot:
         self.runs += 1
         cmd = [FREQTRADE, "trade", "--config", str(self.config_path), "--strategy", "SampleTradeCanvasStrategy",
                "--strategy-path", str(STRATEGY_DIR), "--userdir", str(self.userdir)]
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()/kill()
+        self._log = open(self.log_path, "w")  # closed in stop()/kill()
         self.proc = subprocess.Popen(cmd, cwd=self.tmp, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=subprocess_env(PYTHONUNBUFFERED="1"))
         return self
@@ -168,7 +168,7 @@ class Reader:
         while not self._stop.is_set():
             try:
                 self.ws.recv(0.5)
-            except Exception:  # noqa: BLE001 - closed
+            except Exception:  # closed
                 return
 
     def stop(self):

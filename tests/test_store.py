@@ -215,7 +215,7 @@ def test_two_threads_write_and_read_one_series(store):
         try:
             for lo in range(offset, n, 200):
                 store.upsert_closed(SID, [candle(i * 60) for i in range(lo, min(lo + 100, n))])
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     def reader(stop: threading.Event):
@@ -224,7 +224,7 @@ def test_two_threads_write_and_read_one_series(store):
                 t = store.read_tail(SID, 500).times
                 assert np.all(np.diff(t) > 0)
                 store.raw_holes(SID, 0, n * 60)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     stop = threading.Event()

@@ -71,26 +71,14 @@ class SeriesRegistry:
         """Make these series active (an inactive one is reactivated); others are left as they are."""
         wanted = [_checked(s) for s in series]
         with self._lock:
-            added = []
-            for sid in wanted:
-                if sid not in self._active:
-                    self._inactive.pop(sid, None)
-                    self._active[sid] = None
-                    added.append(sid)
-            change = RegistryChange(activated=tuple(added))
+            change = RegistryChange(activated=self._activate(wanted))
         return self._notify(change)
 
     def retire(self, series: Iterable[SeriesId]) -> RegistryChange:
         """Make these series inactive (kept and listed, not repaired or counted)."""
         gone = [_checked(s) for s in series]
         with self._lock:
-            retired = []
-            for sid in gone:
-                if sid in self._active:
-                    del self._active[sid]
-                    self._inactive[sid] = None
-                    retired.append(sid)
-            change = RegistryChange(retired=tuple(retired))
+            change = RegistryChange(retired=self._deactivate(gone))
         return self._notify(change)
 
     def replace(self, series: Iterable[SeriesId]) -> RegistryChange:
@@ -98,18 +86,29 @@ class SeriesRegistry:
         wanted = list(dict.fromkeys(_checked(s) for s in series))
         keep = set(wanted)
         with self._lock:
-            retired = [s for s in self._active if s not in keep]
-            for sid in retired:
+            retired = self._deactivate([s for s in self._active if s not in keep])
+            change = RegistryChange(activated=self._activate(wanted), retired=retired)
+        return self._notify(change)
+
+    def _activate(self, series: list[SeriesId]) -> tuple[SeriesId, ...]:
+        """Under `_lock`: make these active; returns the ones that were not."""
+        added = []
+        for sid in series:
+            if sid not in self._active:
+                self._inactive.pop(sid, None)
+                self._active[sid] = None
+                added.append(sid)
+        return tuple(added)
+
+    def _deactivate(self, series: list[SeriesId]) -> tuple[SeriesId, ...]:
+        """Under `_lock`: make these inactive; returns the ones that were active."""
+        retired = []
+        for sid in series:
+            if sid in self._active:
                 del self._active[sid]
                 self._inactive[sid] = None
-            added = []
-            for sid in wanted:
-                if sid not in self._active:
-                    self._inactive.pop(sid, None)
-                    self._active[sid] = None
-                    added.append(sid)
-            change = RegistryChange(activated=tuple(added), retired=tuple(retired))
-        return self._notify(change)
+                retired.append(sid)
+        return tuple(retired)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call `listener(change)` after every change; returns a function that removes it."""

@@ -22,6 +22,22 @@ class RuntimeNotStarted(RuntimeError):
     """An operation that needs the store was called before start() or after stop()."""
 
 
+class _CorePart:
+    """A read-only attribute of the runtime that is one part of its core (None while not started)."""
+
+    def __init__(self, attr: str):
+        self.attr = attr
+
+    def __get__(self, runtime, owner=None):
+        if runtime is None:
+            return self
+        core = runtime.core
+        return None if core is None else getattr(core, self.attr)
+
+    def __set__(self, runtime, value):
+        raise AttributeError(f"Runtime.{self.attr} is built by start(); it cannot be replaced")
+
+
 class Runtime:
     def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK, *,
                  sources: SourceFactory = default_sources):
@@ -91,29 +107,12 @@ class Runtime:
     def core(self) -> Core | None:
         return self._core
 
-    @property
-    def store(self):
-        return None if self._core is None else self._core.store
-
-    @property
-    def backfill(self):
-        return None if self._core is None else self._core.backfill
-
-    @property
-    def tracker(self):
-        return None if self._core is None else self._core.tracker
-
-    @property
-    def hub(self):
-        return None if self._core is None else self._core.hub
-
-    @property
-    def metrics(self):
-        return None if self._core is None else self._core.metrics
-
-    @property
-    def health_service(self):
-        return None if self._core is None else self._core.health
+    store = _CorePart("store")  # the CandleStore
+    backfill = _CorePart("backfill")  # the BackfillService
+    tracker = _CorePart("tracker")
+    hub = _CorePart("hub")
+    metrics = _CorePart("metrics")
+    health_service = _CorePart("health")
 
     # ---- operations -------------------------------------------------------------------------------
     @property

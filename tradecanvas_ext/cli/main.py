@@ -205,42 +205,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradecanvas", description="Gap-aware candle history for freqtrade")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("check", help="validate the config and show what the store holds")
-    c.add_argument("--config", default="config.json")
-    c.set_defaults(func=cmd_check)
-    g = sub.add_parser("gaps", help="holes and voids of one series")
+
+    def command(name: str, func, help: str, config: bool = True, **kw) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, **kw)
+        if config:
+            c.add_argument("--config", default="config.json")
+        c.set_defaults(func=func)
+        return c
+
+    command("check", cmd_check, "validate the config and show what the store holds")
+    g = command("gaps", cmd_gaps, "holes and voids of one series")
     g.add_argument("series_id")
-    g.add_argument("--config", default="config.json")
     g.add_argument("--start", type=int)
     g.add_argument("--end", type=int)
-    g.set_defaults(func=cmd_gaps)
-    sy = sub.add_parser("sync", help="run the startup sync: every configured series up to its latest candle")
-    sy.add_argument("--config", default="config.json")
-    sy.set_defaults(func=cmd_sync)
-    h = sub.add_parser("health", help="health of every configured series")
-    h.add_argument("--config", default="config.json")
+    command("sync", cmd_sync, "run the startup sync: every configured series up to its latest candle")
+    h = command("health", cmd_health, "health of every configured series")
     h.add_argument("--now-time", type=int, dest="now_time")
     h.add_argument("--json", action="store_true")
-    h.set_defaults(func=cmd_health)
-    e = sub.add_parser("emulator", help="run the bundled exchange emulator (Binance REST format, 127.0.0.1)",
-                       add_help=False)
+    e = command("emulator", cmd_emulator, "run the bundled exchange emulator (Binance REST format, 127.0.0.1)",
+                config=False, add_help=False)
     e.add_argument("emulator_args", nargs=argparse.REMAINDER)
-    e.set_defaults(func=cmd_emulator)
-    sv = sub.add_parser("serve", help="HTTP + WebSocket server, startup sync and a live tail, until Ctrl-C")
-    sv.add_argument("--config", default="config.json")
+    sv = command("serve", cmd_serve, "HTTP + WebSocket server, startup sync and a live tail, until Ctrl-C")
     sv.add_argument("--poll-interval", type=float, default=5.0, dest="poll_interval",
                     help="seconds between two live tail top-ups from the exchange")
-    sv.set_defaults(func=cmd_serve)
-    d = sub.add_parser("demo", help="emulator + startup sync + health, without a bot")
-    d.add_argument("--config", default="config.json")
-    d.set_defaults(func=cmd_demo)
-    rb = sub.add_parser("run-bot", help="emulator + a freqtrade dry-run bot with the extension (make run)")
-    rb.add_argument("--config", default="config.json")
+    command("demo", cmd_demo, "emulator + startup sync + health, without a bot")
+    rb = command("run-bot", cmd_run_bot, "emulator + a freqtrade dry-run bot with the extension (make run)")
     rb.add_argument("--strategy", default=None)
     rb.add_argument("--userdir", default="user_data")
     rb.add_argument("--outage-in", dest="outage_in", default="240:120", metavar="SECONDS:DURATION",
                     help="scripted emulator outage ('none' for none)")
-    rb.set_defaults(func=cmd_run_bot)
     return p
 
 
