@@ -115,7 +115,8 @@ def make_runtime(tmp_path, clock, exchange):
 
     made = []
 
-    def make(serve: bool = False, env: dict | None = None, db_url: str | None = None, sources=None, **section):
+    def make(serve: bool = False, env: dict | None = None, db_url: str | None = None, sources=None,
+             time_bound_s: float | None = None, **section):
         tc = {"enabled": True, "listen_port": 0, "ccxt_config": exchange.ccxt_config(),
               "ccxt_timeout_ms": 2000, "series": ["binance:spot:BTC/USDT:1m"],
               "db_url": db_url or f"sqlite:///{tmp_path / 'tc.sqlite'}"}
@@ -123,7 +124,8 @@ def make_runtime(tmp_path, clock, exchange):
         if tc.get("series"):  # the section is JSON: tests may list SeriesId values
             tc["series"] = [str(s) for s in tc["series"]]
         settings = Settings.from_config({"tradecanvas": tc, "user_data_dir": str(tmp_path)}, env=env or {})
-        rt = (Runtime(settings, clock=clock) if sources is None else Runtime(settings, clock=clock, sources=sources))
+        extra = {} if sources is None else {"sources": sources}
+        rt = Runtime(settings, clock=clock, time_bound_s=time_bound_s, **extra)
         rt.start(serve=serve)
         made.append(rt)
         return rt

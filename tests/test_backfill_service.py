@@ -203,14 +203,13 @@ def test_k_separate_holes_cost_at_most_one_per_1000_plus_one_per_hole(make_runti
 @pytest.mark.parametrize("fault", ["429", "418", "503", "500", "malformed", "duplicate", "out_of_order",
                                    "slow"])
 def test_faults_leave_a_clean_store_and_a_later_call_completes(make_runtime, exchange, fault):
-    rt = make_runtime(ccxt_timeout_ms=500)
+    rt = make_runtime(ccxt_timeout_ms=500, time_bound_s=3.0)
     f = exchange.faults
     {"429": lambda: f.http_error(429, n=None, retry_after=1),
      "418": lambda: f.http_error(418, n=None, retry_after=1),
      "503": lambda: f.http_error(503, n=None), "500": lambda: f.http_error(500, n=None),
      "malformed": lambda: f.malformed(n=None), "duplicate": lambda: f.duplicate_rows(n=None),
      "out_of_order": lambda: f.out_of_order(n=None), "slow": lambda: f.slow(1.0, n=None)}[fault]()
-    rt.backfill.time_bound_s = 3.0
     res = rt.backfill.ensure_tail_coverage(SID, 1500, to_time=LAST)
     assert_store_clean(rt, SID, exchange)
     if fault in ("duplicate", "out_of_order"):

@@ -80,8 +80,7 @@ def test_catch_up_without_since_is_the_last_500(served, exchange):
 
 @pytest.mark.parametrize("cause, reason", [("exchange_down", "unrecovered"), ("outage", "void")])
 def test_gap_that_cannot_be_recovered_is_announced(served, exchange, cause, reason):
-    rt = served(ccxt_timeout_ms=500)
-    rt.backfill.time_bound_s = 2.0
+    rt = served(ccxt_timeout_ms=500, time_bound_s=2.0)
     rows = candles(exchange, T, T + 120)
     if cause == "outage":
         exchange.faults.outage(T + 60, T + 120)  # the exchange never had T+60 (old: confirmed void)

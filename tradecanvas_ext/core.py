@@ -108,8 +108,9 @@ class Core:
 
 
 def build_core(settings: Settings, clock: Clock, registry: SeriesRegistry,
-               source_factory: SourceFactory = default_sources) -> Core:
-    """Open the store and build every part on it. On failure, what was opened is closed again."""
+               source_factory: SourceFactory = default_sources, time_bound_s: float | None = None) -> Core:
+    """Open the store and build every part on it. On failure, what was opened is closed again.
+    `time_bound_s`: the longest one repair may take (default max(30 s, 4 x ccxt_timeout_ms))."""
     owner = this_owner()
     storage = open_store(settings.db_url, origin=owner)
     store = storage.candles
@@ -121,7 +122,8 @@ def build_core(settings: Settings, clock: Clock, registry: SeriesRegistry,
         feed = CandleFeed()
         metrics = Metrics()
         sources = tuple(source_factory(ctx))
-        backfill = BackfillService(store, settings, clock, tracker, storage.leases, sources, feed, metrics)
+        backfill = BackfillService(store, settings, clock, tracker, storage.leases, sources, feed, metrics,
+                                   time_bound_s)
         health = HealthService(store, tracker, settings, clock)
         hub = CandleHub(store, backfill, registry, gap_backfill=settings.enable_market_gap_backfill, metrics=metrics,
                         recovery_bound_s=backfill.time_bound_s + 5.0)

@@ -40,11 +40,14 @@ class _CorePart:
 
 class Runtime:
     def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK, *,
-                 sources: SourceFactory = default_sources):
+                 sources: SourceFactory = default_sources, time_bound_s: float | None = None):
+        """`sources` builds the candle sources (core.default_sources outside freqtrade); `time_bound_s` is
+        the longest one repair may take (default max(30 s, 4 x ccxt_timeout_ms))."""
         self.settings = settings
         self.clock = clock
         self.registry = SeriesRegistry(settings.series or ())
         self._source_factory = sources
+        self._time_bound_s = time_bound_s
         self._lock = threading.Lock()
         self._core: Core | None = None
         self.server = None
@@ -55,7 +58,8 @@ class Runtime:
         with self._lock:
             if self._core is not None:
                 return self
-            core = self._core = build_core(self.settings, self.clock, self.registry, self._source_factory)
+            core = self._core = build_core(self.settings, self.clock, self.registry, self._source_factory,
+                                                self._time_bound_s)
             if serve:
                 try:
                     self.server = self._serve()

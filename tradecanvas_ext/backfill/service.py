@@ -86,11 +86,16 @@ class BackfillService:
             raise ValueError(f"backfill sources: one per level of {LEVELS}, got {[s.name for s in sources]}")
         self.levels: dict[str, CandleSource] = {lv: by_level[lv] for lv in LEVELS if lv in by_level}
         # ccxt timeout + retries, per call: a stuck exchange never holds a caller for long.
-        self.time_bound_s = time_bound_s or max(30.0, 4 * settings.ccxt_timeout_ms / 1000)
+        self._time_bound_s = time_bound_s or max(30.0, 4 * settings.ccxt_timeout_ms / 1000)
         self._flights: dict[tuple, _Flight] = {}
         self._flights_lock = threading.Lock()
         self._series_locks: dict[SeriesId, threading.Lock] = {}
         self._last_repair_end: dict[SeriesId, float] = {}
+
+    @property
+    def time_bound_s(self) -> float:
+        """The longest one call may take (exchange timeouts and retries included); fixed at construction."""
+        return self._time_bound_s
 
     # ---- public API -------------------------------------------------------------------------------
     def ensure_tail_coverage(self, sid: SeriesId, target: int, to_time: int | None = None, *,
@@ -134,7 +139,7 @@ class BackfillService:
                 flight = self._flights[key] = _Flight()
             lock = self._series_locks.setdefault(series, threading.Lock())
         if not leader:
-            flight.done.wait(self.time_bound_s * 2)
+            flight.done.wait(self._time_bound_s * 2)
             if flight.error is not None:
                 raise flight.error
             if flight.result is not None:
@@ -188,14 +193,14 @@ class BackfillService:
         if end < start:
             return res
         now = self.clock()
-        deadline = time.monotonic() + self.time_bound_s
+        deadline = time.monotonic() + self._time_bound_s
         if not self._open_holes(sid, start, end, now):
             return self._measure(sid, start, end, target, to_time, into=res)
         try:  # one repair of a series at a time across processes sharing the store
-            with self.leases.repair_lease(sid, self.time_bound_s):
+            with self.leases.repair_lease(sid, self._time_bound_s):
                 return self._repair_leased(sid, start, end, levels, allow_ccxt, reason, res, now, deadline)
         except LeaseTimeout:
-            res.errors.append(f"{sid}: another process kept the repair lease past {self.time_bound_s:.0f}s")
+            res.errors.append(f"{sid}: another process kept the repair lease past {self._time_bound_s:.0f}s")
             return self._measure(sid, start, end, target, to_time, into=res)
 
     def _repair_leased(self, sid: SeriesId, start: int, end: int, levels: tuple[str, ...], allow_ccxt: bool,
@@ -215,7 +220,7 @@ class BackfillService:
                 if source is None or not holes or not self._enabled(level, sid, allow_ccxt):
                     continue
                 if time.monotonic() > deadline:
-                    res.errors.append(f"{sid}: time bound of {self.time_bound_s:.0f}s reached before {level}")
+                    res.errors.append(f"{sid}: time bound of {self._time_bound_s:.0f}s reached before {level}")
                     break
                 ran += 1
                 out = self._run_source(source, sid, holes, now, deadline)

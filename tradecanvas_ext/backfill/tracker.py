@@ -14,7 +14,6 @@ from collections.abc import Callable
 from ..domain import SeriesId
 from ..store import TrackerRows
 
-STATES = ("idle", "running", "succeeded", "failed")
 PUBLIC_FIELDS = ("state", "started_at", "updated_at", "finished_at", "start_missing_seconds",
                  "start_missing_candles", "current_missing_seconds", "current_missing_candles",
                  "progress_pct", "reason", "note", "error", "owner")
