@@ -81,7 +81,7 @@ class Bot:
                "--strategy-path", str(STRATEGY_DIR), "--userdir", str(self.userdir)]
         self._log = open(self.log_path, "w")  # closed in stop()/kill()
         self.proc = subprocess.Popen(cmd, cwd=self.tmp, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=subprocess_env(PYTHONUNBUFFERED="1"))
+                                     env=subprocess_env(PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1"))
         return self
 
     def log(self) -> str:
@@ -108,13 +108,19 @@ class Bot:
             return json.loads(r.read().decode())
 
     def stop(self) -> int:
+        """SIGINT, as Ctrl-C. A bot that has not exited after a minute gets SIGABRT first: with
+        PYTHONFAULTHANDLER set, every thread's stack goes to its log, which the failing assert shows."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(30)
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+                self.proc.send_signal(signal.SIGABRT)
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(10)
         self._log.close()
         return self.proc.returncode
 
@@ -268,7 +274,7 @@ def test_bot_syncs_serves_and_repairs_a_hole_over_http_and_websocket(tmp_path, e
     truth = {r[0]: r for r in emu.candles("BTC/USDT", "1m", min(sent), max(sent))}
     assert as_rows(list(sent.values())) == [truth[t] for t in sent]  # every candle sent is the exchange's
 
-    assert bot.stop() == 130  # freqtrade exits 130 after a SIGINT it handled (main.py)
+    assert bot.stop() == 130, bot.log()[-8000:]  # freqtrade exits 130 after a SIGINT it handled (main.py)
     log = bot.log()
     assert "tradecanvas: detached from the bot" in log and "Traceback" not in log
     print(f"\n[e2e timings] synced after {t_synced:.1f}s, first failed repair {down_for:.0f}s into the outage, "
@@ -343,5 +349,5 @@ def test_bot_killed_mid_startup_sync_restarts_cleanly(tmp_path, emu, bots):
     head = bot.health(BTC1)["head_time"]
     wait_for(lambda: bot.health(BTC1)["head_time"] > head, 75, interval=1,
              what="the reloaded bot's loop to ingest the next candle")
-    assert bot.stop() == 130  # freqtrade exits 130 after a SIGINT it handled (main.py)
+    assert bot.stop() == 130, bot.log()[-8000:]  # freqtrade exits 130 after a SIGINT it handled (main.py)
     print(f"\n[kill timings] killed {t_killed:.1f}s after start; total {time.monotonic() - t_start:.0f}s")
