@@ -331,11 +331,11 @@ def test_forming_is_throttled_never_stored_and_after_the_last_closed(served, exc
 
 
 def test_token_required_on_the_websocket(served, exchange):
-    rt = served(api_token="s3cret")
+    rt = served(api_token="s3cret-token-value")
     ws = served.client(rt)
     msg = ws.recv(3)
     assert msg["type"] == "error" and msg["code"] == "unauthorized"
-    ok = served.client(rt, token="s3cret")
+    ok = served.client(rt, token="s3cret-token-value")
     assert ok.subscribe(SID)["type"] == "subscribed"
 
 
