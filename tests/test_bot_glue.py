@@ -117,7 +117,12 @@ def test_explicit_series_win_over_the_default(tmp_path, glue):
 
 # ---- bot_start never raises ---------------------------------------------------------------------------
 @pytest.mark.parametrize("section, says", [
-    ({"listen_port": "x"}, "tradecanvas.listen_port: expected an integer port 0-65535, got \"x\""),
+    ({"listen_port": "x"}, "tradecanvas.listen_port: expected an integer from 0 to 65535, got \"x\""),
+    ({"backfill_cooldown_s": float("nan")}, "tradecanvas.backfill_cooldown_s: expected a finite number from 0 "
+                                            "to 3600, got NaN"),
+    ({"listen_ip_address": "0.0.0.0"}, "tradecanvas.listen_ip_address is 0.0.0.0, which other machines can "
+                                       "reach, and tradecanvas.api_token is not set: the chart server would be "
+                                       "open to all of them, so it is not started."),
     ({"no_such_key": 1}, "unknown key(s) no_such_key"),
     ({"series": ["binance:spot:BTC/USDT:1w"]}, "tradecanvas.series"),
 ])
@@ -130,7 +135,7 @@ def test_bad_section_is_logged_and_the_bot_goes_on(section, says, tmp_path, glue
         s.ft_bot_cleanup()
     assert glue.runtime is None
     assert "bad \"tradecanvas\" config section" in caplog.text and says in caplog.text
-    assert "The extension is off; the bot goes on." in caplog.text
+    assert "The extension and its chart server are off; the bot goes on." in caplog.text
 
 
 def test_busy_port_keeps_store_and_ingest_without_server(tmp_path, glue, caplog):

@@ -351,3 +351,35 @@ def test_bot_killed_mid_startup_sync_restarts_cleanly(tmp_path, emu, bots):
              what="the reloaded bot's loop to ingest the next candle")
     assert bot.stop() == 130, bot.log()[-8000:]  # freqtrade exits 130 after a SIGINT it handled (main.py)
     print(f"\n[kill timings] killed {t_killed:.1f}s after start; total {time.monotonic() - t_start:.0f}s")
+
+
+def test_bot_with_a_non_loopback_address_and_no_token_keeps_trading_with_the_server_off(tmp_path, emu, bots):
+    """Contract section 2: `listen_ip_address: 0.0.0.0` without `api_token` is refused; inside freqtrade the
+    refusal is logged with its reason, nothing listens, and the bot trades on."""
+    bot = Bot(tmp_path, emu, listen_ip_address="0.0.0.0")
+    config = json.loads(bot.config_path.read_text())
+    config["internals"]["heartbeat_interval"] = 1  # freqtrade logs its state every second
+    bot.config_path.write_text(json.dumps(config, indent=2))
+    bots.append(bot)
+    bot.start()
+    said = ("tradecanvas_ext.bot - ERROR - tradecanvas: bad \"tradecanvas\" config section: "
+            "tradecanvas.listen_ip_address is 0.0.0.0, which other machines can reach, and tradecanvas.api_token "
+            "is not set: the chart server would be open to all of them, so it is not started. Set api_token")
+    off = "or listen on 127.0.0.1. The extension and its chart server are off; the bot goes on."
+
+    def flat_log() -> str:  # freqtrade's console handler wraps long lines at spaces
+        return " ".join(bot.log().split())
+
+    wait_for(lambda: off in flat_log() or bot.proc.poll() is not None, 60, interval=0.3, what="the refusal")
+    assert bot.proc.poll() is None, bot.log()[-3000:]
+    assert said in flat_log() and flat_log().index(said) < flat_log().index(off)
+
+    def beats_after_refusal() -> bool:
+        assert bot.proc.poll() is None, bot.log()[-3000:]
+        after = flat_log().split(off, 1)[1]
+        return after.count("Bot heartbeat.") >= 3 and "state='RUNNING'" in after
+
+    wait_for(beats_after_refusal, 30, interval=0.3, what="three heartbeats of a running bot after the refusal")
+    with pytest.raises(OSError):  # nothing listens on the configured port, on any address
+        urllib.request.urlopen(bot.url + "/api/market/health", timeout=2)
+    assert bot.stop() == 130  # freqtrade exits 130 after a SIGINT it handled (main.py)

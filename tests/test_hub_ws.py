@@ -1,6 +1,7 @@
 """Contract section 4 through a real server on 127.0.0.1 and a real WebSocket client library."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -251,6 +252,33 @@ def test_bad_frames_get_errors_and_the_socket_stays_open(served, exchange):
     assert ws.until(lambda m: m["type"] == "candle_closed")["candle"]["candle_time"] == T + 60
 
 
+def test_since_beyond_2_53_is_bad_request_and_nothing_else(served, exchange, caplog):
+    """Contract section 4: since is 0..2^53-1. Beyond it (10**30 used to answer `subscribed`, then die in the
+    store with an OverflowError) the answer is one `error`, and the socket and its subscriptions go on."""
+    rt = served()
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T))
+    ws = served.client(rt)
+    with caplog.at_level(logging.DEBUG):
+        for since in (2**53, 10**30, 2**63, 2**64):
+            start = len(ws.received)
+            ws.send({"type": "subscribe", "series_id": SID, "since": since})
+            ws.send({"type": "ping"})
+            ws.until(lambda m: m["type"] == "pong")
+            got = ws.received[start:]
+            assert [m["type"] for m in got] == ["error", "pong"], (since, got)
+            assert got[0]["code"] == "bad_request" and got[0]["series_id"] == SID
+            assert "since must be an integer from 0 to 9007199254740991" in got[0]["message"]
+        too_long = '{"type": "subscribe", "series_id": "' + SID + '", "since": ' + "9" * 5000 + "}"
+        for frame, says in ((too_long, "number too long"),
+                            ("[" * 5000 + "]" * 5000, "nests too deeply")):
+            ws.send(frame)
+            err = ws.until(lambda m: m["type"] == "error")
+            assert err["code"] == "bad_request" and says in err["message"], err
+        assert rt.hub.subscription_count(BTC_ID) == 0
+        assert ws.subscribe(SID, since=2**53 - 1)["type"] == "subscribed"  # the largest is fine
+    assert "OverflowError" not in caplog.text and "Traceback" not in caplog.text
+
+
 def test_too_many_subscriptions(served, exchange, monkeypatch):
     from tradecanvas_ext.hub import candle_hub
 
@@ -331,11 +359,11 @@ def test_forming_is_throttled_never_stored_and_after_the_last_closed(served, exc
 
 
 def test_token_required_on_the_websocket(served, exchange):
-    rt = served(api_token="s3cret")
+    rt = served(api_token="s3cret-token-value")
     ws = served.client(rt)
     msg = ws.recv(3)
     assert msg["type"] == "error" and msg["code"] == "unauthorized"
-    ok = served.client(rt, token="s3cret")
+    ok = served.client(rt, token="s3cret-token-value")
     assert ok.subscribe(SID)["type"] == "subscribed"
 
 

@@ -210,13 +210,13 @@ def shot(shots_dir):
 
 def test_page_and_assets_are_served_from_the_package_without_the_token(make_runtime):
     require_vendored()
-    rt = make_runtime(serve=True, api_token="s3cret-token")
+    rt = make_runtime(serve=True, api_token="s3cret-token-value")
     with urllib.request.urlopen(rt.url + "/", timeout=10) as resp:
         html = resp.read().decode()
         assert resp.headers["Content-Type"].startswith("text/html")
         assert "default-src 'self'" in resp.headers["Content-Security-Policy"]  # nothing from the internet
     assert '<meta name="tradecanvas-token-required" content="true">' in html
-    assert "s3cret-token" not in html
+    assert "s3cret-token-value" not in html
     for asset, kind in [("app.js", "javascript"), ("app.css", "text/css"), ("favicon.svg", "image/svg+xml"),
                         ("vendor/lightweight-charts.standalone.production.js", "javascript")]:
         assert f"/assets/{asset}" in html
@@ -357,7 +357,7 @@ def test_health_panel_is_yellow_during_a_backfill_then_green(make_runtime, excha
 
 
 def test_api_token_is_asked_once_and_kept_for_the_session(make_runtime, exchange, open_page, shot):
-    rt = make_runtime(serve=True, series=[SID, ETH], api_token="s3cret-token")
+    rt = make_runtime(serve=True, series=[SID, ETH], api_token="s3cret-token-value")
     seed(rt, exchange)
     page, log = open_page(rt.url + "/")
     page.wait_for_selector("#token-form", state="visible")  # asked before any refused request
@@ -372,11 +372,11 @@ def test_api_token_is_asked_once_and_kept_for_the_session(make_runtime, exchange
     assert "401 unauthorized" in page.inner_text("#message")
     shot(page, "token-refused.png")
 
-    page.fill("#token-input", "s3cret-token")
+    page.fill("#token-input", "s3cret-token-value")
     page.click("#token-form button")
     wait_live(page)  # HTTP with the bearer header, the WebSocket with ?token=
-    assert page.evaluate("() => sessionStorage.getItem('tradecanvas.api_token')") == "s3cret-token"
-    assert_matches_api(page, rt, token="s3cret-token")
+    assert page.evaluate("() => sessionStorage.getItem('tradecanvas.api_token')") == "s3cret-token-value"
+    assert_matches_api(page, rt, token="s3cret-token-value")
 
     page.reload()  # kept for the session: not asked again
     wait_live(page)

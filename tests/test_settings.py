@@ -14,8 +14,9 @@ DEFAULTS = {
     "enable_ccxt_backfill_on_read": False, "ccxt_config": {}, "ccxt_timeout_ms": 10000,
     "rollup_max_timeframe_s": 900, "enable_startup_kline_sync": True, "startup_sync_target_candles": 2000,
     "backfill_cooldown_s": 2.0, "gap_backfill_max_candles": 5000, "health_backfill_recent_seconds": 120,
-    "api_token": None, "cors_origins": (),
+    "api_token": None, "cors_origins": (), "max_connections": 256,
 }
+TOKEN = "a-token-of-16-ch"
 
 
 def test_defaults_from_empty_section():
@@ -66,7 +67,7 @@ def test_explicit_series_wins_and_is_validated():
         ({"ccxt_timeout_ms": 1.5}, "tradecanvas.ccxt_timeout_ms"),
         ({"backfill_cooldown_s": -1}, "tradecanvas.backfill_cooldown_s"),
         ({"backfill_cooldown_s": "2"}, "tradecanvas.backfill_cooldown_s"),
-        ({"api_token": ""}, "tradecanvas.api_token"),
+        ({"api_token": ""}, "tradecanvas.api_token: must be at least 16 characters, got 0"),
         ({"cors_origins": "http://x"}, "tradecanvas.cors_origins"),
     ],
 )
@@ -118,7 +119,143 @@ def test_example_config_json_is_valid():
 
 
 def test_settings_frozen_and_token_not_in_repr():
-    s = Settings.from_config({"tradecanvas": {"api_token": "s3cret"}}, env={})
-    assert "s3cret" not in repr(s)
+    s = Settings.from_config({"tradecanvas": {"api_token": TOKEN}}, env={})
+    assert TOKEN not in repr(s)
     with pytest.raises(AttributeError):
         s.enabled = True  # type: ignore[misc]
+
+
+# ---- ranges, addresses, tokens (contract section 2) -------------------------------------------------------
+
+RANGES = [  # key, smallest, largest, integer
+    ("listen_port", 0, 65535, True),
+    ("auto_tail_backfill_max_candles", 1, 100_000, True),
+    ("gap_backfill_max_candles", 1, 100_000, True),
+    ("startup_sync_target_candles", 1, 100_000, True),
+    ("ccxt_timeout_ms", 100, 120_000, True),
+    ("rollup_max_timeframe_s", 1, 86_400, True),
+    ("max_connections", 1, 10_000, True),
+    ("backfill_cooldown_s", 0, 3600, False),
+    ("health_backfill_recent_seconds", 0, 86_400, False),
+    ("void_recheck_age_s", 0, 2_592_000, False),
+]
+
+
+def _refused(section: dict, env: dict | None = None) -> str:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_config({"tradecanvas": section}, env=env or {})
+    return str(err.value)
+
+
+@pytest.mark.parametrize("key, lo, hi, integer", RANGES)
+def test_every_number_has_a_range_named_in_the_message(key, lo, hi, integer):
+    want = f"tradecanvas.{key}: expected {'an integer' if integer else 'a finite number'} from {lo} to {hi}, got "
+    for bad in (lo - 1, hi + 1, 10**30, -(10**30)):
+        assert _refused({key: bad}) == want + json.dumps(bad)
+    for good in (lo, hi):
+        assert getattr(Settings.from_config({"tradecanvas": {key: good}}, env={}), key) == good
+
+
+@pytest.mark.parametrize("key", [k for k, *_ in RANGES])
+@pytest.mark.parametrize("bad, shown", [(float("nan"), "NaN"), (float("inf"), "Infinity"),
+                                        (float("-inf"), "-Infinity")])
+def test_nan_and_infinities_are_refused(key, bad, shown):
+    assert _refused({key: bad}).startswith(f"tradecanvas.{key}: expected ")
+    assert _refused({key: bad}).endswith(f", got {shown}")
+
+
+def test_nan_read_from_a_json_file_is_refused(tmp_path):
+    """Python's json reads the bare NaN freqtrade's files may carry: it must not turn the cooldown off."""
+    p = tmp_path / "config.json"
+    p.write_text('{"tradecanvas": {"backfill_cooldown_s": NaN}}')
+    with pytest.raises(ConfigError, match=r"tradecanvas.backfill_cooldown_s: expected a finite number from 0 "
+                                          r"to 3600, got NaN"):
+        Settings.from_file(p, env={})
+
+
+def test_the_caps_of_the_contract():
+    assert "from 1 to 100000, got 100001" in _refused({"auto_tail_backfill_max_candles": 100_001})
+    assert "from 1 to 100000, got 100001" in _refused({"gap_backfill_max_candles": 100_001})
+    assert "from 100 to 120000, got 1000000000000.0" in _refused({"ccxt_timeout_ms": 1e12})
+
+
+def test_max_connections_is_stored():
+    assert Settings.from_config({"tradecanvas": {"max_connections": 10}}, env={}).max_connections == 10
+    assert "tradecanvas.max_connections: expected an integer" in _refused({"max_connections": 2.5})
+
+
+@pytest.mark.parametrize("bad", ["localhost", "my-host.example", "127.0.0.256", "", " 127.0.0.1", "1.2.3",
+                                 2130706433, None, ["127.0.0.1"]])
+def test_listen_ip_address_must_be_an_ip_address(bad):
+    assert _refused({"listen_ip_address": bad}) == (
+        "tradecanvas.listen_ip_address: expected an IP address such as 127.0.0.1 or ::1 (not a host name), "
+        f"got {json.dumps(bad)}")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.5.6.7", "::1"])
+def test_loopback_addresses_need_no_token(host):
+    assert Settings.from_config({"tradecanvas": {"listen_ip_address": host}}, env={}).listen_ip_address == host
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "10.0.0.1", "fe80::1"])
+def test_a_non_loopback_address_without_a_token_is_a_start_up_error(host):
+    message = _refused({"listen_ip_address": host})
+    assert message.startswith(f"tradecanvas.listen_ip_address is {host}, which other machines can reach, and "
+                              "tradecanvas.api_token is not set: the chart server would be open to all of them, "
+                              "so it is not started.")
+    assert "FREQTRADE__TRADECANVAS__API_TOKEN" in message
+    assert _refused({"listen_ip_address": host, "api_token": None}) == message
+    s = Settings.from_config({"tradecanvas": {"listen_ip_address": host, "api_token": TOKEN}}, env={})
+    assert (s.listen_ip_address, s.api_token) == (host, TOKEN)
+
+
+@pytest.mark.parametrize("token, message", [
+    ("x", "tradecanvas.api_token: must be at least 16 characters, got 1"),
+    ("a" * 15, "tradecanvas.api_token: must be at least 16 characters, got 15"),
+    (" " + TOKEN, "tradecanvas.api_token: must not start or end with whitespace (it could never match a "
+                  "request's token)"),
+    (TOKEN + "\n", "tradecanvas.api_token: must not start or end with whitespace"),
+    (TOKEN + " ", "tradecanvas.api_token: must not start or end with whitespace"),
+    (1.5, "tradecanvas.api_token: expected a string or null, got float"),
+    (True, "tradecanvas.api_token: expected a string or null, got bool"),
+    (["x" * 16], "tradecanvas.api_token: expected a string or null, got list"),
+])
+def test_api_token_rules(token, message):
+    got = _refused({"api_token": token})
+    assert got.startswith(message)
+    assert not isinstance(token, str) or token.strip() not in got  # never echoed
+
+
+def test_api_token_of_16_characters_with_inner_spaces_is_accepted():
+    assert Settings.from_config({"tradecanvas": {"api_token": "a b c d e f g h "[:-1] + "i"}},
+                                env={}).api_token == "a b c d e f g hi"
+
+
+def test_a_digits_only_token_from_freqtrades_environment_is_taken_as_its_digits():
+    """freqtrade turns FREQTRADE__TRADECANVAS__API_TOKEN=0012345678901234567 into the int 12345678901234567:
+    the variable's own text is the token, leading zeros and all."""
+    raw = "0012345678901234567"
+    s = Settings.from_config({"tradecanvas": {"api_token": int(raw)}}, env={"FREQTRADE__TRADECANVAS__API_TOKEN": raw})
+    assert s.api_token == raw
+    # without the variable (a Settings built from an already merged dict) the number's digits are the token
+    assert Settings.from_config({"tradecanvas": {"api_token": 12345678901234567}}, env={}).api_token == \
+        "12345678901234567"
+    assert _refused({"api_token": 1234}, env={}) == "tradecanvas.api_token: must be at least 16 characters, got 4"
+    # freqtrade made the text a float or a bool: the variable's text still wins, and is checked like any token
+    assert Settings.from_config({"tradecanvas": {"api_token": 1.5e20}},
+                                env={"FREQTRADE__TRADECANVAS__API_TOKEN": "1.5e20-and-more-x"}).api_token \
+        == "1.5e20-and-more-x"
+    assert _refused({"api_token": True}, env={"FREQTRADE__TRADECANVAS__API_TOKEN": "true"}) == \
+        "tradecanvas.api_token: must be at least 16 characters, got 4"
+
+
+def test_a_token_through_freqtrades_own_config_loading(tmp_path, monkeypatch):
+    """End to end through freqtrade's environment loader: the digits survive as a string."""
+    from freqtrade.configuration.environment_vars import environment_vars_to_dict
+
+    raw = "0098765432109876543"
+    monkeypatch.setenv("FREQTRADE__TRADECANVAS__API_TOKEN", raw)
+    loaded = environment_vars_to_dict()
+    assert loaded["tradecanvas"]["api_token"] == int(raw)  # what freqtrade hands the strategy
+    s = Settings.from_config({"tradecanvas": {"listen_ip_address": "0.0.0.0", **loaded["tradecanvas"]}})
+    assert s.api_token == raw and s.listen_ip_address == "0.0.0.0"

@@ -2,9 +2,11 @@
 coverage, every bad input (4xx JSON naming it, store untouched), the token and CORS."""
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import sqlite3
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -583,3 +585,109 @@ def test_cors_headers_are_on_error_answers_too(api):
 def test_without_cors_origins_no_cors_header_is_sent(api):
     r = api().get("/api/market/series", headers={"Origin": UI})
     assert "Access-Control-Allow-Origin" not in r.headers
+
+
+# ---- hostile or careless input, and what an answer may reveal (issue 12) --------------------------------
+
+@pytest.mark.parametrize("body", ["[" * 60_000, '{"series_id": ' + "[" * 60_000 + "]" * 4000,
+                                  '{"a":' * 10_000 + "1" + "}" * 10_000])
+def test_a_deeply_nested_backfill_body_is_400_and_no_traceback(api, exchange, caplog, body):
+    a = api()
+    before = snapshot(a.rt)
+    with caplog.at_level(logging.DEBUG):
+        r = a.post("/api/market/backfill", data=body, headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "bad_request", "nests too deeply")
+    assert "RecursionError" not in caplog.text and "Traceback" not in caplog.text
+    assert snapshot(a.rt) == before and exchange.request_count("klines") == 0
+    assert a.get("/api/market/series").status_code == 200  # the server is fine
+
+
+def test_openapi_is_behind_the_token_when_one_is_set(api):
+    a = api(api_token=TOKEN)
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        assert_error(a.get("/api/market/openapi.json", headers=headers), 401, "unauthorized", "token")
+    r = a.get("/api/market/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200 and r.json()["openapi"].startswith("3.")
+    assert api().get("/api/market/openapi.json").status_code == 200  # no token configured: open
+
+
+def _failed_repair_and_sync(a, exchange):
+    """A tracker row with an error text and an owner, and a startup sync result with per-series errors."""
+    exchange.faults.http_error(400, n=None, body={"code": -1121, "msg": "upstream says no: secret-detail"})
+    a.rt.run_startup_sync()
+    exchange.faults.clear()
+    doc = a.rt.health()
+    (row,) = doc["series"]
+    assert row["backfill"]["state"] == "failed" and row["backfill"]["error"] and row["backfill"]["owner"]
+    assert doc["startup_sync"]["series_results"][0]["error"]
+    return doc
+
+
+def test_health_without_the_token_shows_status_fields_only(api, exchange):
+    """Contract section 3: no error texts, no process names (host:pid) to a caller without the token."""
+    a = api(api_token=TOKEN)
+    full = _failed_repair_and_sync(a, exchange)
+    owner = full["series"][0]["backfill"]["owner"]
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    for params in (None, {"series_id": SID}):
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            r = a.get("/api/market/health", params, headers=headers)
+            assert r.status_code == 200
+            assert owner not in r.text and "secret-detail" not in r.text and "upstream" not in r.text
+            doc = r.json()
+            rows = doc["series"] if params is None else [doc]
+            for row in rows:
+                assert row["status"] == "red" and row["backfill"]["state"] == "failed"
+                assert "error" not in row["backfill"] and "owner" not in row["backfill"]
+                assert set(row["backfill"]) == set(full["series"][0]["backfill"]) - {"error", "owner"}
+            if params is None:
+                (res,) = doc["startup_sync"]["series_results"]
+                assert "error" not in res and res["status"] == "errors" and res["series_id"] == SID
+                assert doc["startup_sync"]["series_errors"] == 1
+        with_token = a.get("/api/market/health", params, headers=good)
+        assert owner in with_token.text and "secret-detail" in with_token.text  # the operator sees it all
+
+
+def test_health_without_a_token_configured_shows_everything(api, exchange):
+    a = api()
+    full = _failed_repair_and_sync(a, exchange)
+    r = a.get("/api/market/health")
+    assert full["series"][0]["backfill"]["owner"] in r.text and "secret-detail" in r.text
+
+
+def test_every_response_has_nosniff_and_no_version_in_server(api, exchange):
+    a = api(api_token=TOKEN)
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    answers = [a.get("/"), a.get("/assets/app.js"), a.get("/api/market/health"), a.get("/api/market/series"),
+               a.get("/api/market/series", headers=good), a.get("/api/market/nope", headers=good),
+               a.get("/api/market/candles", {"series_id": "x"}, headers=good),
+               a.post("/api/market/backfill", data="[", headers={**good, "Content-Type": "application/json"}),
+               a.get("/metrics", headers=good), a.get("/api/market/openapi.json", headers=good),
+               a.options("/api/market/series"), a.get("/ws/market")]
+    assert sorted({r.status_code for r in answers}) == [200, 400, 401, 404]
+    for r in answers:
+        assert r.headers.get("X-Content-Type-Options") == "nosniff", (r.url, r.status_code)
+        assert r.headers["Server"] == "tradecanvas", (r.url, r.headers["Server"])
+        assert "werkzeug" not in str(r.headers).lower() and "python" not in str(r.headers).lower()
+
+
+def test_the_token_is_masked_in_logs_however_its_name_is_encoded(api, caplog):
+    """The request line goes as typed (http.client; requests would decode %74 itself); the app URL-decodes
+    the name, so `?%74oken=` is the token too, and the log must hide its value."""
+    a = api(api_token=TOKEN)
+    queries = (f"?%74oken={TOKEN}", f"?a=1&t%6Fk%65n={TOKEN}&b=2", f"?TOKEN={TOKEN}", f"?x=1?token={TOKEN}",
+               f"?%74%6F%6B%65%6E={TOKEN}", f"?to%6Ben={TOKEN.replace('-', '%2D')}")
+    conn = http.client.HTTPConnection("127.0.0.1", urlsplit(a.rt.url).port, timeout=30)
+    with caplog.at_level(logging.DEBUG):
+        for query in queries:
+            conn.request("GET", "/api/market/health" + query)
+            assert conn.getresponse().read()
+        conn.request("GET", f"/ws/market?%74oken={TOKEN}")  # the WebSocket route, which reads ?token=
+        conn.getresponse().read()
+    conn.close()
+    server_side = "\n".join(r.getMessage() for r in caplog.records)
+    for line in ("?%74oken=*** ", "?a=1&t%6Fk%65n=***&b=2 ", "?TOKEN=*** ", "?x=1?token=*** ", "?%74%6F%6B%65%6E=*** ",
+                 "?to%6Ben=*** "):
+        assert f'"GET /api/market/health{line}HTTP/1.1" 200' in server_side, line
+    assert '"GET /ws/market?%74oken=*** HTTP/1.1"' in server_side
+    assert TOKEN not in server_side and "s3cret" not in server_side

@@ -17,7 +17,7 @@ import websocket
 from tradecanvas_ext import create_app
 from tradecanvas_ext.web.server import ServerError, WebServer
 
-TOKEN = "ws-s3cret"
+TOKEN = "ws-s3cret-token-value"
 
 
 def port_of(url: str) -> int:

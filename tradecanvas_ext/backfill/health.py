@@ -48,6 +48,25 @@ def series_health(series: SeriesId, head: int | None, now: float, tracker: dict,
     }
 
 
+# Error texts and process names (hostname:pid): left out for a caller without the token (contract section 3).
+PRIVATE_TRACKER_FIELDS = ("error", "owner")
+
+
+def status_only(doc: dict) -> dict:
+    """A health document (one series or all) with its status fields only."""
+    def one(row: dict) -> dict:
+        return {**row, "backfill": {k: v for k, v in row["backfill"].items() if k not in PRIVATE_TRACKER_FIELDS}}
+
+    if "series" not in doc:
+        return one(doc)
+    out = {**doc, "series": [one(r) for r in doc["series"]]}
+    sync = doc.get("startup_sync")
+    if sync is not None:
+        out["startup_sync"] = {**sync, "series_results": [{k: v for k, v in r.items() if k != "error"}
+                                                          for r in sync.get("series_results", ())]}
+    return out
+
+
 class HealthService:
     def __init__(self, store, tracker, settings, clock):
         self._store, self._tracker, self._settings, self._clock = store, tracker, settings, clock

@@ -205,7 +205,7 @@ class BotGlue:
                 running = self.runtime is not None
             self._fail(f"tradecanvas: bad \"tradecanvas\" config section: {exc}. "
                        + ("The running server keeps its previous settings." if running
-                          else "The extension is off; the bot goes on."))
+                          else "The extension and its chart server are off; the bot goes on."))
             if running:
                 self._bind(strategy, self.runtime)
             return

@@ -6,6 +6,7 @@ from .candle import Candle, CandleBatch, InvalidCandle
 from .holes import Hole, count_covered, list_holes, merge_ranges, split_by_voids
 from .series import MARKETS, SeriesId
 from .timeframe import (
+    MAX_TIME,
     align_down,
     align_up,
     expected_latest_closed_time,
@@ -16,6 +17,6 @@ from .timeframe import (
 
 __all__ = [
     "Candle", "CandleBatch", "InvalidCandle", "Hole", "count_covered", "list_holes", "merge_ranges",
-    "split_by_voids", "MARKETS", "SeriesId", "align_down", "align_up", "expected_latest_closed_time",
+    "split_by_voids", "MARKETS", "MAX_TIME", "SeriesId", "align_down", "align_up", "expected_latest_closed_time",
     "is_aligned", "is_closed", "timeframe_to_seconds",
 ]

@@ -4,6 +4,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+# Largest time (or count) any edge accepts: exact in a float, so every JSON reader sees the same number, and
+# far inside SQL's int64.
+MAX_TIME = 2**53 - 1
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 _TF_RE = re.compile(r"^([0-9]+)([a-zA-Z]+)$")
 

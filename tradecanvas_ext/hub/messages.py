@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ..domain import CandleBatch, SeriesId
+from ..domain import MAX_TIME, CandleBatch, SeriesId
 from ..series_ids import parse_series_id
 
 MAX_FRAME_CHARS = 64 * 1024
@@ -42,8 +42,12 @@ def parse_frame(text) -> Subscribe | Unsubscribe | Ping:
         raise FrameError("bad_request", f"frame too large (over {MAX_FRAME_CHARS} characters)")
     try:
         msg = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except json.JSONDecodeError:
         raise FrameError("bad_request", "frame is not valid JSON") from None
+    except RecursionError:
+        raise FrameError("bad_request", "frame nests too deeply") from None
+    except ValueError:  # an integer of more digits than Python converts
+        raise FrameError("bad_request", "frame holds a number too long to read") from None
     if not isinstance(msg, dict):
         raise FrameError("bad_request", "frame must be a JSON object")
     kind = msg.get("type")
@@ -61,8 +65,10 @@ def parse_frame(text) -> Subscribe | Unsubscribe | Ping:
     if kind == "unsubscribe":
         return Unsubscribe(sid)
     since = msg.get("since")
-    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
-        raise FrameError("bad_request", f"since must be an integer >= 0, got {json.dumps(since)}", raw_sid)
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_TIME):
+        shown = json.dumps(since)
+        shown = shown if len(shown) <= 40 else shown[:40] + "..."
+        raise FrameError("bad_request", f"since must be an integer from 0 to {MAX_TIME}, got {shown}", raw_sid)
     batch = msg.get("supports_batch", False)
     if not isinstance(batch, bool):
         raise FrameError("bad_request", "supports_batch must be true or false", raw_sid)

@@ -12,7 +12,7 @@ from .page import bp as page_bp
 from .ws import init_websocket
 
 # Reachable without the token (contract section 2). The WebSocket checks its own token (?token= too).
-OPEN_ENDPOINTS = frozenset({"market.health", "market_ws", "ops.openapi"})
+OPEN_ENDPOINTS = frozenset({"market.health", "market_ws"})
 OPEN_ENDPOINTS |= PAGE_ENDPOINTS  # the chart page and its assets (the page asks for the token itself)
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
@@ -25,6 +25,7 @@ def create_app(runtime) -> Flask:
     app.json.sort_keys = False  # keep the contract's field order
     app.extensions["tradecanvas.runtime"] = runtime
     register_error_handlers(app)
+    app.after_request(_no_sniff)
     app.register_blueprint(market_bp)
     app.register_blueprint(page_bp)
     app.register_blueprint(ops_bp)
@@ -32,6 +33,12 @@ def create_app(runtime) -> Flask:
     _install_token_check(app, runtime.settings.api_token)
     _install_cors(app, frozenset(runtime.settings.cors_origins or ()))
     return app
+
+
+def _no_sniff(response):
+    """Every answer, errors and assets too: a browser takes each body as the type it is sent as."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _install_token_check(app: Flask, token: str | None) -> None:

@@ -6,8 +6,9 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, request
 
+from ..backfill.health import status_only
 from ..domain import align_down, align_up, expected_latest_closed_time
-from .errors import BadParameter, BadRequest, int_arg, parse_int, parse_series, series_arg
+from .errors import BadParameter, BadRequest, int_arg, parse_int, parse_series, series_arg, token_ok
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,12 @@ def candles():
 
 @bp.get("/health")
 def health():
+    """Open to all; without the token (when one is set) status fields only."""
     rt = runtime()
     sid = series_arg(rt, required=False)
     now_time = int_arg("now_time")
-    return jsonify(rt.health(sid, now_time))
+    doc = rt.health(sid, now_time)
+    return jsonify(doc if token_ok(rt.settings.api_token, request) else status_only(doc))
 
 
 @bp.get("/series")
@@ -107,7 +110,10 @@ def backfill():
     rt = runtime()
     if not request.is_json:
         raise BadRequest("the body must be a JSON object sent with Content-Type: application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)  # silent covers bad JSON (a ValueError), not a deep nesting
+    except RecursionError:
+        raise BadRequest("the body nests too deeply; send a flat JSON object") from None
     if not isinstance(body, dict):
         raise BadRequest('the body must be a JSON object {"series_id": ..., "start": ..., "end": ...}')
     unknown = sorted(set(body) - set(_BACKFILL_FIELDS))

@@ -10,13 +10,12 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
-from ..domain import SeriesId
+from ..domain import MAX_TIME, SeriesId
 from ..series_ids import parse_series_id
 
 log = logging.getLogger(__name__)
 
-# Largest integer accepted for a time or count parameter: exact in a float, far inside SQL's int64.
-MAX_INT = 2**53 - 1
+MAX_INT = MAX_TIME  # largest integer accepted for a time or count parameter
 _DECIMAL = re.compile(r"[0-9]{1,16}", re.ASCII)
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

@@ -97,7 +97,9 @@ SPEC = {
                            _q("limit", "1-5000, default 500", {"type": "integer", "minimum": 1, "maximum": 5000})],
             "responses": {"200": _ok("Candles"), "400": _ERR, "401": _ERR, "404": _ERR}}},
         "/api/market/health": {"get": {
-            "operationId": "health", "summary": "Health of one series or of all", "security": [],
+            "operationId": "health", "security": [],
+            "summary": "Health of one series or of all; without the token (when one is set) the backfill "
+                       "error and owner and the startup sync's per-series errors are left out",
             "parameters": [{**_SERIES_PARAM, "required": False}, _q("now_time", "evaluate at this time")],
             "responses": {"200": _ok("Health"), "400": _ERR, "404": _ERR}}},
         "/api/market/series": {"get": {
@@ -114,8 +116,8 @@ SPEC = {
                 "schema": {"$ref": "#/components/schemas/BackfillRequest"}}}},
             "responses": {"200": _ok("Coverage"), "400": _ERR, "401": _ERR, "404": _ERR}}},
         "/api/market/openapi.json": {"get": {
-            "operationId": "openapi", "summary": "This document", "security": [],
-            "responses": {"200": {"description": "OpenAPI document"}}}},
+            "operationId": "openapi", "summary": "This document",
+            "responses": {"200": {"description": "OpenAPI document"}, "401": _ERR}}},
         "/metrics": {"get": {
             "operationId": "metrics", "summary": "Prometheus metrics (text format)",
             "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {}}},

@@ -22,6 +22,5 @@ def index():
     token_required = bool(current_app.extensions["tradecanvas.runtime"].settings.api_token)
     resp = current_app.make_response(render_template("index.html", token_required=token_required))
     resp.headers["Content-Security-Policy"] = CSP
-    resp.headers["X-Content-Type-Options"] = "nosniff"
     resp.headers["Cache-Control"] = "no-cache"
     return resp

@@ -8,6 +8,7 @@ import re
 import socket
 import threading
 import time
+from urllib.parse import unquote_plus
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, get_sockaddr, select_address_family
 
@@ -15,12 +16,19 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 2.0
 _CLOSE_GRACE_S = 0.5  # how long WebSockets get to answer our close frame before their sockets are cut
-_TOKEN_RE = re.compile(r"(?i)([?&]token=)[^&\s\"']*")
+_QUERY_PAIR_RE = re.compile(r"([?&])([^=&?\s\"']*)=([^&?\s\"']*)")
+SERVER_HEADER = "tradecanvas"  # no version of anything: nothing to look up a known hole by
 
 
 def redact(text: str) -> str:
-    """Hide a `?token=` value in a request line or URL."""
-    return _TOKEN_RE.sub(r"\1***", text)
+    """Hide a `?token=` value in a request line or URL, however its name is percent-encoded (`?%74oken=`):
+    the name is compared as the app reads it, URL-decoded."""
+    def mask(m: re.Match) -> str:
+        if unquote_plus(m.group(2)).strip().lower() != "token":
+            return m.group(0)
+        return f"{m.group(1)}{m.group(2)}=***"
+
+    return _QUERY_PAIR_RE.sub(mask, text)
 
 
 def _werkzeug_log(type_: str, message: str, args: tuple) -> None:
@@ -37,6 +45,9 @@ class ServerError(OSError):
 
 class _Handler(WSGIRequestHandler):
     """werkzeug's handler, logging to our logger (access lines at DEBUG) with tokens redacted."""
+
+    def version_string(self) -> str:  # http.server's `Server:` header, "Werkzeug/x Python/y" by default
+        return SERVER_HEADER
 
     def log_request(self, code="-", size="-") -> None:
         log.debug('web: "%s" %s', redact(getattr(self, "requestline", "")), code)
