@@ -45,6 +45,7 @@ class Settings:
     health_backfill_recent_seconds: float = 120
     api_token: str | None = field(default=None, repr=False)  # never logged
     cors_origins: tuple[str, ...] = ()
+    max_connections: int = 256
     # Not in the user's section: taken from the surrounding freqtrade config.
     user_data_dir: str = "user_data"
     datadir: str | None = None
@@ -160,7 +161,7 @@ def _check(key: str, value: Any) -> Any:
             raise _type_error(key, "an object", value)
         return value
     if key in ("auto_tail_backfill_max_candles", "startup_sync_target_candles", "gap_backfill_max_candles",
-               "ccxt_timeout_ms", "rollup_max_timeframe_s"):
+               "ccxt_timeout_ms", "rollup_max_timeframe_s", "max_connections"):
         if not _is_int(value) or value < 1:
             raise _type_error(key, "a positive integer", value)
         return value
