@@ -160,6 +160,15 @@ def test_one_connection_over_the_cap_is_answered_503_and_the_open_ones_keep_work
         s.close()
     assert all(r.startswith(b"HTTP/1.1 503 ") for r in refused), {r[:30] for r in refused}
     assert all(r.endswith(b"too many connections, try again later\n") for r in refused)
+    big = connect(srv.port)  # a refused client still sending when the 503 comes sees it, not a reset
+    big.sendall(f"POST /api/market/backfill HTTP/1.1\r\nHost: {srv.host}\r\nContent-Length: 300000\r\n\r\n"
+                .encode())
+    try:
+        big.sendall(b"x" * 300000)
+    except OSError:
+        pass
+    assert read_to_eof(big).startswith(b"HTTP/1.1 503 ")
+    big.close()
     assert srv.server.connection_count() == 256  # the refused ones never took a place
     for i, s in enumerate(websockets):
         assert echo_works(s, f"still here {i}")
@@ -205,7 +214,7 @@ def test_half_sent_requests_do_not_hold_back_a_normal_one(serve):
 
 
 def test_a_request_that_does_not_arrive_in_time_is_closed_but_a_websocket_is_not(serve):
-    srv = serve(request_timeout_s=0.5)
+    srv = serve(request_timeout_s=0.5, ping_interval=0)  # no pings: the WebSocket's reads block, untimed
     ws, head = upgrade(srv.port, srv.host)
     assert head.startswith(b"HTTP/1.1 101")
     half = connect(srv.port)
