@@ -139,8 +139,8 @@ def ws_url(rt, query: str = "") -> str:
 def raw_websocket(port: int) -> socket.socket:
     """A WebSocket client that completes the handshake and then never reads or answers anything."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(b"GET /ws/market HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    s.sendall(b"GET /ws/market HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" % port)
     head = b""
     while b"\r\n\r\n" not in head:
         head += s.recv(1)

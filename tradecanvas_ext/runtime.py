@@ -75,7 +75,8 @@ class Runtime:
         from .web.app import create_app
         from .web.server import WebServer
 
-        server = WebServer(create_app(self), self.settings.listen_ip_address, self.settings.listen_port)
+        server = WebServer(create_app(self), self.settings.listen_ip_address, self.settings.listen_port,
+                           max_connections=self.settings.max_connections)
         server.start()
         return server
 

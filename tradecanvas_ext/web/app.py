@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from flask import Flask, request
 
+from .access import host_allowed, origin_allowed, own_names
 from .blueprint import bp as market_bp
-from .errors import Unauthorized, register_error_handlers, token_ok
+from .errors import ApiError, Unauthorized, register_error_handlers, token_ok
 from .ops import bp as ops_bp
 from .page import OPEN_ENDPOINTS as PAGE_ENDPOINTS
 from .page import bp as page_bp
+from .ws import ENDPOINT as WS_ENDPOINT
 from .ws import init_websocket
 
 # Reachable without the token (contract section 2). The WebSocket checks its own token (?token= too).
-OPEN_ENDPOINTS = frozenset({"market.health", "market_ws"})
+OPEN_ENDPOINTS = frozenset({"market.health", WS_ENDPOINT})
 OPEN_ENDPOINTS |= PAGE_ENDPOINTS  # the chart page and its assets (the page asks for the token itself)
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
@@ -30,6 +32,7 @@ def create_app(runtime) -> Flask:
     app.register_blueprint(page_bp)
     app.register_blueprint(ops_bp)
     init_websocket(app)
+    _install_access_check(app, runtime.settings.listen_ip_address, frozenset(runtime.settings.cors_origins or ()))
     _install_token_check(app, runtime.settings.api_token)
     _install_cors(app, frozenset(runtime.settings.cors_origins or ()))
     return app
@@ -39,6 +42,33 @@ def _no_sniff(response):
     """Every answer, errors and assets too: a browser takes each body as the type it is sent as."""
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+def _local_address(environ) -> str | None:
+    """The address this connection reached (one of ours even when bound to 0.0.0.0); None outside a server."""
+    sock = environ.get("werkzeug.socket")
+    try:
+        return sock.getsockname()[0] if sock is not None else None
+    except (OSError, IndexError, TypeError):
+        return None
+
+
+def _install_access_check(app: Flask, configured_address: str, cors_origins: frozenset[str]) -> None:
+    """Contract section 4, before the token check and before any upgrade: a Host that does not name this
+    server (DNS rebinding) and a WebSocket Origin that is neither ours nor in cors_origins get 403."""
+
+    @app.before_request
+    def _who_may_connect():
+        environ = request.environ
+        names = own_names((configured_address, environ.get("SERVER_NAME"), _local_address(environ)))
+        port = int(environ.get("SERVER_PORT") or 80)
+        if not host_allowed(request.headers.get("Host"), names, port):
+            raise ApiError(403, "forbidden", "the Host header does not name this server")
+        if request.endpoint == WS_ENDPOINT and not origin_allowed(request.headers.get("Origin"), names, port,
+                                                                  cors_origins):
+            raise ApiError(403, "forbidden", "this Origin may not open the WebSocket: add it to "
+                                             "tradecanvas.cors_origins")
+        return None
 
 
 def _install_token_check(app: Flask, token: str | None) -> None:

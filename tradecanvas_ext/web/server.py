@@ -1,5 +1,11 @@
-"""WebServer: werkzeug's threaded WSGI server in a daemon thread, whose stop() closes every socket (open
-WebSockets too) and joins its threads. It never lets werkzeug exit the process or log a token."""
+"""WebServer: werkzeug's threaded WSGI server in a daemon thread, with a cap on open connections (one more is
+answered 503 and closed, never queued), a deadline for a request to arrive (slowloris), and a stop() that
+closes every socket (open WebSockets too) and joins its threads. It never lets werkzeug exit the process or
+log a token.
+
+Locks: `_TrackingServer._conns_lock` guards the open connections, their request deadlines and the refused
+sockets still lingering; under it only non-blocking socket calls (shutdown, a non-blocking recv) are made.
+`WebServer._lock` serialises start/stop and is taken before `_conns_lock`, never after."""
 from __future__ import annotations
 
 import errno
@@ -8,6 +14,7 @@ import re
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, get_sockaddr, select_address_family
@@ -18,6 +25,14 @@ STOP_TIMEOUT_S = 2.0
 _CLOSE_GRACE_S = 0.5  # how long WebSockets get to answer our close frame before their sockets are cut
 _QUERY_PAIR_RE = re.compile(r"([?&])([^=&?\s\"']*)=([^&?\s\"']*)")
 SERVER_HEADER = "tradecanvas"  # no version of anything: nothing to look up a known hole by
+MAX_CONNECTIONS = 256  # contract section 2, `max_connections`
+REQUEST_TIMEOUT_S = 5.0  # a request's line and headers must arrive within this; also each read of a body
+_LINGER_S = 2.0  # a refused socket is read (and dropped) this long, so the client sees the 503, not a reset
+_MAX_LINGERING = 256  # beyond this many, a refused socket is closed at once
+_REFUSAL_BODY = b"too many connections, try again later\n"
+_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s"
+            % (len(_REFUSAL_BODY), _REFUSAL_BODY))
 
 
 def redact(text: str) -> str:
@@ -44,7 +59,26 @@ class ServerError(OSError):
 
 
 class _Handler(WSGIRequestHandler):
-    """werkzeug's handler, logging to our logger (access lines at DEBUG) with tokens redacted."""
+    """werkzeug's handler, logging to our logger (access lines at DEBUG) with tokens redacted; each request
+    must arrive before its deadline, and a WebSocket, once upgraded, has no read timeout (pings find dead
+    peers)."""
+
+    server: _TrackingServer
+
+    def setup(self) -> None:
+        self.timeout = self.server.request_timeout_s  # StreamRequestHandler sets it on the socket
+        super().setup()
+
+    def handle_one_request(self) -> None:
+        self.server.await_request(self.connection)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self.server.request_arrived(self.connection)
+        if ok and self.headers.get("Upgrade", "").lower() == "websocket":
+            self.connection.settimeout(None)  # simple_websocket needs a blocking socket (it sends with send())
+        return ok
 
     def version_string(self) -> str:  # http.server's `Server:` header, "Werkzeug/x Python/y" by default
         return SERVER_HEADER
@@ -56,11 +90,21 @@ class _Handler(WSGIRequestHandler):
         _werkzeug_log(type, message, args)
 
 
-class _TrackingServer(ThreadedWSGIServer):
-    """ThreadedWSGIServer that remembers each open connection and its handler thread."""
+@dataclass
+class _Conn:
+    thread: threading.Thread
+    deadline: float | None = None  # monotonic time by which the request being read must have arrived
 
-    def __init__(self, *args, **kwargs):
-        self._conns: dict[socket.socket, threading.Thread] = {}
+
+class _TrackingServer(ThreadedWSGIServer):
+    """ThreadedWSGIServer that remembers each open connection and its handler thread, refuses one more than
+    `max_connections`, and cuts a connection whose request does not arrive in time."""
+
+    def __init__(self, *args, max_connections: int, request_timeout_s: float, **kwargs):
+        self.max_connections = max_connections
+        self.request_timeout_s = request_timeout_s
+        self._conns: dict[socket.socket, _Conn] = {}
+        self._lingering: dict[socket.socket, float] = {}  # refused socket -> when it is closed anyway
         self._conns_lock = threading.Lock()
         self._closing = False
         super().__init__(*args, **kwargs)
@@ -75,11 +119,67 @@ class _TrackingServer(ThreadedWSGIServer):
         t = threading.Thread(target=self.process_request_thread, args=(request, client_address),
                              name=f"tc-web-conn-{client_address[1] if client_address else ''}", daemon=True)
         with self._conns_lock:
-            if self._closing:
-                self.shutdown_request(request)
-                return
-            self._conns[request] = t
-        t.start()
+            closing = self._closing
+            full = len(self._conns) >= self.max_connections
+            if not (closing or full):
+                self._conns[request] = _Conn(t)
+        if closing:
+            self.shutdown_request(request)
+        elif full:
+            self._refuse(request)
+        else:
+            t.start()
+
+    def _refuse(self, sock: socket.socket) -> None:
+        """503 and close, from the accept loop without waiting: what the client sent is read and dropped,
+        then the socket lingers (read by service_actions) so that closing it does not reset the 503 away."""
+        try:
+            sock.setblocking(False)
+            _drain(sock)
+            sock.send(_REFUSAL)  # a fresh socket's send buffer takes these few bytes whole
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        with self._conns_lock:
+            keep = len(self._lingering) < _MAX_LINGERING
+            if keep:
+                self._lingering[sock] = time.monotonic() + _LINGER_S
+        if not keep:
+            sock.close()
+        log.debug("web: connection refused with 503: %d open (max_connections)", self.max_connections)
+
+    def service_actions(self) -> None:
+        """Run by the accept loop every poll interval: cut requests past their deadline, close refused
+        sockets whose client is done (or whose linger time is over)."""
+        now = time.monotonic()
+        done = []
+        with self._conns_lock:
+            for sock, conn in self._conns.items():
+                if conn.deadline is not None and conn.deadline <= now:
+                    conn.deadline = None
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)  # the handler's read returns: it ends
+                    except OSError:
+                        pass
+            for sock, until in list(self._lingering.items()):
+                if until <= now or _drain(sock):
+                    del self._lingering[sock]
+                    done.append(sock)
+        for sock in done:
+            sock.close()
+
+    def await_request(self, sock: socket.socket) -> None:
+        with self._conns_lock:
+            conn = self._conns.get(sock)
+            if conn is not None:
+                conn.deadline = time.monotonic() + self.request_timeout_s
+
+    def request_arrived(self, sock: socket.socket) -> None:
+        with self._conns_lock:
+            conn = self._conns.get(sock)
+            if conn is not None:
+                conn.deadline = None
 
     def process_request_thread(self, request, client_address) -> None:
         try:
@@ -88,9 +188,13 @@ class _TrackingServer(ThreadedWSGIServer):
             with self._conns_lock:
                 self._conns.pop(request, None)
 
+    def connection_count(self) -> int:
+        with self._conns_lock:
+            return len(self._conns)
+
     def open_connections(self) -> dict[socket.socket, threading.Thread]:
         with self._conns_lock:
-            return dict(self._conns)
+            return {sock: conn.thread for sock, conn in self._conns.items()}
 
     def wait_connections(self, deadline: float) -> None:
         for t in self.open_connections().values():
@@ -101,6 +205,10 @@ class _TrackingServer(ThreadedWSGIServer):
         with self._conns_lock:
             self._closing = True
             conns = list(self._conns)
+            lingering = list(self._lingering)
+            self._lingering.clear()
+        for sock in lingering:
+            sock.close()
         for conn in conns:
             try:
                 conn.shutdown(socket.SHUT_RDWR)
@@ -108,13 +216,27 @@ class _TrackingServer(ThreadedWSGIServer):
                 pass
 
 
-class WebServer:
-    """`WebServer(app, host, port).start()`; `.url` is the real address (also when port 0 was asked for);
-    `.stop()` closes the listening socket and every connection and joins the threads (idempotent).
-    A stopped server can be started again."""
+def _drain(sock: socket.socket) -> bool:
+    """Read what a non-blocking socket has; True when the peer has closed (or the socket failed)."""
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
-    def __init__(self, app, host: str, port: int):
+
+class WebServer:
+    """`WebServer(app, host, port, max_connections=256).start()`; `.url` is the real address (also when port
+    0 was asked for); `.stop()` closes the listening socket and every connection and joins the threads
+    (idempotent). A stopped server can be started again."""
+
+    def __init__(self, app, host: str, port: int, max_connections: int = MAX_CONNECTIONS,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S):
         self.app, self.host, self.port = app, host, int(port)
+        self.max_connections, self.request_timeout_s = max_connections, request_timeout_s
         self._server: _TrackingServer | None = None
         self._thread: threading.Thread | None = None
         self._real_port: int | None = None
@@ -123,6 +245,11 @@ class WebServer:
     @property
     def running(self) -> bool:
         return self._server is not None
+
+    def connection_count(self) -> int:
+        """Open connections (HTTP and WebSocket) being served now; 0 when stopped."""
+        server = self._server
+        return server.connection_count() if server is not None else 0
 
     @property
     def url(self) -> str | None:
@@ -140,7 +267,8 @@ class WebServer:
             listener = self._listen()
             try:
                 server = _TrackingServer(self.host, self.port, self.app, handler=_Handler,
-                                         fd=listener.fileno())
+                                         fd=listener.fileno(), max_connections=self.max_connections,
+                                         request_timeout_s=self.request_timeout_s)
             finally:
                 listener.close()  # werkzeug serves a duplicate of it
             self._server = server

@@ -15,6 +15,7 @@ from .errors import token_ok
 log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "tradecanvas.websockets"
+ENDPOINT = "market_ws"  # the route's Flask endpoint name (the app's Origin check and open endpoints)
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
@@ -96,5 +97,5 @@ def init_websocket(app: Flask) -> Sock:
     app.config.setdefault("SOCK_SERVER_OPTIONS", dict(SERVER_OPTIONS))
     app.extensions[EXTENSION_KEY] = OpenWebSockets()
     sock = Sock(app)
-    sock.route("/ws/market")(market_ws)
+    sock.route("/ws/market", endpoint=ENDPOINT)(market_ws)
     return sock
