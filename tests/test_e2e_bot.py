@@ -40,6 +40,13 @@ def latest_closed(tf: int = 60, now: float | None = None) -> int:
     return int(now // tf) * tf - tf
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT back to its default. A suite started in the background by a shell without job
+    control inherits SIGINT ignored, and Python then never turns it into KeyboardInterrupt: the bot would
+    never see our Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Bot:
     """A `freqtrade trade` process with its own user dir, trade database and log file."""
 
@@ -81,7 +88,8 @@ class Bot:
                "--strategy-path", str(STRATEGY_DIR), "--userdir", str(self.userdir)]
         self._log = open(self.log_path, "w")  # closed in stop()/kill()
         self.proc = subprocess.Popen(cmd, cwd=self.tmp, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=subprocess_env(PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1"))
+                                     env=subprocess_env(PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1"),
+                                     preexec_fn=default_sigint)
         return self
 
     def log(self) -> str:
