@@ -372,7 +372,7 @@ def test_a_client_dropped_for_a_full_queue_never_blocks_publishing(served, excha
     every publish returns and the other clients get everything."""
     from tradecanvas_ext.hub import candle_hub
 
-    monkeypatch.setattr(candle_hub, "MAX_PENDING_MESSAGES", 20)
+    monkeypatch.setattr(candle_hub, "MAX_PENDING_BYTES", 8192)  # ~50 candle_closed, a few batches
     rt = served()
     base = T - 400 * TF
     rt.store.upsert_closed(BTC_ID, candles(exchange, base))
