@@ -63,12 +63,32 @@ def test_two_stalled_clients_never_hold_ingest_back(runtime, sockets):
     assert events(good.received) == [("c", t) for t in live]
 
 
-def test_a_client_without_batches_that_keeps_reading_gets_a_100k_catch_up(runtime, sockets):
+def test_a_client_without_batches_that_keeps_reading_gets_a_100k_catch_up(runtime, sockets, monkeypatch):
+    """And each catch-up page is read only once the writer has sent every candle read before it."""
     rt = runtime
     n = 100_000
     stored = synthetic(LAST_CLOSED - (n - 1) * TF, n)
     rt.store.upsert_closed(BTC_ID, stored)
     since = int(stored.times[0]) - TF
+    sent, read, early = [0], [0], []
+    real_connect, real_read = rt.hub.connect, rt.store.read_after
+
+    def counting_connect(send, close=None):
+        def counted(text):
+            send(text)
+            sent[0] += text.startswith('{"type":"candle_closed"')  # once the socket took it
+
+        return real_connect(counted, close)
+
+    def paced_read(series, after, limit):
+        if sent[0] < read[0]:
+            early.append((read[0], sent[0]))
+        page = real_read(series, after, limit)
+        read[0] += len(page)
+        return page
+
+    monkeypatch.setattr(rt.hub, "connect", counting_connect)
+    monkeypatch.setattr(rt.store, "read_after", paced_read)
     ws = WS(rt.url)
     sockets.append(ws)
     assert ws.subscribe(SID, since=since)["type"] == "subscribed"
@@ -76,6 +96,7 @@ def test_a_client_without_batches_that_keeps_reading_gets_a_100k_catch_up(runtim
     assert {m["type"] for m in ws.received} == {"subscribed", "candle_closed"}
     assert check_guarantee(ws.received, SID, TF, since) == stored.times.tolist()  # complete, in order, once
     assert rt.hub.client_count == 1  # never dropped
+    assert read[0] == n and early == [], f"pages read before the previous one was sent: {early[:5]}"
 
 
 def test_a_client_past_the_byte_bound_is_dropped_and_the_others_go_on(runtime, sockets, monkeypatch):
