@@ -39,7 +39,11 @@ def sockets():
         s.close()
 
 
-def test_two_stalled_clients_never_hold_ingest_back(runtime, sockets):
+def test_two_stalled_clients_never_hold_ingest_back(runtime, sockets, monkeypatch):
+    """And a stalled client's send times out: its writer drops it (the others go on)."""
+    from tradecanvas_ext.web import server
+
+    monkeypatch.setattr(server, "WS_SEND_TIMEOUT_S", 1.0)  # read at each upgrade
     rt = runtime
     live = [LAST_CLOSED - TF * k for k in range(19, -1, -1)]
     stored = synthetic(live[0] - 60_000 * TF, 60_000)
@@ -61,6 +65,10 @@ def test_two_stalled_clients_never_hold_ingest_back(runtime, sockets):
         got = good.until(lambda m: m["type"] == "candle_closed")
         assert got["candle"]["candle_time"] == t
     assert events(good.received) == [("c", t) for t in live]
+    wait_for(lambda: rt.hub.client_count == 1, 15, interval=0.05,  # before the first ping (25 s) finds them
+             what="the stalled clients' sends to time out")
+    good.send({"type": "ping"})
+    assert good.until(lambda m: m["type"] in ("pong", "error"))["type"] == "pong"  # the normal one goes on
 
 
 def test_a_client_without_batches_that_keeps_reading_gets_a_100k_catch_up(runtime, sockets, monkeypatch):
@@ -101,8 +109,10 @@ def test_a_client_without_batches_that_keeps_reading_gets_a_100k_catch_up(runtim
 
 def test_a_client_past_the_byte_bound_is_dropped_and_the_others_go_on(runtime, sockets, monkeypatch):
     from tradecanvas_ext.hub import candle_hub
+    from tradecanvas_ext.web import server
 
     monkeypatch.setattr(candle_hub, "MAX_PENDING_BYTES", 1 << 20)
+    monkeypatch.setattr(server, "WS_SEND_TIMEOUT_S", 600.0)  # the byte bound drops it, not the send timeout
     rt = runtime
     base = LAST_CLOSED - 500_000 * TF
     rt.store.upsert_closed(BTC_ID, synthetic(base, 1))
