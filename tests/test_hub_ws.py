@@ -372,7 +372,7 @@ def test_a_client_dropped_for_a_full_queue_never_blocks_publishing(served, excha
     every publish returns and the other clients get everything."""
     from tradecanvas_ext.hub import candle_hub
 
-    monkeypatch.setattr(candle_hub, "MAX_PENDING_MESSAGES", 20)
+    monkeypatch.setattr(candle_hub, "MAX_PENDING_BYTES", 8192)  # ~50 candle_closed, 3 batches of 20
     rt = served()
     base = T - 400 * TF
     rt.store.upsert_closed(BTC_ID, candles(exchange, base))
@@ -401,16 +401,13 @@ def test_a_client_dropped_for_a_full_queue_never_blocks_publishing(served, excha
         assert rt.hub.client_count == 2
         last = base + 10 * 20 * TF
 
-        def publish():
-            for k in range(10):
-                rows = exchange.candles("BTC/USDT", "1m", base + (20 * k + 1) * TF, base + 20 * (k + 1) * TF)
-                rt.ingest_closed(SID, rows)
-
-        publisher = threading.Thread(target=publish, daemon=True)
-        publisher.start()
-        publisher.join(20)
-        assert not publisher.is_alive(), "publishing blocked behind the dropped client"
-        good.until(lambda m: m.get("candles", [{}])[-1].get("candle_time") == last)
+        for k in range(10):  # the good client reads each batch before the next: it is never 8 KiB behind
+            rows = exchange.candles("BTC/USDT", "1m", base + (20 * k + 1) * TF, base + 20 * (k + 1) * TF)
+            publisher = threading.Thread(target=rt.ingest_closed, args=(SID, rows), daemon=True)
+            publisher.start()
+            publisher.join(20)
+            assert not publisher.is_alive(), "publishing blocked behind the dropped client"
+            good.until(lambda m, t=rows[-1][0]: m.get("candles", [{}])[-1].get("candle_time") == t)
         assert check_guarantee(good.received, SID, TF, base) == list(range(base + TF, last + TF, TF))
         deadline = time.monotonic() + 10
         while rt.hub.client_count != 1 and time.monotonic() < deadline:

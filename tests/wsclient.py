@@ -1,8 +1,15 @@
 """A small real WebSocket client (websocket-client library) for the hub tests, with ordering checks."""
 from __future__ import annotations
 
+import base64
+import fcntl
 import json
+import os
+import socket
+import struct
+import termios
 import time
+from urllib.parse import urlsplit
 
 import websocket
 
@@ -96,3 +103,41 @@ def check_guarantee(msgs: list[dict], series_id: str, tf: int, since: int | None
         times.append(t)
     assert pending_gap is None, "a gap with no candle after it"
     return times
+
+
+def frame(obj) -> bytes:
+    """One masked client text frame (RFC 6455 section 5.2), as a raw socket must send it."""
+    payload = (obj if isinstance(obj, str) else json.dumps(obj)).encode()
+    n = len(payload)
+    head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else
+                            bytes([0x80 | 126]) + struct.pack("!H", n) if n < 65536 else
+                            bytes([0x80 | 127]) + struct.pack("!Q", n))
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def stalled_client(url: str, *frames, rcvbuf: int = 4096) -> socket.socket:
+    """A raw socket that completes the WebSocket handshake, sends `frames`, then never reads again: no
+    library reads for it, and its small receive buffer makes the server's sends block soon."""
+    parts = urlsplit(url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: the window is set then
+    sock.settimeout(10)
+    sock.connect((parts.hostname, parts.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET /ws/market HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):  # byte by byte: nothing after the handshake is read
+        byte = sock.recv(1)
+        assert byte, f"closed during the handshake: {head!r}"
+        head += byte
+    assert head.startswith(b"HTTP/1.1 101"), head
+    for f in frames:
+        sock.sendall(frame(f))
+    return sock
+
+
+def unread_bytes(sock: socket.socket) -> int:
+    """What has arrived in `sock`'s receive buffer and was not read (FIONREAD), without reading it."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]

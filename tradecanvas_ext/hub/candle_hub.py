@@ -3,32 +3,41 @@
 Guarantee (contract section 4): each subscription processes its events (catch-up pages, live batches,
 forming candles) one at a time, in order, with a cursor; anything at or before the cursor is dropped,
 a jump past `cursor + tf` is recovered (store, then the backfill service, off the publishing path) and
-what stays missing is announced by one `gap`.
+what stays missing is announced by one `gap`. Flow control: a client's unsent data is bounded in bytes
+(MAX_PENDING_BYTES, then it is dropped), and a catch-up page is read only once the writer has sent the
+previous one, so a client that keeps reading gets any catch-up; live candles never wait for a client.
 
 Locks, and their order (a lock is only ever taken with the ones before it released, except as noted):
 - `CandleHub._lock` guards `_clients`, `_by_series`, `_recoveries`, `_recent`, `_last_forming`. Taken
   alone; inside it only the recovery pool's non-blocking `submit`.
 - `Subscription._lock` (subscription.py) guards one subscription's queue and state. Inside it only
-  `HubClient.offer` (a non-blocking put on the client's queue, a metrics counter): nothing that takes
-  `CandleHub._lock` or another subscription's lock. A client that overflows is dropped after it is
+  `HubClient.offer` (serialise, a metrics counter, then `HubClient._out_cv` for the append): nothing that
+  takes `CandleHub._lock` or another subscription's lock. A client that overflows is dropped after it is
   released (`_drain`), never from inside it.
+- `HubClient._out_cv` guards the outgoing queue, its byte count and `_alive`; it is the innermost lock
+  (after a `Subscription._lock` or alone). The writer releases it before each send and before it calls a
+  page's "taken" callback (which takes a `Subscription._lock`).
 - `HubClient._lock` guards the client's subscription map. Taken alone.
-No lock is held during I/O (store reads, sends, closes) or while calling the backfill service.
+No lock is held during I/O (store reads, sends, closes, log lines) or while calling the backfill service.
+Publishing (`publish_closed`, the bot loop's `ingest_closed`) takes only `CandleHub._lock` and
+`Subscription._lock`, each held for a bounded, client-independent time: it never waits on a client.
 """
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..domain import Candle, CandleBatch, SeriesId
 from . import messages as m
 from .ports import ActiveSeries, CandleReader, GapBackfill
-from .subscription import Candles, CatchUp, Event, Forming, Subscription
+from .subscription import Candles, CatchUp, Event, Forming, Subscription, SubState
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
@@ -36,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 64
-MAX_PENDING_MESSAGES = 20_000  # a client this far behind is dropped, never waited for
+MAX_PENDING_BYTES = 16 * 1024 * 1024  # unsent JSON past this: the client is dropped, never waited for
 CATCHUP_TAIL = 500
 CATCHUP_PAGE = 1000
 FORMING_MIN_INTERVAL_S = 0.25  # wall-clock throttle of candle_forming per series (not candle time)
@@ -44,67 +53,92 @@ RECENT_RECOVERY_S = 5.0  # a finished recovery of the same range is not started 
 
 
 class HubClient:
-    """One WebSocket. Messages go out through one bounded queue and one writer thread, in order."""
+    """One WebSocket. Messages go out through one byte-bounded queue and one writer thread, in order.
+    `send(text)` may block (the socket's send timeout bounds it) and raises when the socket is broken;
+    `close()` must not block: it cuts the socket, so that a send blocked on it returns."""
 
-    def __init__(self, hub: CandleHub, metrics: Metrics, send, close=None):
+    def __init__(self, hub: CandleHub, metrics: Metrics, send: Callable[[str], None],
+                 close: Callable[[], None] | None = None):
         self.hub = hub
         self._metrics = metrics
         self._send, self._close = send, close
-        self._out: queue.Queue = queue.Queue(maxsize=MAX_PENDING_MESSAGES)
+        self._out_cv = threading.Condition(threading.Lock())
+        self._out: deque[str | Callable[[], None]] = deque()  # texts, and "taken" callbacks between them
+        self._out_bytes = 0
+        self._alive = True  # only ever set to False (overflow or shutdown)
         self._lock = threading.Lock()
         self._subs: dict[SeriesId, Subscription] = {}
-        self._alive = True  # only ever set to False (overflow or shutdown)
         self._writer = threading.Thread(target=self._write_loop, name="tc-ws-writer", daemon=True)
         self._writer.start()
 
     # ---- outgoing ---------------------------------------------------------------------------------
     def offer(self, message: dict) -> bool:
         """Queue one message without blocking or calling out (safe under a subscription's lock).
-        Returns True when the queue overflowed: the caller must then drop this client, holding no lock."""
+        Returns True when the unsent data would pass MAX_PENDING_BYTES: the caller must then drop this
+        client (`CandleHub.drop`), holding no lock."""
         if not self._alive:
             return False
         self._metrics.ws_messages.labels(message["type"]).inc()
         if message["type"] == "gap":
             self._metrics.ws_gaps.labels(message["series_id"], message["reason"]).inc()
-        try:
-            self._out.put_nowait(json.dumps(message, separators=(",", ":")))
-        except queue.Full:
-            log.warning("dropping a WebSocket client that is %d messages behind", MAX_PENDING_MESSAGES)
-            self._alive = False
-            return True
+        text = json.dumps(message, separators=(",", ":"))  # ASCII: its length is its size in bytes
+        with self._out_cv:
+            if not self._alive:
+                return False
+            if self._out_bytes + len(text) > MAX_PENDING_BYTES:
+                self._stop_writer()
+                return True
+            self._out.append(text)
+            self._out_bytes += len(text)
+            self._out_cv.notify()
         return False
+
+    def when_sent(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from the writer, holding no lock) once everything queued so far is sent.
+        Never called when the client is dropped first."""
+        with self._out_cv:
+            if self._alive:
+                self._out.append(callback)
+                self._out_cv.notify()
 
     def send(self, message: dict) -> None:
         """`offer`, dropping the client when it overflows. Never call it while holding a lock."""
         if self.offer(message):
-            self.hub.disconnect(self)
+            self.hub.drop(self)
 
     def send_error(self, code: str, message: str, series_id: str | None = None) -> None:
         self.send(m.error(code, message, series_id))
 
     def _write_loop(self) -> None:
         while True:
-            item = self._out.get()
-            if item is None:
-                return
+            with self._out_cv:
+                while self._alive and not self._out:
+                    self._out_cv.wait()
+                if not self._alive:
+                    return
+                item = self._out.popleft()
+                if isinstance(item, str):
+                    self._out_bytes -= len(item)
+            if not isinstance(item, str):
+                item()  # a catch-up page was taken: the next one may be read
+                continue
             try:
                 self._send(item)
-            except Exception:  # a dead or broken socket: drop this client only
+            except Exception:  # a dead, broken or stalled (send timeout) socket: drop this client only
                 log.debug("WebSocket send failed; dropping the client", exc_info=True)
                 self.hub.disconnect(self)
                 return
 
-    def shutdown(self) -> None:
+    def _stop_writer(self) -> None:  # with _out_cv held
         self._alive = False
-        try:
-            self._out.put_nowait(None)
-        except queue.Full:
-            while True:  # a stuck client: empty its queue so the writer can see the stop
-                try:
-                    self._out.get_nowait()
-                except queue.Empty:
-                    break
-            self._out.put_nowait(None)
+        self._out.clear()
+        self._out_bytes = 0
+        self._out_cv.notify()
+
+    def shutdown(self) -> None:
+        """Stop the writer (what is unsent is dropped) and cut the socket."""
+        with self._out_cv:
+            self._stop_writer()
         if self._close is not None:
             try:
                 self._close()
@@ -178,6 +212,11 @@ class CandleHub:
         with self._lock:
             self._clients.add(client)
         return client
+
+    def drop(self, client: HubClient) -> None:
+        """A client whose unsent data passed MAX_PENDING_BYTES: cut it (it resumes with `since`)."""
+        log.warning("dropping a WebSocket client with over %d bytes unsent", MAX_PENDING_BYTES)
+        self.disconnect(client)
 
     def disconnect(self, client: HubClient) -> None:
         with self._lock:
@@ -280,10 +319,18 @@ class CandleHub:
             except Exception:
                 log.exception("%s: hub failed to process an event", sub.key)
                 recovery = None
-            if sub.hand_over(sub.out.take()):
-                self.disconnect(sub.client)  # overflowed: dropped here, with no lock held
+            page_sent = None
+            if recovery is None and sub.next_page_queued:  # read the next page once this one is sent
+                token = sub.park(SubState.WAITING_CLIENT)
+                page_sent = partial(self._resume, sub, token)
+            sub.next_page_queued = False
+            if sub.hand_over(sub.out.take(), page_sent):
+                self.drop(sub.client)  # overflowed: dropped here, with no lock held
+                return
             if recovery is not None:
                 self._wait_for(sub, recovery)
+                return
+            if page_sent is not None:
                 return
 
     def _handle(self, sub: Subscription, event: Event) -> Future | None:
@@ -306,6 +353,7 @@ class CandleHub:
             page = self._store.read_after(sub.series, sub.cursor, CATCHUP_PAGE)
             if len(page) == CATCHUP_PAGE:
                 sub.push_front(CatchUp())
+                sub.next_page_queued = True
         return self._deliver(sub, page)
 
     def _wait_for(self, sub: Subscription, recovery: Future) -> None:

@@ -1,13 +1,14 @@
 """One subscription's serial event queue and its state machine (every transition is a method here).
 
 It never does I/O and never calls out while holding its lock, except the client's non-blocking `offer`.
-`_lock` guards `_queue`, `_state` and `_token`. The cursor, the outbox and `attempted` belong to whoever
-holds the DRAINING state: one thread at a time, so they need no lock.
+`_lock` guards `_queue`, `_state` and `_token`. The cursor, the outbox, `attempted` and `next_page_queued`
+belong to whoever holds the DRAINING state: one thread at a time, so they need no lock.
 """
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -45,7 +46,11 @@ class SubState(Enum):
     IDLE = "idle"  # nothing to do: the next event starts a drain
     DRAINING = "draining"  # one thread owns the cursor and takes events (a new one: the subscribe call)
     WAITING_RECOVERY = "waiting_recovery"  # paused on a jump until its recovery ends or times out
+    WAITING_CLIENT = "waiting_client"  # a catch-up page is queued: the next is read once the writer sent it
     CLOSED = "closed"  # unsubscribed, replaced or disconnected: takes and sends nothing more
+
+
+_WAITING = (SubState.WAITING_RECOVERY, SubState.WAITING_CLIENT)
 
 
 class Subscription:
@@ -58,10 +63,11 @@ class Subscription:
         self.cursor: int | None = None if since is None else align_down(since, self.tf)
         self.out = m.Outbox(self.key, self.tf, supports_batch)
         self.attempted: set[tuple[int, int]] = set()  # jumps whose recovery was tried
+        self.next_page_queued = False  # the catch-up just read a full page and queued the next CatchUp
         self._lock = threading.Lock()
         self._queue: deque[Event] = deque([CatchUp()])
         self._state = SubState.DRAINING
-        self._token: object | None = None  # the wait that `resume` must name, while WAITING_RECOVERY
+        self._token: object | None = None  # the wait that `resume` must name, while WAITING_*
 
     def push(self, event: Event) -> bool:
         """Queue a live event; True when the caller must start a drain (the subscription was IDLE)."""
@@ -93,19 +99,20 @@ class Subscription:
             self._state = SubState.IDLE
             return None
 
-    def park(self) -> object:
-        """DRAINING -> WAITING_RECOVERY; returns the token that ends this wait (and no later one)."""
+    def park(self, state: SubState = SubState.WAITING_RECOVERY) -> object:
+        """DRAINING -> `state` (a WAITING_ one); returns the token that ends this wait (and no later one)."""
         token = object()
         with self._lock:
             if self._state is SubState.DRAINING:
-                self._state, self._token = SubState.WAITING_RECOVERY, token
+                self._state, self._token = state, token
         return token
 
     def resume(self, token: object) -> bool:
-        """End the wait `token` names (a recovery ended, or its time bound passed); True when the caller
-        must start a drain. A second resume of the same wait does nothing."""
+        """End the wait `token` names (a recovery ended or its time bound passed, or the client took a
+        catch-up page); True when the caller must start a drain. A second resume of the same wait does
+        nothing."""
         with self._lock:
-            if self._state is not SubState.WAITING_RECOVERY or self._token is not token:
+            if self._state not in _WAITING or self._token is not token:
                 return False
             self._state, self._token = SubState.IDLE, None
             return self._claim()
@@ -115,16 +122,19 @@ class Subscription:
             self._state, self._token = SubState.CLOSED, None
             self._queue.clear()
 
-    def hand_over(self, messages: list[dict]) -> bool:
-        """Queue messages on the client unless closed: under the lock, so nothing follows a close.
-        Returns whether the client overflowed; the caller drops it once it holds no lock."""
-        overflowed = False
+    def hand_over(self, messages: list[dict], then: Callable[[], None] | None = None) -> bool:
+        """Queue messages on the client unless closed: under the lock, so nothing follows a close; `then`
+        is called by the client's writer once they are sent. Returns whether the client overflowed; the
+        caller drops it once it holds no lock."""
         with self._lock:
             if self._state is SubState.CLOSED:
                 return False
             for msg in messages:
-                overflowed = self.client.offer(msg) or overflowed
-        return overflowed
+                if self.client.offer(msg):
+                    return True
+            if then is not None:
+                self.client.when_sent(then)
+        return False
 
     def _claim(self) -> bool:  # with _lock held
         if self._state is SubState.IDLE and self._queue:

@@ -5,13 +5,16 @@ log a token.
 
 Locks: `_TrackingServer._conns_lock` guards the open connections, their request deadlines and the refused
 sockets still lingering; under it only non-blocking socket calls (shutdown, a non-blocking recv) are made.
-`WebServer._lock` serialises start/stop and is taken before `_conns_lock`, never after."""
+`WebServer._lock` serialises start/stop and is taken before `_conns_lock`, never after.
+`_WebSocketConn._send_lock` serialises the sends on one upgraded socket (the hub's writer, simple_websocket's
+ping thread); it is held for one send, which WS_SEND_TIMEOUT_S bounds, and nothing is taken under it."""
 from __future__ import annotations
 
 import errno
 import logging
 import re
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ _QUERY_PAIR_RE = re.compile(r"([?&])([^=&?\s\"']*)=([^&?\s\"']*)")
 SERVER_HEADER = "tradecanvas"  # no version of anything: nothing to look up a known hole by
 MAX_CONNECTIONS = 256  # contract section 2, `max_connections`
 REQUEST_TIMEOUT_S = 5.0  # a request's line and headers must arrive within this; also each read of a body
+WS_SEND_TIMEOUT_S = 10.0  # an upgraded socket that takes no byte for this long fails its send (SO_SNDTIMEO)
 _LINGER_S = 2.0  # a refused socket is read (and dropped) this long, so the client sees the 503, not a reset
 _MAX_LINGERING = 256  # beyond this many, a refused socket is closed at once
 _REFUSAL_BODY = b"too many connections, try again later\n"
@@ -80,6 +84,12 @@ class _Handler(WSGIRequestHandler):
             self.connection.settimeout(None)  # simple_websocket needs a blocking socket (it sends with send())
         return ok
 
+    def make_environ(self):
+        environ = super().make_environ()
+        if self.headers.get("Upgrade", "").lower() == "websocket":  # simple_websocket takes it from here
+            environ["werkzeug.socket"] = _WebSocketConn(self.connection, WS_SEND_TIMEOUT_S)
+        return environ
+
     def version_string(self) -> str:  # http.server's `Server:` header, "Werkzeug/x Python/y" by default
         return SERVER_HEADER
 
@@ -88,6 +98,42 @@ class _Handler(WSGIRequestHandler):
 
     def log(self, type: str, message: str, *args) -> None:  # werkzeug's signature
         _werkzeug_log(type, message, args)
+
+
+class _WebSocketConn:
+    """An upgraded socket as simple_websocket uses it (send, recv, fileno, shutdown, close; the app's Host
+    check reads getsockname). Each send is
+    whole (simple_websocket ignores a partial send's count, which would cut a frame in two), one at a time
+    (frames of the writer and the ping thread never interleave), and bounded: a peer whose buffers are full
+    and that takes nothing for `send_timeout_s` makes it raise (BlockingIOError), so the hub's writer
+    drops that client instead of waiting for it forever."""
+
+    def __init__(self, sock: socket.socket, send_timeout_s: float):
+        self._sock = sock
+        self._send_lock = threading.Lock()
+        whole = int(send_timeout_s)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        struct.pack("ll", whole, int((send_timeout_s - whole) * 1_000_000)))
+
+    def send(self, data: bytes) -> int:
+        with self._send_lock:
+            self._sock.sendall(data)  # a blocking socket: each send() waits at most SO_SNDTIMEO
+        return len(data)
+
+    def recv(self, size: int) -> bytes:
+        return self._sock.recv(size)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def getsockname(self):
+        return self._sock.getsockname()
+
+    def shutdown(self, how: int) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 @dataclass

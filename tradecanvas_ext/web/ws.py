@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 
 from flask import Flask, current_app, request
@@ -60,6 +61,15 @@ def _close(ws, code: int, message: str) -> None:
         pass
 
 
+def _cut(ws) -> None:
+    """How the hub closes a client it drops: shut the socket down, no close frame. It cannot block (a
+    close frame could, behind a full send buffer), and a send blocked on the socket returns at once."""
+    try:
+        ws.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already gone
+        pass
+
+
 def market_ws(ws) -> None:
     runtime = current_app.extensions["tradecanvas.runtime"]
     registry: OpenWebSockets = current_app.extensions[EXTENSION_KEY]
@@ -75,7 +85,7 @@ def market_ws(ws) -> None:
         if hub is None:
             _close(ws, CLOSE_INTERNAL_ERROR, "live candles are not available")
             return
-        client = hub.connect(send=ws.send, close=ws.close)
+        client = hub.connect(send=ws.send, close=lambda: _cut(ws))
         try:
             while True:
                 text = ws.receive()
