@@ -471,16 +471,18 @@ def test_eight_old_sinces_on_one_hole_share_one_recovery(served, exchange, monke
         assert gate.held.wait(10)  # the first recovery is in flight while the seven others ask for theirs
         for k in order[1:]:
             clients[k].subscribe(SID, since=OLD_SINCES[k])
-        wait_for(lambda: rt.hub.recovery_queue(BTC_ID) == queue, 10, interval=0.02,
-                 what=f"the recoveries {queue}")
+        wait_for(lambda: sum(w for *_, w in rt.hub.recovery_queue(BTC_ID)) == 8, 10, interval=0.02,
+                 what="all eight subscriptions waiting for a recovery")
+        waiting = rt.hub.recovery_queue(BTC_ID)
     finally:
         gate.release.set()
     for k, ws in clients.items():
         ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 5 * TF)
         assert check_guarantee(ws.received, SID, TF, OLD_SINCES[k]) == list(
             range(OLD_SINCES[k] + TF, T + 6 * TF, TF))  # the hole's candles, in order, none twice, no gap
-    assert rt.hub.recoveries_started == len(queue) and len(gate.calls) == len(queue)
     assert klines_starts(exchange) == fetched_from  # one request per recovery, nothing fetched twice
+    assert rt.hub.recoveries_started == len(queue) and len(gate.calls) == len(queue)
+    assert waiting == queue
     assert rt.hub.recovery_queue(BTC_ID) == []
 
 

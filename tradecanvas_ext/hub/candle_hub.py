@@ -6,9 +6,9 @@ a jump past `cursor + tf` is recovered (store, then the backfill service, off th
 what stays missing is announced by one `gap`.
 
 Recoveries share one budget per series: they run one at a time, in order; a jump whose range one of them
-covers waits for it, one that overlaps or touches a queued one widens it; each re-checks the store when
-its turn comes and does nothing once every subscription waiting for it is gone. How soon the same range
-may be fetched again (the cooldown) is the backfill service's rule, not the hub's.
+covers waits for it, one that overlaps or touches a queued one widens it; one whose every waiting
+subscription is gone when its turn comes does nothing. The backfill service fetches only what the store
+still misses and owns the cooldown (how soon the same range may be fetched again).
 
 Locks, and their order (a lock is only ever taken with the ones before it released, except as noted):
 - `CandleHub._lock` guards `_clients`, `_by_series`, `_recoveries` (and each `_Repair` in it),
@@ -405,15 +405,15 @@ class CandleHub:
         return repair.future
 
     def _run_repairs(self, series: SeriesId) -> None:
-        """The series' recoveries, one at a time in order. Each checks, when its turn comes, that a
-        subscription still waits for it and that the store still misses part of its range."""
+        """The series' recoveries, one at a time in order. Each does nothing when, at its turn, every
+        subscription that waited for it is gone; the service fetches only what the store still misses."""
         while True:
             with self._lock:
                 repair = self._recoveries[series][0]
                 repair.started = True
                 waiters = list(repair.waiters)
             try:
-                if any(not s.closed for s in waiters) and self._missing(series, repair.a, repair.last):
+                if any(not s.closed for s in waiters):
                     self._backfill.backfill_gap(series, repair.a, repair.last + series.tf_seconds)
             except Exception:
                 log.exception("%s: gap recovery [%d, %d] failed", series, repair.a, repair.last)
