@@ -352,3 +352,59 @@ def test_backfill_range(make_runtime, exchange):
     assert res.covered == 101 and res.complete
     with pytest.raises(ValueError, match="before start"):
         rt.backfill.backfill_range(SID, 100, 50)
+
+
+def test_a_gap_repair_does_not_fetch_again_what_one_tried_within_the_cooldown(make_runtime, exchange, clock):
+    rt = make_runtime(backfill_cooldown_s=10.0)
+    exchange.faults.http_error(400, n=None)  # refused: the holes stay, and no void is learned
+    a, b = LAST - 20 * 60, LAST - 10 * 60
+
+    def asked():  # (first, last) candle time of each klines request
+        return [(int(p["startTime"]) // 1000, int(p["endTime"]) // 1000 // 60 * 60)
+                for path, p in exchange.requests if path.endswith("klines")]
+
+    def starts():
+        return [first for first, _ in asked()]
+
+    rt.backfill.backfill_gap(SID, b, LAST)  # tries [b, LAST - 60] (retries included)
+    tried = starts()
+    assert tried and set(tried) == {b}
+    clock.advance(9)
+    rt.backfill.backfill_gap(SID, b + 60, LAST)  # inside the one tried: nothing to fetch
+    assert starts() == tried
+    rt.backfill.backfill_gap(SID, a, LAST)  # overlaps it: only [a, b - 60] is fetched
+    assert set(asked()[len(tried):]) == {(a, b - 60)}
+    exchange.reset_counts()
+    clock.advance(10)  # counted from the end of each repair that ran: over for both
+    rt.backfill.backfill_gap(SID, a, LAST)
+    assert set(starts()) == {a} and max(last for _, last in asked()) >= b  # all of it again
+
+
+class SlowOnTheClock:
+    """Wraps the range source: each fetch takes `seconds` of the runtime (manual) clock."""
+
+    def __init__(self, inner, clock, seconds):
+        self.inner, self.name, self.clock, self.seconds = inner, inner.name, clock, seconds
+
+    def fetch(self, series, holes, now=None, deadline=None):
+        out = self.inner.fetch(series, holes, now, deadline=deadline)
+        self.clock.advance(self.seconds)
+        return out
+
+
+def test_the_cooldown_counts_from_the_end_of_the_repair(make_runtime, exchange, clock):
+    def slow_sources(ctx):
+        levels = default_sources(ctx)
+        return [*levels[:-1], SlowOnTheClock(levels[-1], clock, 5)]
+
+    rt = make_runtime(sources=slow_sources, backfill_cooldown_s=10.0)
+    exchange.faults.http_error(400, n=None)  # refused: the hole stays
+    rt.backfill.backfill_gap(SID, LAST - 10 * 60, LAST)  # from NOW to NOW + 5 on the runtime clock
+    tried = exchange.request_count("klines")
+    assert tried >= 1
+    clock.advance(9)  # 14 s after it started, 9 s after it ended
+    rt.backfill.backfill_gap(SID, LAST - 10 * 60, LAST)
+    assert exchange.request_count("klines") == tried
+    clock.advance(1)  # 10 s after it ended
+    rt.backfill.backfill_gap(SID, LAST - 10 * 60, LAST)
+    assert exchange.request_count("klines") == 2 * tried

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import NOW
+from tests.conftest import NOW, wait_for
 from tests.wsclient import WS, check_guarantee, events
 from tradecanvas_ext.domain import SeriesId
 
@@ -415,3 +415,123 @@ def test_a_client_dropped_for_a_full_queue_never_blocks_publishing(served, excha
         assert rt.hub.client_count == 1  # the stuck one was dropped, the good one is still served
     finally:
         release.set()
+
+
+# ---- client-triggered repairs share one budget (issue 12) ---------------------------------------------
+HOLE = (T - 9 * TF, T - TF)  # stored: T-20tf .. T-10tf and T .. T+5tf; missing in between
+OLD_SINCES = [T - (10 - k) * TF for k in range(8)]  # 8 different cursors inside or before the hole
+
+
+class GatedGap:
+    """The backfill service's gap repair, the first call held at a gate the test opens."""
+
+    def __init__(self, rt, monkeypatch):
+        self.real, self.calls = rt.backfill.backfill_gap, []
+        self.held, self.release = threading.Event(), threading.Event()
+        monkeypatch.setattr(rt.backfill, "backfill_gap", self)
+
+    def __call__(self, series_id, expected_next_time, actual_time):
+        self.calls.append((expected_next_time, actual_time))
+        if len(self.calls) == 1:
+            self.held.set()
+            assert self.release.wait(30), "the test never opened the gate"
+        return self.real(series_id, expected_next_time, actual_time)
+
+
+def store_with_a_hole(rt, exchange):
+    rt.store.upsert_closed(BTC_ID, exchange.candles("BTC/USDT", "1m", T - 20 * TF, HOLE[0] - TF))
+    rt.store.upsert_closed(BTC_ID, exchange.candles("BTC/USDT", "1m", HOLE[1] + TF, T + 5 * TF))
+    exchange.reset_counts()
+
+
+def klines_starts(exchange) -> list[int]:
+    """The first candle time each klines request asked for."""
+    return [int(p["startTime"]) // 1000 for path, p in exchange.requests if path.endswith("klines")]
+
+
+@pytest.mark.parametrize("first, queue, fetched_from", [
+    # the oldest cursor first: its recovery covers everyone else's
+    (0, [(HOLE[0], HOLE[1], 8)], [HOLE[0]]),
+    # the newest first: the seven others wait in one queued recovery, which re-checks the store first
+    # and fetches only what the first one did not
+    (7, [(T - 2 * TF, HOLE[1], 1), (HOLE[0], HOLE[1], 7)], [T - 2 * TF, HOLE[0]]),
+])
+def test_eight_old_sinces_on_one_hole_share_one_recovery(served, exchange, monkeypatch, first, queue,
+                                                         fetched_from):
+    rt = served()
+    store_with_a_hole(rt, exchange)
+    gate = GatedGap(rt, monkeypatch)
+    order = [first, *(k for k in range(8) if k != first)]
+    clients = {k: served.client(rt) for k in order}
+    try:
+        clients[first].subscribe(SID, since=OLD_SINCES[first])
+        assert gate.held.wait(10)  # the first recovery is in flight while the seven others ask for theirs
+        for k in order[1:]:
+            clients[k].subscribe(SID, since=OLD_SINCES[k])
+        wait_for(lambda: sum(w for *_, w in rt.hub.recovery_queue(BTC_ID)) == 8, 10, interval=0.02,
+                 what="all eight subscriptions waiting for a recovery")
+        waiting = rt.hub.recovery_queue(BTC_ID)
+    finally:
+        gate.release.set()
+    for k, ws in clients.items():
+        ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 5 * TF)
+        assert check_guarantee(ws.received, SID, TF, OLD_SINCES[k]) == list(
+            range(OLD_SINCES[k] + TF, T + 6 * TF, TF))  # the hole's candles, in order, none twice, no gap
+    assert klines_starts(exchange) == fetched_from  # one request per recovery, nothing fetched twice
+    assert rt.hub.recoveries_started == len(queue) and len(gate.calls) == len(queue)
+    assert waiting == queue
+    assert rt.hub.recovery_queue(BTC_ID) == []
+
+
+@pytest.mark.parametrize("how", ["unsubscribe", "disconnect"])
+def test_a_queued_recovery_for_a_subscription_that_is_gone_never_reaches_the_exchange(
+        served, exchange, monkeypatch, how):
+    rt = served()
+    store_with_a_hole(rt, exchange)
+    gate = GatedGap(rt, monkeypatch)
+    stays, goes = served.client(rt), served.client(rt)
+    try:
+        stays.subscribe(SID, since=T - 3 * TF)  # recovers [T-2tf, T-tf], held at the gate
+        assert gate.held.wait(10)
+        goes.subscribe(SID, since=HOLE[0] - TF)  # needs [HOLE[0], T-tf]: queued behind the first
+        wait_for(lambda: rt.hub.recovery_queue(BTC_ID) == [(T - 2 * TF, HOLE[1], 1), (HOLE[0], HOLE[1], 1)],
+                 10, interval=0.02, what="the second recovery queued")
+        if how == "unsubscribe":
+            goes.send({"type": "unsubscribe", "series_id": SID})
+        else:
+            goes.close()
+        wait_for(lambda: rt.hub.subscription_count(BTC_ID) == 1, 10, interval=0.02, what="the subscription gone")
+    finally:
+        gate.release.set()
+    stays.until(lambda m: m.get("candle", {}).get("candle_time") == T + 5 * TF)
+    assert check_guarantee(stays.received, SID, TF, T - 3 * TF) == list(range(T - 2 * TF, T + 6 * TF, TF))
+    wait_for(lambda: rt.hub.recovery_queue(BTC_ID) == [], 10, interval=0.02, what="the queue to empty")
+    assert gate.calls == [(T - 2 * TF, T)]  # the queued one did nothing
+    assert exchange.request_count("klines") == 1
+    assert rt.store.holes(BTC_ID, HOLE[0], T - 3 * TF)  # and nothing fetched it
+
+
+def test_the_same_range_is_not_fetched_again_within_the_cooldown(served, exchange, clock):
+    rt = served(backfill_cooldown_s=30.0)
+    store_with_a_hole(rt, exchange)
+    exchange.faults.http_error(400, n=None)  # the exchange refuses: the hole stays, no void is learned
+    since = HOLE[0] - TF
+
+    def subscriber():
+        ws = served.client(rt)
+        ws.subscribe(SID, since=since)
+        ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 5 * TF)
+        assert events(ws.received)[0] == ("gap", HOLE[0], T, 9, "unrecovered")
+        check_guarantee(ws.received, SID, TF, since)
+        ws.close()
+
+    subscriber()
+    tried = exchange.request_count("klines")
+    assert tried >= 1
+    clock.advance(29)  # within the cooldown (runtime clock), counted from the end of the repair
+    subscriber()
+    assert exchange.request_count("klines") == tried
+    clock.advance(1)  # the cooldown is over: the range is tried again
+    subscriber()
+    assert exchange.request_count("klines") == 2 * tried
+    assert rt.hub.recoveries_started == 3

@@ -1,7 +1,11 @@
 """BackfillService: the decision tree of contract section 5 (freqtrade -> rollup -> ccxt), single-flight
-per series, a cooldown for read-path calls and a time bound per call.
+per series, one cooldown and a time bound per call.
 
-Locks: `_flights_lock` guards the in-flight table and cooldown stamps; one `threading.Lock` per series
+The cooldown (`backfill_cooldown_s` on the runtime clock, counted from the end of a repair that ran): a
+read-path call does not repair a series repaired that recently, and a gap repair does not fetch again
+what such a repair covered. It lives here only; callers (the hub) keep no cooldown of their own.
+
+Locks: `_flights_lock` guards the in-flight table and the cooldown table `_repaired`; one `threading.Lock` per series
 (`_series_locks`) makes repairs of a series run one at a time. Sources never raise into the service.
 """
 from __future__ import annotations
@@ -90,7 +94,7 @@ class BackfillService:
         self._flights: dict[tuple, _Flight] = {}
         self._flights_lock = threading.Lock()
         self._series_locks: dict[SeriesId, threading.Lock] = {}
-        self._last_repair_end: dict[SeriesId, float] = {}
+        self._repaired: dict[SeriesId, list[tuple[int, int, float]]] = {}  # (start, end, ended at)
 
     @property
     def time_bound_s(self) -> float:
@@ -124,8 +128,11 @@ class BackfillService:
         key = ("gap", sid, first, last)
 
         def run() -> CoverageResult:
-            return self._repair(sid, first, last, levels=("freqtrade", "ccxt"), allow_ccxt=True,
-                                reason="gap_backfill", target=(last - first) // tf + 1, to_time=last)
+            start, end = self._outside_cooldown(sid, first, last, self.clock())
+            if end < start:
+                return self._measure(sid, first, last, (last - first) // tf + 1, last, skipped="cooldown")
+            return self._repair(sid, start, end, levels=("freqtrade", "ccxt"), allow_ccxt=True,
+                                reason="gap_backfill", target=(end - start) // tf + 1, to_time=end)
 
         self._single_flight(key, sid, run)
         return self.store.read_between(sid, int(expected_next_time), last)
@@ -157,6 +164,36 @@ class BackfillService:
                     self._flights.pop(key, None)
                 flight.done.set()
 
+    # ---- the cooldown -----------------------------------------------------------------------------
+    def _cooled(self, sid: SeriesId, start: int, end: int) -> None:
+        """A repair of [start, end] that ran has just ended."""
+        now = self.clock()
+        with self._flights_lock:
+            self._repaired[sid] = [*self._recent_repairs(sid, now), (start, end, now)]
+
+    def _cooling(self, sid: SeriesId, now: float) -> list[tuple[int, int, float]]:
+        """The series' repairs that ended less than `backfill_cooldown_s` before `now`."""
+        with self._flights_lock:
+            return self._recent_repairs(sid, now)
+
+    def _recent_repairs(self, sid: SeriesId, now: float) -> list[tuple[int, int, float]]:  # _flights_lock held
+        cooldown = self.settings.backfill_cooldown_s
+        return [r for r in self._repaired.get(sid, ()) if now - r[2] < cooldown]
+
+    def _outside_cooldown(self, sid: SeriesId, first: int, last: int, now: float) -> tuple[int, int]:
+        """[first, last] less the ends that a recent repair covered (empty when one covered it all)."""
+        tf = sid.tf_seconds
+        recent = self._cooling(sid, now)
+        moved = True
+        while moved and first <= last:
+            moved = False
+            for s, e, _ in recent:
+                if s <= first <= e:
+                    first, moved = e + tf, True
+                if first <= last and s <= last <= e:
+                    last, moved = s - tf, True
+        return first, last
+
     # ---- the decision tree ------------------------------------------------------------------------
     def _coverage(self, sid: SeriesId, target: int, to_time: int | None, read_path: bool) -> CoverageResult:
         tf = sid.tf_seconds
@@ -164,11 +201,8 @@ class BackfillService:
         latest = expected_latest_closed_time(now, tf)
         end = latest if to_time is None else min(align_down(int(to_time), tf), latest)
         start = end - (target - 1) * tf
-        if read_path:
-            with self._flights_lock:
-                last = self._last_repair_end.get(sid)
-            if last is not None and now - last < self.settings.backfill_cooldown_s:
-                return self._measure(sid, start, end, target, to_time, skipped="cooldown")
+        if read_path and self._cooling(sid, now):
+            return self._measure(sid, start, end, target, to_time, skipped="cooldown")
         allow_ccxt = to_time is not None or self.settings.enable_ccxt_backfill_on_read
         return self._repair(sid, start, end, levels=("freqtrade", "rollup", "ccxt"), allow_ccxt=allow_ccxt,
                             reason="tail_coverage", target=target, to_time=to_time)
@@ -253,8 +287,7 @@ class BackfillService:
         self.metrics.repair_seconds.labels(str(sid)).observe(time.monotonic() - started)
         self.metrics.rejected(res.rejected)
         if ran:
-            with self._flights_lock:
-                self._last_repair_end[sid] = self.clock()
+            self._cooled(sid, start, end)
         log.info("%s: %s [%d..%d] filled %d (%s), %d missing left%s", sid, res.note, start, end, res.filled,
                  res.sources, left, f", errors: {res.errors[:2]}" if res.errors else "")
         return res

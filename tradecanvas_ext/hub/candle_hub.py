@@ -7,9 +7,14 @@ what stays missing is announced by one `gap`. Flow control: a client's unsent da
 (MAX_PENDING_BYTES, then it is dropped), and a catch-up page is read only once the writer has sent the
 previous one, so a client that keeps reading gets any catch-up; live candles never wait for a client.
 
+Recoveries share one budget per series: they run one at a time, in order; a jump whose range one of them
+covers waits for it, one that overlaps or touches a queued one widens it; one whose every waiting
+subscription is gone when its turn comes does nothing. The backfill service fetches only what the store
+still misses and owns the cooldown (how soon the same range may be fetched again).
+
 Locks, and their order (a lock is only ever taken with the ones before it released, except as noted):
-- `CandleHub._lock` guards `_clients`, `_by_series`, `_recoveries`, `_recent`, `_last_forming`. Taken
-  alone; inside it only the recovery pool's non-blocking `submit`.
+- `CandleHub._lock` guards `_clients`, `_by_series`, `_recoveries` (and each `_Repair` in it),
+  `_last_forming`. Taken alone; inside it only the recovery pool's non-blocking `submit`.
 - `Subscription._lock` (subscription.py) guards one subscription's queue and state. Inside it only
   `HubClient.offer` (serialise, a metrics counter, then `HubClient._out_cv` for the append): nothing that
   takes `CandleHub._lock` or another subscription's lock. A client that overflows is dropped after it is
@@ -49,7 +54,6 @@ MAX_PENDING_BYTES = 16 * 1024 * 1024  # unsent JSON past this: the client is dro
 CATCHUP_TAIL = 500
 CATCHUP_PAGE = 1000
 FORMING_MIN_INTERVAL_S = 0.25  # wall-clock throttle of candle_forming per series (not candle time)
-RECENT_RECOVERY_S = 5.0  # a finished recovery of the same range is not started again this soon
 
 
 class HubClient:
@@ -184,6 +188,18 @@ class HubClient:
             self.send_error("bad_request", f"could not handle the frame: {type(exc).__name__}")
 
 
+class _Repair:
+    """One recovery of [a, last] of a series and the subscriptions waiting for it (under the hub's lock)."""
+
+    __slots__ = ("a", "last", "future", "waiters", "started")
+
+    def __init__(self, a: int, last: int, sub: Subscription):
+        self.a, self.last = a, last
+        self.future: Future = Future()
+        self.waiters: set[Subscription] = {sub}
+        self.started = False
+
+
 class CandleHub:
     """`recovery_bound_s`: the longest a subscription waits for one recovery before it announces the gap
     and goes on (the runtime passes the backfill service's time bound plus a margin)."""
@@ -198,8 +214,7 @@ class CandleHub:
         self._lock = threading.Lock()
         self._by_series: dict[SeriesId, set[Subscription]] = {}
         self._clients: set[HubClient] = set()
-        self._recoveries: dict[tuple, Future] = {}
-        self._recent: dict[tuple, float] = {}
+        self._recoveries: dict[SeriesId, deque[_Repair]] = {}  # per series: the running one first
         self._last_forming: dict[SeriesId, tuple[float, int]] = {}
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tc-hub")
         self._recovery_pool = ThreadPoolExecutor(recovery_workers, thread_name_prefix="tc-hub-recovery")
@@ -405,42 +420,68 @@ class CandleHub:
 
     def _start_recovery(self, sub: Subscription, a: int, last: int) -> Future | None:
         """None when [a, last] can be sent now (the store has it, or a recovery was tried or is not
-        allowed); else the recovery (started now, or one already running for the same range)."""
-        if (a, last) in sub.attempted or not self._gap_backfill:
+        allowed); else the recovery to wait for: one that covers the range, a queued one widened to
+        take it, or a new one queued behind the series' others."""
+        if (a, last) in sub.attempted or not self._gap_backfill or not self._missing(sub.series, a, last):
             return None
-        holes = self._store.holes(sub.series, a, last)
-        if not holes or all(h.void for h in holes):
-            return None  # the store has it all (or the exchange confirmed there is nothing)
-        key = (sub.series, a, last)
-        now = time.monotonic()
         sub.attempted.add((a, last))
         with self._lock:
-            done_at = self._recent.get(key)
-            if done_at is not None and now - done_at < RECENT_RECOVERY_S:
+            return self._join_repair(sub, a, last)
+
+    def _join_repair(self, sub: Subscription, a: int, last: int) -> Future | None:  # with _lock held
+        line = self._recoveries.setdefault(sub.series, deque())
+        for r in line:
+            if r.a <= a and last <= r.last:  # running or queued, it fetches this range too
+                r.waiters.add(sub)
+                return r.future
+        for r in line:  # a queued one that overlaps or touches it: one fetch for both
+            if not r.started and a <= r.last + sub.tf and r.a <= last + sub.tf:
+                r.a, r.last = min(r.a, a), max(r.last, last)
+                r.waiters.add(sub)
+                return r.future
+        repair = _Repair(a, last, sub)
+        line.append(repair)
+        if len(line) == 1:  # no runner for this series: start one
+            try:
+                self._recovery_pool.submit(self._run_repairs, sub.series)
+            except RuntimeError:  # the hub is closing
+                line.pop()
+                del self._recoveries[sub.series]
                 return None
-            fut = self._recoveries.get(key)
-            if fut is None:
-                fut = self._recovery_pool.submit(self._recover, key, a, last + sub.tf)
-                self._recoveries[key] = fut
-                self.recoveries_started += 1
-        return fut
+        self.recoveries_started += 1
+        return repair.future
 
-    def _recover(self, key: tuple, expected_next: int, actual: int) -> None:
-        series = key[0]
-        try:
-            self._backfill.backfill_gap(series, expected_next, actual)
-        except Exception:
-            log.exception("%s: gap recovery [%d, %d) failed", series, expected_next, actual)
-        finally:  # before the future resolves: a resumed subscription sees it as recent
-            self._recovery_done(key)
+    def _run_repairs(self, series: SeriesId) -> None:
+        """The series' recoveries, one at a time in order. Each does nothing when, at its turn, every
+        subscription that waited for it is gone; the service fetches only what the store still misses."""
+        while True:
+            with self._lock:
+                repair = self._recoveries[series][0]
+                repair.started = True
+                waiters = list(repair.waiters)
+            try:
+                if any(not s.closed for s in waiters):
+                    self._backfill.backfill_gap(series, repair.a, repair.last + series.tf_seconds)
+            except Exception:
+                log.exception("%s: gap recovery [%d, %d] failed", series, repair.a, repair.last)
+            finally:
+                with self._lock:
+                    line = self._recoveries[series]
+                    line.popleft()
+                    if not line:
+                        del self._recoveries[series]
+                repair.future.set_result(None)
+            if not line:
+                return
 
-    def _recovery_done(self, key: tuple) -> None:
+    def recovery_queue(self, series: SeriesId) -> list[tuple[int, int, int]]:
+        """The series' recoveries in order, running one first: (first time, last time, waiters)."""
         with self._lock:
-            self._recoveries.pop(key, None)
-            self._recent[key] = time.monotonic()
-            if len(self._recent) > 10_000:
-                cutoff = time.monotonic() - RECENT_RECOVERY_S
-                self._recent = {k: v for k, v in self._recent.items() if v >= cutoff}
+            return [(r.a, r.last, len(r.waiters)) for r in self._recoveries.get(series, ())]
+
+    def _missing(self, series: SeriesId, a: int, last: int) -> bool:
+        """The store lacks a candle of [a, last] that is not a confirmed void."""
+        return any(not h.void for h in self._store.holes(series, a, last))
 
     def _send_range_with_gaps(self, sub: Subscription, a: int, last: int) -> None:
         """What the store now has in [a, last], in order, each remaining hole announced before its candle."""

@@ -122,6 +122,12 @@ class Subscription:
             self._state, self._token = SubState.CLOSED, None
             self._queue.clear()
 
+    @property
+    def closed(self) -> bool:
+        """Unsubscribed, replaced or disconnected: nothing done for it any more reaches anyone."""
+        with self._lock:
+            return self._state is SubState.CLOSED
+
     def hand_over(self, messages: list[dict], then: Callable[[], None] | None = None) -> bool:
         """Queue messages on the client unless closed: under the lock, so nothing follows a close; `then`
         is called by the client's writer once they are sent. Returns whether the client overflowed; the
