@@ -81,7 +81,6 @@ class Core:
     clock: Clock
     registry: SeriesRegistry
     storage: Store  # the whole store: candles, tracker rows, leases (closed last)
-    store: CandleStore  # storage.candles
     tracker: ProgressTracker
     feed: CandleFeed
     metrics: Metrics
@@ -91,6 +90,11 @@ class Core:
     hub: CandleHub
     closing: tuple[Closeable, ...]  # closed after the hub, before the store (exchange pools)
     listener: CandleListener | NoListener  # other processes' writes (a no-op on SQLite)
+
+    @property
+    def store(self) -> CandleStore:
+        """The candles and voids (`storage.candles`)."""
+        return self.storage.candles
 
     def exchange_retries(self) -> int:
         return sum(s.retries for s in self.sources if isinstance(s, CountsRetries))
@@ -129,7 +133,7 @@ def build_core(settings: Settings, clock: Clock, registry: SeriesRegistry,
                         recovery_bound_s=backfill.time_bound_s + 5.0)
         feed.add_listener(hub.publish_closed)  # ingest, repairs and other processes reach subscribers
         listener = storage.listen(_remote_writes(store, registry, feed))
-        core = Core(settings, clock, registry, storage, store, tracker, feed, metrics, sources, backfill, health, hub,
+        core = Core(settings, clock, registry, storage, tracker, feed, metrics, sources, backfill, health, hub,
                     tuple(ctx._to_close), listener)
         metrics.watch(core)
     except BaseException:

@@ -266,8 +266,8 @@ class BotGlue:
     def _apply_reload(self, rt, settings) -> None:
         old = rt.settings
         wanted = settings.series or ()
-        if set(wanted) != set(rt.series_ids):
-            change = rt.registry.replace(wanted)
+        change = rt.registry.replace(wanted)  # empty when the same series are kept
+        if change:
             log.info("tradecanvas: config reload: now keeping %d series (%d new, %d retired)", len(wanted),
                      len(change.activated), len(change.retired))
         if settings == old:
