@@ -27,7 +27,8 @@ ALLOWED = {
     "runtime": CORE | {"core", "backfill", "web"},
     "web": CORE | {"store", "hub", "backfill"},
     "bot": CORE | {"core", "runtime", "store", "sources", "backfill", "hub"},
-    "cli": CORE | {"core", "runtime", "store", "backfill", "bot", "testing"},
+    "history": {"domain", "series_ids", "store", "sources"},
+    "cli": CORE | {"core", "runtime", "store", "backfill", "bot", "history", "testing"},
     "testing": {"domain"},
 }
 
