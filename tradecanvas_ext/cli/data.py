@@ -266,19 +266,19 @@ def print_repair(sel: Selection, reports, dry_run: bool, interrupted: bool) -> N
     console = _console()
     title = f"history repair in {sel.datadir} ({sel.data_format})" + (" — dry run, nothing written" if dry_run else "")
     table = Table(title=title)
-    for col in ("file", "candles before", "missing before", "filled store/rollup/ccxt", "void", "unavailable",
-                "candles after", "still missing", "why"):
+    for col in ("file", "before", "missing", "store", "rollup", "exchange", "void", "unavailable", "after",
+                "left", "why"):
         table.add_column(col, justify="left" if col in ("file", "why") else "right")
     for r in reports:
         after = r.after or r.before
         table.add_row(r.before.file.name, str(r.before.candles), str(plan.covered(r.before.gaps, plan.MISSING)),
-                      f"{r.filled['store']}/{r.filled['rollup']}/{r.filled['ccxt']}",
+                      str(r.filled["store"]), str(r.filled["rollup"]), str(r.filled["ccxt"]),
                       str(plan.covered(after.gaps, plan.VOID)), str(plan.covered(after.gaps, plan.UNAVAILABLE)),
                       str(after.candles), str(r.remaining), r.why())
     t = _repair_total(reports)
     table.add_section()
     f = t["filled"]
-    table.add_row(f"total ({t['files']} files, {t['requests']} requests)", "", str(t["missing_before"]),
-                  f"{f['store']}/{f['rollup']}/{f['ccxt']}", str(t["void_candles"]), str(t["unavailable_candles"]),
-                  "", str(t["still_missing"]), "interrupted" if interrupted else "")
+    table.add_row(f"total: {t['files']} files", "", str(t["missing_before"]), str(f["store"]), str(f["rollup"]),
+                  str(f["ccxt"]), str(t["void_candles"]), str(t["unavailable_candles"]), "", str(t["still_missing"]),
+                  "interrupted" if interrupted else f"{t['requests']} requests")
     console.print(table)
