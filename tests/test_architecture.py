@@ -26,7 +26,7 @@ ALLOWED = {
     "core": CORE | {"store", "sources", "backfill", "hub"},
     "runtime": CORE | {"core", "backfill", "web"},
     "web": CORE | {"store", "hub", "backfill"},
-    "bot": CORE | {"core", "runtime", "store", "sources", "backfill", "hub"},
+    "bot": CORE | {"core", "runtime", "store", "sources", "backfill", "hub", "history"},
     "history": {"domain", "series_ids", "store", "sources"},
     "cli": CORE | {"core", "runtime", "store", "backfill", "bot", "history", "testing"},
     "testing": {"domain"},

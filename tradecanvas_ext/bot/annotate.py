@@ -4,6 +4,7 @@ It adds two columns and never touches another column or row."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -81,3 +82,18 @@ def from_history(config, sid: SeriesId) -> np.ndarray:
             _HISTORY_CACHE.clear()
         _HISTORY_CACHE[key] = epoch_seconds(df["date"]) if len(df) else np.empty(0, dtype=np.int64)
     return _HISTORY_CACHE[key]
+
+
+def sidecar_voids(config, sid: SeriesId, df: pd.DataFrame) -> list[tuple[int, int]]:
+    """Backtesting and hyperopt: the voids `tradecanvas data repair` recorded beside the series' history
+    file (`.tradecanvas/<file>.voids`, contract section 10) over the frame's span."""
+    from ..history.files import HistoryFile
+    from ..history.sidecar import voids_over
+
+    datadir = config.get("datadir")
+    if not datadir or len(df) == 0:
+        return []
+    t = epoch_seconds(df["date"])
+    f = HistoryFile(Path(datadir), config.get("dataformat_ohlcv") or "feather", sid.symbol, sid.timeframe,
+                    "futures" if sid.market == "futures" else "spot")
+    return voids_over(f.path, int(t.min()), int(t.max()))

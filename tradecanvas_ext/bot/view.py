@@ -64,14 +64,15 @@ class TradeCanvasView:
         downloaded history; 0: made up by freqtrade or unknown) and `tc_void` (1: inside a confirmed exchange
         outage) to `dataframe`, in place; every other column and row stays as it is. One indexed read of the
         frame's span, then a join on time: cheap enough for every candle."""
-        from .annotate import annotate_frame, from_history, from_store
+        from .annotate import annotate_frame, from_history, from_store, sidecar_voids
 
         sid = SeriesId.parse(self.series_id(metadata["pair"], timeframe))
         rt = self._runtime()
         if rt is not None and rt.store is not None:
             real, voids = from_store(rt.store, sid, dataframe)
         else:
-            real, voids = from_history(self._strategy.config, sid), []
+            real, voids = from_history(self._strategy.config, sid), sidecar_voids(self._strategy.config, sid,
+                                                                                   dataframe)
         return annotate_frame(dataframe, real, voids)
 
     def health(self, pair: str, timeframe: str | None = None) -> dict | None:

@@ -114,3 +114,13 @@ def _subtract(start: int, end: int, cut: list[tuple[int, int]], tf: int) -> list
     if cur <= end:
         pieces.append((cur, end))
     return pieces
+
+
+def voids_over(data_file: Path, first: int, last: int) -> list[tuple[int, int]]:
+    """The recorded voids of a data file that reach into [first, last] (none when it has no side-car or an
+    unreadable one): what `annotate` marks in backtesting."""
+    try:
+        side = load(data_file, "")
+    except SidecarError:
+        return []
+    return [(v.start, v.end) for v in side.voids if v.end >= first and v.start <= last]
