@@ -15,7 +15,7 @@ import pytest
 from freqtrade.data.history.datahandlers import get_datahandler
 from freqtrade.enums import CandleType
 
-from tests.conftest import REPO, subprocess_env
+from tests.conftest import REPO, subprocess_env, wait_for
 from tests.history_frames import frames
 from tests.historykit import TRADECANVAS, secs, tree
 from tradecanvas_ext.history.atomic import WORK_FOLDER
@@ -62,6 +62,34 @@ def test_sigkill_in_the_middle_of_rewrites_leaves_the_old_or_the_new_file(tmp_pa
     print(f"\n[kills] seed {seed}: {seen}, {mid_rewrite} inside a rewrite")
 
 
+def emulator_files(tmp_path, emu, holes_every: int = 17) -> tuple[dict, list[int], object]:
+    """Two 1m files of the last 6 h from the emulator, one-candle holes cut every `holes_every` rows, and a
+    config pointing the repair at the emulator."""
+    datadir = tmp_path / "user_data" / "data" / "binance"
+    datadir.mkdir(parents=True)
+    handler = get_datahandler(datadir, "feather")
+    end = int(time.time() // 3600) * 3600 - 3600
+    full = {}
+    drop: list[int] = []
+    for pair in ("BTC/USDT", "ETH/USDT"):
+        rows = emu.candles(pair, "1m", end - 6 * 3600, end)
+        df = pd.DataFrame(rows, columns=["t", "open", "high", "low", "close", "volume"])
+        df.insert(0, "date", pd.to_datetime(df.pop("t"), unit="s", utc=True))
+        full[pair] = df
+        drop = [i for i in range(5, len(df) - 5) if i % holes_every == 0]
+        handler.ohlcv_store(pair, "1m", df.drop(index=drop).reset_index(drop=True), CandleType.SPOT)
+    cfg = json.loads((REPO / "config.json").read_text())
+    cfg["exchange"]["ccxt_config"] = emu.ccxt_config()
+    cfg["user_data_dir"] = str(tmp_path / "user_data")
+    cfg["tradecanvas"].update({"ccxt_config": emu.ccxt_config(), "db_url": f"sqlite:///{tmp_path / 'tc.sqlite'}"})
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    return full, drop, handler
+
+
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a suite started without job control ignores SIGINT
+
+
 @pytest.fixture
 def emu():
     e = ExchangeEmulator(seed=5, symbols=("BTC/USDT", "ETH/USDT")).start()
@@ -72,23 +100,8 @@ def emu():
 def test_a_repair_killed_at_random_points_is_finished_by_the_next(tmp_path, emu):
     seed = random.randrange(2**32)
     rng = random.Random(seed)
+    full, drop, handler = emulator_files(tmp_path, emu)
     datadir = tmp_path / "user_data" / "data" / "binance"
-    datadir.mkdir(parents=True)
-    handler = get_datahandler(datadir, "feather")
-    end = int(time.time() // 3600) * 3600 - 3600
-    full = {}
-    for pair in ("BTC/USDT", "ETH/USDT"):
-        rows = emu.candles(pair, "1m", end - 6 * 3600, end)
-        df = pd.DataFrame(rows, columns=["t", "open", "high", "low", "close", "volume"])
-        df.insert(0, "date", pd.to_datetime(df.pop("t"), unit="s", utc=True))
-        full[pair] = df
-        drop = [i for i in range(5, len(df) - 5) if i % 17 == 0]  # 20 one-candle holes
-        handler.ohlcv_store(pair, "1m", df.drop(index=drop).reset_index(drop=True), CandleType.SPOT)
-    cfg = json.loads((REPO / "config.json").read_text())
-    cfg["exchange"]["ccxt_config"] = emu.ccxt_config()
-    cfg["user_data_dir"] = str(tmp_path / "user_data")
-    cfg["tradecanvas"].update({"ccxt_config": emu.ccxt_config(), "db_url": f"sqlite:///{tmp_path / 'tc.sqlite'}"})
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
     cmd = [TRADECANVAS, "data", "repair", "--config", str(tmp_path / "config.json")]
     emu.faults.slow(0.15, n=None)
     for _ in range(3):
@@ -108,3 +121,26 @@ def test_a_repair_killed_at_random_points_is_finished_by_the_next(tmp_path, emu)
         got = handler.ohlcv_load(pair, "1m", CandleType.SPOT, fill_missing=False, warn_no_data=False)
         assert same(got, want), pair
     assert not [p for p in tree(datadir) if "tmp-" in p]
+
+
+def test_ctrl_c_stops_between_requests_and_writes_what_was_fetched(tmp_path, emu):
+    full, drop, handler = emulator_files(tmp_path, emu, holes_every=7)  # ~50 holes per file
+    emu.faults.slow(0.2, n=None)
+    cmd = [TRADECANVAS, "data", "repair", "--config", str(tmp_path / "config.json"), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+                            cwd=tmp_path, preexec_fn=default_sigint)
+    wait_for(lambda: emu.request_count("klines") >= 5, 60, interval=0.05, what="the repair's first requests")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    doc = json.loads(out)
+    assert doc["interrupted"] and doc["files"]
+    first = doc["files"][0]
+    assert first["interrupted"] and 0 < first["filled"]["ccxt"] < len(drop)
+    got = handler.ohlcv_load("BTC/USDT", "1m", CandleType.SPOT, fill_missing=False, warn_no_data=False)
+    assert len(got) == len(full["BTC/USDT"]) - len(drop) + first["filled"]["ccxt"]  # what was fetched is written
+    emu.faults.clear()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=subprocess_env(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for pair, want in full.items():
+        assert same(handler.ohlcv_load(pair, "1m", CandleType.SPOT, fill_missing=False, warn_no_data=False), want)

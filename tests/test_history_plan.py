@@ -38,9 +38,11 @@ def test_fresh_keeps_only_records_younger_than_the_age():
 
 
 @pytest.mark.parametrize("span", [1, 3, 10, 1000])
-def test_fetch_groups_cover_every_hole_time_once_and_stay_within_the_span(span):
+@pytest.mark.parametrize("max_holes", [1, 2, 50])
+def test_fetch_groups_cover_every_hole_time_once_and_stay_within_the_span(span, max_holes):
     holes = [Hole(0, 600, 11), Hole(900, 900, 1), Hole(3000, 3600, 11)]
-    groups = plan.group_for_fetch(holes, TF, span)
+    groups = plan.group_for_fetch(holes, TF, span, max_holes)
+    assert all(len(g) <= max_holes for g in groups)
     covered = [t for g in groups for h in g for t in range(h.start, h.end + TF, TF)]
     assert covered == [t for h in holes for t in range(h.start, h.end + TF, TF)]
     assert all(g[-1].end - g[0].start <= (span - 1) * TF for g in groups)
@@ -48,8 +50,9 @@ def test_fetch_groups_cover_every_hole_time_once_and_stay_within_the_span(span):
 
 
 def test_neighbouring_holes_share_a_call_far_ones_do_not():
-    groups = plan.group_for_fetch([Hole(0, 60, 2), Hole(300, 300, 1), Hole(100_000 * TF, 100_000 * TF, 1)], TF, 1000)
-    assert [len(g) for g in groups] == [2, 1]
+    holes = [Hole(0, 60, 2), Hole(300, 300, 1), Hole(100_000 * TF, 100_000 * TF, 1)]
+    assert [len(g) for g in plan.group_for_fetch(holes, TF, 1000, max_holes=4)] == [2, 1]
+    assert [len(g) for g in plan.group_for_fetch(holes, TF, 1000)] == [1, 1, 1]
 
 
 def test_new_rows_never_replace_an_existing_row_nor_land_outside_a_hole():

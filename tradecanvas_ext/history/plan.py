@@ -76,16 +76,16 @@ def fresh(records: Iterable[Checked], now: float, max_age_s: float) -> list[tupl
     return [(c.start, c.end) for c in records if now - c.checked_at < max_age_s]
 
 
-def group_for_fetch(holes: Sequence[Hole], tf: int, span_candles: int) -> list[list[Hole]]:
-    """Holes in calls of at most `span_candles` grid times from the first start to the last end: neighbours
-    share a call (a source may serve them from one page), a long hole is cut into pieces of that length, so
-    every call is short enough to stop between."""
+def group_for_fetch(holes: Sequence[Hole], tf: int, span_candles: int, max_holes: int = 1) -> list[list[Hole]]:
+    """Holes in calls of at most `span_candles` grid times from the first start to the last end and at most
+    `max_holes` holes each: a long hole is cut into pieces of that length, so every call is short enough to
+    stop between; neighbours may share a call (`max_holes` > 1) when a source serves them from one page."""
     groups: list[list[Hole]] = []
     span = span_candles * tf
     for h in sorted(holes, key=lambda h: h.start):
         start = h.start
         while start <= h.end:
-            if groups and start + tf - groups[-1][0].start <= span:
+            if groups and len(groups[-1]) < max_holes and start + tf - groups[-1][0].start <= span:
                 room_end = groups[-1][0].start + span - tf
             else:
                 groups.append([])
@@ -93,7 +93,7 @@ def group_for_fetch(holes: Sequence[Hole], tf: int, span_candles: int) -> list[l
             stop = min(h.end, room_end)
             groups[-1].append(Hole(start, stop, (stop - start) // tf + 1))
             start = stop + tf
-    return [g for g in groups if g]
+    return groups
 
 
 def new_rows(existing: np.ndarray, fetched: CandleBatch, holes: Sequence[Hole]) -> CandleBatch:

@@ -24,7 +24,10 @@ from . import sidecar as sc
 
 log = logging.getLogger(__name__)
 
-FETCH_SPAN_CANDLES = 1000  # one fetch call spans at most this many grid times: a stop lands between calls
+# One fetch call: one hole, or a piece of at most this many grid times of a longer one (one page at most
+# exchanges' limits). The range walk requests at least one page per hole, so grouping neighbours in one call
+# would save nothing yet and would delay a Ctrl-C by one request per hole of the group.
+FETCH_SPAN_CANDLES = 1000
 STORE_ORIGIN = "tradecanvas-data-repair"
 
 
