@@ -144,3 +144,26 @@ def test_ctrl_c_stops_between_requests_and_writes_what_was_fetched(tmp_path, emu
     assert done.returncode == 0, done.stderr[-2000:]
     for pair, want in full.items():
         assert same(handler.ohlcv_load(pair, "1m", CandleType.SPOT, fill_missing=False, warn_no_data=False), want)
+
+
+def test_only_abandoned_scratch_is_removed(tmp_path):
+    """A scratch folder whose writer still holds its lock is kept; one nobody holds is removed."""
+    import fcntl
+    import os
+
+    from tradecanvas_ext.history.atomic import remove_stale_scratch
+
+    base = tmp_path / WORK_FOLDER
+    live, dead = base / "tmp-1-live", base / "tmp-2-dead"
+    for p in (live, dead):
+        p.mkdir(parents=True)
+        (p / ".lock").touch()
+        (p / "BTC_USDT-1m.feather").write_bytes(b"partial")
+    fd = os.open(live / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert remove_stale_scratch(tmp_path) == [dead]
+        assert live.is_dir() and not dead.exists()
+    finally:
+        os.close(fd)
+    assert remove_stale_scratch(tmp_path) == [live]

@@ -11,23 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..domain import merge_ranges
+from ..store import Void
 from .atomic import WORK_FOLDER, write_bytes_atomically
 
 SUFFIX = ".voids"
 VERSION = 1
 
 
-@dataclass(frozen=True)
-class Checked:
-    """An inclusive range of candle open times a source vouched for, and when."""
-
-    start: int
-    end: int
-    source: str
-    checked_at: float
-
-    def to_dict(self) -> dict:
-        return {"start": self.start, "end": self.end, "source": self.source, "checked_at": self.checked_at}
+# An inclusive range of candle open times a source vouched for, and when: the store's own record.
+Checked = Void
 
 
 @dataclass(frozen=True)
