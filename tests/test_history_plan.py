@@ -82,3 +82,10 @@ def test_sidecar_round_trip_and_its_name(tmp_path):
     sc.sidecar_path(data).write_text(json.dumps({"voids": [{"start": "x"}]}))
     with pytest.raises(sc.SidecarError, match="not a readable side-car"):
         sc.load(data, "x")
+
+
+def test_clip_keeps_only_the_parts_inside_the_holes():
+    holes = [Hole(60, 120, 2), Hole(300, 360, 2)]
+    assert plan.clip([(0, 400)], holes, TF) == [(60, 120), (300, 360)]
+    assert plan.clip([(100, 130), (340, 340)], holes, TF) == [(100, 120), (340, 340)]
+    assert plan.clip([(180, 240)], holes, TF) == []

@@ -97,10 +97,22 @@ def group_for_fetch(holes: Sequence[Hole], tf: int, span_candles: int, max_holes
 
 
 def new_rows(existing: np.ndarray, fetched: CandleBatch, holes: Sequence[Hole]) -> CandleBatch:
-    """The fetched candles at times inside `holes` that the file does not hold (one per time, ascending)."""
+    """The fetched candles at times inside `holes` that the file does not hold (one per time, ascending).
+    `existing`: the file's times, ascending."""
     got = fetched.dedupe_sorted()
-    keep = times_in_holes(got.times, holes) & ~np.isin(got.times, existing)
-    return got.take(keep)
+    idx = np.searchsorted(existing, got.times)
+    held = (idx < len(existing)) & (existing[np.minimum(idx, len(existing) - 1)] == got.times) if len(existing) \
+        else np.zeros(len(got), dtype=bool)
+    return got.take(times_in_holes(got.times, holes) & ~held)
+
+
+def clip(ranges: Iterable[tuple[int, int]], holes: Sequence[Hole], tf: int) -> list[tuple[int, int]]:
+    """The parts of inclusive `ranges` inside the holes (a range asked across several holes and the file's
+    rows between them says nothing about those rows)."""
+    out = []
+    for s, e in merge_ranges(ranges, tf):
+        out.extend((max(s, h.start), min(e, h.end)) for h in holes if h.start <= e and h.end >= s)
+    return out
 
 
 def covered(gaps: Sequence[Gap], kind: str) -> int:
