@@ -89,3 +89,26 @@ def test_clip_keeps_only_the_parts_inside_the_holes():
     assert plan.clip([(0, 400)], holes, TF) == [(60, 120), (300, 360)]
     assert plan.clip([(100, 130), (340, 340)], holes, TF) == [(100, 120), (340, 340)]
     assert plan.clip([(180, 240)], holes, TF) == []
+
+
+@pytest.mark.parametrize("data_format", ["feather", "json", "jsongz", "parquet"])
+def test_a_futures_file_is_listed_read_and_rewritten_in_its_own_folder(tmp_path, data_format):
+    """Futures files live in datadir/futures/ (freqtrade's rule); the rewrite and the side-car stay there."""
+    import pandas as pd
+
+    from tradecanvas_ext.history.files import HistoryFile, list_files, merged_frame, read_frame, write_frame
+
+    f = HistoryFile(tmp_path, data_format, "BTC/USDT:USDT", "1h", "futures")
+    t = np.array([0, 3600, 10800], dtype=np.int64)
+    df = pd.DataFrame({"date": pd.to_datetime(t, unit="s", utc=True).as_unit("ms"), "open": 1.0, "high": 2.0,
+                       "low": 0.5, "close": 1.5, "volume": 3.0})
+    write_frame(f, df)
+    assert f.path.parent == tmp_path / "futures" and f.path.is_file()
+    assert list_files(tmp_path, data_format, "futures") == [f] and list_files(tmp_path, data_format, "spot") == []
+    loaded = read_frame(f)
+    write_frame(f, merged_frame(loaded, CandleBatch.from_rows([(7200, 1.0, 2.0, 0.5, 1.5, 4.0)])))
+    again = read_frame(f)
+    assert (again["date"].dt.as_unit("ms").astype("int64") // 1000).tolist() == [0, 3600, 7200, 10800]
+    assert again["volume"].tolist() == [3.0, 3.0, 4.0, 3.0]
+    assert sorted(p.name for p in (tmp_path / "futures").iterdir()) == [".tradecanvas", f.path.name]
+    assert list((tmp_path / "futures" / ".tradecanvas").iterdir()) == []
