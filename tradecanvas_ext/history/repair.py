@@ -107,9 +107,13 @@ class StoreLevel:
         if not holes or not self.holds(sid):
             return CandleBatch.empty(), []
         lo, hi = holes[0].start, holes[-1].end
-        got = self.candles.read_between(sid, lo, hi)
-        voids = [sc.Checked(v.start, v.end, f"store:{v.source}", v.checked_at)
-                 for v in self.candles.voids(sid, lo, hi)]
+        try:
+            got = self.candles.read_between(sid, lo, hi)
+            voids = [sc.Checked(v.start, v.end, f"store:{v.source}", v.checked_at)
+                     for v in self.candles.voids(sid, lo, hi)]
+        except Exception as exc:  # a store that fails mid-way is a level with nothing to offer
+            log.warning("store %s: %s: %s; going on without it", sid, type(exc).__name__, exc)
+            return CandleBatch.empty(), []
         return got.take(times_in_holes(got.times, holes)), voids
 
 
