@@ -35,10 +35,17 @@ def same(df: pd.DataFrame, want: pd.DataFrame) -> bool:
 def test_sigkill_in_the_middle_of_rewrites_leaves_the_old_or_the_new_file(tmp_path, data_format):
     seed = random.randrange(2**32)
     rng = random.Random(seed)
-    a, b = frames(ROWS)
     f = HistoryFile(tmp_path, data_format, "BTC/USDT", "1m", "spot")
-    write_frame(f, a)
     handler = get_datahandler(tmp_path, data_format)
+
+    def load():
+        return handler.ohlcv_load("BTC/USDT", "1m", CandleType.SPOT, fill_missing=False, warn_no_data=False)
+
+    mem_a, mem_b = frames(ROWS)
+    write_frame(f, mem_b)
+    b = load()  # each version as the format stores it (json keeps 10 decimals)
+    write_frame(f, mem_a)
+    a = load()
     seen, mid_rewrite = {"old": 0, "new": 0}, 0
     for _ in range(KILLS):
         proc = subprocess.Popen([sys.executable, "-m", "tests.history_writer", str(tmp_path), data_format, str(ROWS)],
@@ -49,14 +56,14 @@ def test_sigkill_in_the_middle_of_rewrites_leaves_the_old_or_the_new_file(tmp_pa
         proc.wait(10)
         proc.stdout.close()
         mid_rewrite += bool(list((tmp_path / WORK_FOLDER).glob("tmp-*")))  # killed inside replace_atomically
-        df = handler.ohlcv_load("BTC/USDT", "1m", CandleType.SPOT, fill_missing=False, warn_no_data=False)
+        df = load()
         if same(df, a):
             seen["old"] += 1
         else:
             assert same(df, b), f"torn file after a SIGKILL (seed {seed}): {len(df)} rows"
             seen["new"] += 1
     assert mid_rewrite >= 1, f"no kill landed inside a rewrite (seed {seed}): the test proved nothing"
-    write_frame(f, a)  # the next write clears what the killed ones left
+    write_frame(f, mem_a)  # the next write clears what the killed ones left
     assert list((tmp_path / WORK_FOLDER).glob("tmp-*")) == []
     assert [p.name for p in tmp_path.iterdir() if p.is_file()] == [f.path.name]
     print(f"\n[kills] seed {seed}: {seen}, {mid_rewrite} inside a rewrite")
