@@ -1,0 +1,37 @@
+"""The registry of the emulator's exchange dialects: name -> the class serving it, each one's rules as data
+(`SPECS`) and `ccxt_config_for`, the ccxt URL override for a dialect at a base URL. Builds nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..dialect import Dialect, DialectSpec
+from ..routes import BINANCE_SPOT, BINANCE_USDM, BinanceRoutes
+from ..truth import Truth
+
+_BUILDERS: dict[str, tuple[DialectSpec, Callable[[Truth, int], Dialect]]] = {
+    "binance": (BINANCE_SPOT, lambda truth, seed: BinanceRoutes(truth, seed)),
+    "binanceusdm": (BINANCE_USDM, lambda truth, seed: BinanceRoutes(truth, seed, futures=True)),
+}
+
+#: Every dialect's rules (page caps, reach, order, units, omission) by dialect name.
+SPECS: dict[str, DialectSpec] = {name: spec for name, (spec, _) in _BUILDERS.items()}
+DIALECTS: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def build_dialect(name: str, truth: Truth, seed: int) -> Dialect:
+    try:
+        return _BUILDERS[name][1](truth, seed)
+    except KeyError:
+        raise ValueError(f"unknown emulator dialect {name!r}; known: {', '.join(_BUILDERS)}") from None
+
+
+def ccxt_config_for(dialect: str, base_url: str) -> dict:
+    """The config to deep-merge into `getattr(ccxt, SPECS[dialect].ccxt_id)({...})` so that every REST
+    call of that ccxt class goes to the emulator at `base_url` ("http://127.0.0.1:PORT"): URL overrides
+    (plus, for Binance, the option that keeps load_markets to the emulated market type)."""
+    from ..faults import FaultController
+    from ..markets import Markets
+
+    probe = build_dialect(dialect, Truth(Markets(["BTC/USDT"], 0), FaultController()), 0)
+    return probe.ccxt_config(base_url.rstrip("/"))
