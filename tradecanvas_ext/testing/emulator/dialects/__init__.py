@@ -8,10 +8,14 @@ from collections.abc import Callable
 from ..dialect import Dialect, DialectSpec
 from ..routes import BINANCE_SPOT, BINANCE_USDM, BinanceRoutes
 from ..truth import Truth
+from .bybit import BYBIT, BybitDialect
+from .okx import OKX, OkxDialect
 
 _BUILDERS: dict[str, tuple[DialectSpec, Callable[[Truth, int], Dialect]]] = {
     "binance": (BINANCE_SPOT, lambda truth, seed: BinanceRoutes(truth, seed)),
     "binanceusdm": (BINANCE_USDM, lambda truth, seed: BinanceRoutes(truth, seed, futures=True)),
+    "bybit": (BYBIT, BybitDialect),
+    "okx": (OKX, OkxDialect),
 }
 
 #: Every dialect's rules (page caps, reach, order, units, omission) by dialect name.

@@ -1,0 +1,114 @@
+"""The Bybit v5 dialect: /v5/market/kline (newest first, start/end inclusive in ms, 1000 a page),
+/v5/market/instruments-info and /v5/market/time, with Bybit's retCode bodies. Spot markets only."""
+
+from __future__ import annotations
+
+import math
+
+from ..dialect import Answer, ApiError, Dialect, DialectSpec, Endpoint, apply_row_faults, columns, fmt_short, ok
+from ..faults import FaultDecision
+from ..markets import UNIT, Market
+
+PREFIX = "/v5/"
+
+BYBIT = DialectSpec(
+    name="bybit", ccxt_id="bybit", market_type="spot",
+    endpoints=(Endpoint("market/kline", PREFIX + "market/kline", 1000, 200),),
+    time_unit="ms", newest_first=True, omits_quiet=False,
+    timeframes={"1m": "1", "3m": "3", "5m": "5", "15m": "15", "30m": "30", "1h": "60", "2h": "120",
+                "4h": "240", "6h": "360", "12h": "720", "1d": "D"},
+    rate_limit_status=200)  # per-endpoint limit: HTTP 200 with retCode 10006 (IP limit: 403)
+
+_GATEWAY = "<html><head><title>{0}</title></head><body><center><h1>{0}</h1></center></body></html>"
+
+
+def _body(code: int, msg: str, now_ms: int, result: object = None) -> dict:
+    return {"retCode": code, "retMsg": msg, "result": {} if result is None else result, "retExtInfo": {},
+            "time": now_ms}
+
+
+class BybitDialect(Dialect):
+    spec = BYBIT
+
+    def kind(self, method: str, path: str, body: object) -> str:
+        return path[len(PREFIX):].strip("/") if path.startswith(PREFIX) else path
+
+    def unified_symbol(self, mk: Market) -> str | None:
+        return mk.symbol
+
+    def ccxt_config(self, base_url: str) -> dict:
+        urls = {k: base_url for k in ("spot", "futures", "v2", "public", "private")}
+        return {"urls": {"api": dict(urls), "test": dict(urls), "demotrading": dict(urls)}}
+
+    def error_body(self, status: int) -> object:
+        if status == 403:
+            return "access too frequent"
+        if status in (502, 503, 504):
+            return _GATEWAY.format(f"{status} Bad Gateway" if status == 502 else f"{status} Service Unavailable")
+        return _body(10016, "Internal server error.", 0)
+
+    def rate_limit_answer(self, retry_after_s: int) -> Answer:
+        return Answer(200, _body(10006, "Too many visits!", 0),
+                      {"X-Bapi-Limit": "600", "X-Bapi-Limit-Status": "0", "X-Bapi-Limit-Reset-Timestamp": "0"})
+
+    def answer(self, method: str, kind: str, path: str, params: dict, body: object, now: float,
+               decision: FaultDecision, salt: int) -> Answer:
+        now_ms = int(now * 1000)
+        if method != "GET" or not path.startswith(PREFIX):
+            raise ApiError(404, {"retCode": 404, "retMsg": "Not Found"})
+        if kind == "market/time":
+            return ok(_body(0, "OK", now_ms, {"timeSecond": str(int(now)), "timeNano": str(now_ms * 1_000_000)}))
+        if kind == "market/instruments-info":
+            return ok(self._instruments(params, now_ms))
+        if kind == "market/kline":
+            return ok(self._kline(params, now, now_ms, decision, salt))
+        raise ApiError(404, {"retCode": 404, "retMsg": "Not Found"})
+
+    def _instruments(self, params: dict, now_ms: int) -> dict:
+        category = params.get("category", "")
+        if category not in ("spot", "linear", "inverse", "option"):
+            return _body(10001, "params error: Category is invalid", now_ms)
+        items = []
+        if category == "spot" and params.get("status", "Trading") == "Trading":
+            for sym, mk in self.listed():
+                if params.get("symbol") and params["symbol"] != mk.id:
+                    continue
+                items.append({
+                    "symbol": mk.id, "baseCoin": mk.base, "quoteCoin": mk.quote, "innovation": "0",
+                    "status": "Trading", "marginTrading": "none", "stTag": "0",
+                    "lotSizeFilter": {"basePrecision": fmt_short(mk.step_units), "quotePrecision": "0.00000001",
+                                      "minOrderQty": fmt_short(mk.step_units),
+                                      "maxOrderQty": fmt_short(int(9_000_000 / mk.base_price * UNIT)
+                                                               // mk.step_units * mk.step_units),
+                                      "minOrderAmt": "1", "maxOrderAmt": "2000000"},
+                    "priceFilter": {"tickSize": fmt_short(mk.tick_units)},
+                    "riskParameters": {"priceLimitRatioX": "0.05", "priceLimitRatioY": "0.05"},
+                })
+        return _body(0, "OK", now_ms, {"category": category, "list": items})
+
+    def _kline(self, params: dict, now: float, now_ms: int, decision: FaultDecision, salt: int) -> dict:
+        category = params.get("category", "linear")
+        mk = next((m for _, m in self.listed() if m.id == params.get("symbol")), None)
+        if category != "spot" or mk is None:
+            return _body(10001, "Not supported symbols", now_ms)
+        tf = self.timeframe_of(params.get("interval", ""))
+        if tf is None:
+            return _body(10001, "Invalid period!", now_ms)
+        ep = BYBIT.endpoints[0]
+        try:
+            limit = int(params.get("limit", ep.default_limit))
+            start = int(params["start"]) if "start" in params else None
+            end = int(params["end"]) if "end" in params else None
+        except ValueError:
+            return _body(10001, "params error: invalid number", now_ms)
+        limit = max(1, min(limit, ep.page_cap))
+        if start is not None and end is not None and start > end:
+            return _body(10001, "params error: start must be less than end", now_ms)
+        tf_ms = tf * 1000
+        lo = 0 if start is None else math.ceil(start / tf_ms) * tf
+        hi = math.floor(now / tf) * tf if end is None else end // tf_ms * tf
+        rows = self.truth.rows(mk, tf, lo, hi, now, limit, from_end=start is None)
+        out = [[str(t * 1000), fmt_short(o), fmt_short(h), fmt_short(lw), fmt_short(c), fmt_short(v),
+                fmt_short(int(round(q * UNIT)))] for t, o, h, lw, c, v, q, _ in reversed(columns(rows))]
+        out = apply_row_faults(out, decision, self.seed, salt)
+        return _body(0, "OK", now_ms, {"symbol": mk.id, "category": "spot", "list": out})
