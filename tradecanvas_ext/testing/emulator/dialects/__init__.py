@@ -9,6 +9,8 @@ from ..dialect import Dialect, DialectSpec
 from ..routes import BINANCE_SPOT, BINANCE_USDM, BinanceRoutes
 from ..truth import Truth
 from .bybit import BYBIT, BybitDialect
+from .gate import GATE, GateDialect
+from .kraken import KRAKEN, KrakenDialect
 from .okx import OKX, OkxDialect
 
 _BUILDERS: dict[str, tuple[DialectSpec, Callable[[Truth, int], Dialect]]] = {
@@ -16,6 +18,8 @@ _BUILDERS: dict[str, tuple[DialectSpec, Callable[[Truth, int], Dialect]]] = {
     "binanceusdm": (BINANCE_USDM, lambda truth, seed: BinanceRoutes(truth, seed, futures=True)),
     "bybit": (BYBIT, BybitDialect),
     "okx": (OKX, OkxDialect),
+    "kraken": (KRAKEN, KrakenDialect),
+    "gate": (GATE, GateDialect),
 }
 
 #: Every dialect's rules (page caps, reach, order, units, omission) by dialect name.

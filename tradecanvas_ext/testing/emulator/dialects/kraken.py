@@ -1,0 +1,133 @@
+"""The Kraken dialect: /0/public/OHLC (only the latest 720 buckets whatever `since` says, `since` exclusive
+in seconds, ascending, the forming candle last, a `last` field), /0/public/AssetPairs, /0/public/Assets and
+/0/public/Time, errors as Kraken's {"error": [...]} bodies. Spot markets only."""
+
+from __future__ import annotations
+
+import math
+
+from ..dialect import Answer, ApiError, Dialect, DialectSpec, Endpoint, apply_row_faults, columns, fmt_short, ok
+from ..faults import FaultDecision
+from ..markets import UNIT, Market
+
+PREFIX = "/0/public/"
+
+KRAKEN = DialectSpec(
+    name="kraken", ccxt_id="kraken", market_type="spot",
+    endpoints=(Endpoint("OHLC", PREFIX + "OHLC", 720, 720, reach=720),),
+    time_unit="s", newest_first=False, omits_quiet=False,
+    timeframes={"1m": "1", "5m": "5", "15m": "15", "30m": "30", "1h": "60", "4h": "240", "1d": "1440"},
+    rate_limit_status=200)
+
+# Kraken's asset ids and altnames: the legacy X/Z-prefixed ones, and the rest as they are
+_ASSET_IDS = {"BTC": ("XXBT", "XBT"), "ETH": ("XETH", "ETH"), "LTC": ("XLTC", "LTC"), "XRP": ("XXRP", "XRP"),
+              "USD": ("ZUSD", "USD"), "EUR": ("ZEUR", "EUR")}
+
+
+def asset_id(code: str) -> tuple[str, str]:
+    """(Kraken asset id, altname) of a currency code."""
+    return _ASSET_IDS.get(code, (code, code))
+
+
+def pair_id(mk: Market) -> str:
+    """Kraken's pair name: "XXBTZUSD" for two legacy assets, else the altnames joined ("SOLUSD")."""
+    (bid, balt), (qid, qalt) = asset_id(mk.base), asset_id(mk.quote)
+    if bid != balt and qid != qalt:
+        return bid + qid
+    return balt + qalt
+
+
+def _decimals(units: int) -> int:
+    return 9 - len(str(units))  # units is a power of ten of 1e-8
+
+
+class KrakenDialect(Dialect):
+    spec = KRAKEN
+
+    def kind(self, method: str, path: str, body: object) -> str:
+        return path[len(PREFIX):].strip("/") if path.startswith(PREFIX) else path
+
+    def unified_symbol(self, mk: Market) -> str | None:
+        return mk.symbol
+
+    def ccxt_config(self, base_url: str) -> dict:
+        return {"urls": {"api": {"public": base_url, "private": base_url, "zendesk": base_url + "/zendesk"}}}
+
+    def error_body(self, status: int) -> object:
+        if status == 429:
+            return {"error": ["EAPI:Rate limit exceeded"]}
+        if status in (502, 504):
+            return "<html><head><title>Error</title></head><body>%d</body></html>" % status
+        if status >= 500:
+            return {"error": ["EService:Unavailable"]}
+        return {"error": ["EGeneral:Invalid arguments"]}
+
+    def rate_limit_answer(self, retry_after_s: int) -> Answer:
+        return Answer(200, {"error": ["EAPI:Rate limit exceeded"]}, {})
+
+    def answer(self, method: str, kind: str, path: str, params: dict, body: object, now: float,
+               decision: FaultDecision, salt: int) -> Answer:
+        if method not in ("GET", "POST") or not path.startswith(PREFIX):
+            raise ApiError(404, {"error": ["EGeneral:Unknown method"]})
+        if kind == "Time":
+            return ok({"error": [], "result": {"unixtime": int(now), "rfc1123": ""}})
+        if kind == "Assets":
+            return ok({"error": [], "result": self._assets()})
+        if kind == "AssetPairs":
+            return ok({"error": [], "result": self._pairs()})
+        if kind == "OHLC":
+            return ok(self._ohlc(params, now, decision, salt))
+        raise ApiError(404, {"error": ["EGeneral:Unknown method"]})
+
+    def _assets(self) -> dict:
+        out = {}
+        for _, mk in self.listed():
+            for code in (mk.base, mk.quote):
+                aid, alt = asset_id(code)
+                out[aid] = {"aclass": "currency", "altname": alt, "decimals": 10, "display_decimals": 5,
+                            "collateral_value": 1.0, "status": "enabled"}
+        return out
+
+    def _pairs(self) -> dict:
+        out = {}
+        for _, mk in self.listed():
+            (bid, balt), (qid, qalt) = asset_id(mk.base), asset_id(mk.quote)
+            out[pair_id(mk)] = {
+                "altname": balt + qalt, "wsname": f"{balt}/{qalt}", "aclass_base": "currency", "base": bid,
+                "aclass_quote": "currency", "quote": qid, "lot": "unit", "cost_decimals": 5,
+                "pair_decimals": _decimals(mk.tick_units), "lot_decimals": 8, "lot_multiplier": 1,
+                "leverage_buy": [], "leverage_sell": [],
+                "fees": [[0, 0.26], [50000, 0.24]], "fees_maker": [[0, 0.16], [50000, 0.14]],
+                "fee_volume_currency": "ZUSD", "margin_call": 80, "margin_stop": 40,
+                "ordermin": fmt_short(mk.step_units), "costmin": "0.5", "tick_size": fmt_short(mk.tick_units),
+                "status": "online",
+            }
+        return out
+
+    def _ohlc(self, params: dict, now: float, decision: FaultDecision, salt: int) -> dict:
+        name = params.get("pair", "")
+        mk = next((m for _, m in self.listed() if name in (pair_id(m), asset_id(m.base)[1] + asset_id(m.quote)[1])),
+                  None)
+        if mk is None:
+            return {"error": ["EQuery:Unknown asset pair"]}
+        tf = self.timeframe_of(params.get("interval", "1"))
+        if tf is None:
+            return {"error": ["EGeneral:Invalid arguments"]}
+        try:
+            since = int(float(params["since"])) if params.get("since") else None
+        except ValueError:
+            return {"error": ["EGeneral:Invalid arguments"]}
+        ep = KRAKEN.endpoints[0]
+        now_open = math.floor(now / tf) * tf
+        lo = ep.reach_start(tf, now) or 0
+        if since is not None:
+            lo = max(lo, (since // tf) * tf + tf)  # exclusive: open time > since
+        # the forming candle is always answered, whatever `since` says
+        rows = self.truth.rows(mk, tf, min(lo, now_open), now_open, now)
+        out = []
+        for t, o, h, lw, c, v, q, n in columns(rows):
+            vwap = fmt_short(int(round(q / (v / UNIT) * UNIT))) if v else fmt_short(c)
+            out.append([t, fmt_short(o), fmt_short(h), fmt_short(lw), fmt_short(c), vwap, fmt_short(v), n])
+        out = apply_row_faults(out, decision, self.seed, salt)
+        return {"error": [], "result": {pair_id(mk): out, "last": now_open - tf}}
+
