@@ -10,6 +10,7 @@ from ..routes import BINANCE_SPOT, BINANCE_USDM, BinanceRoutes
 from ..truth import Truth
 from .bybit import BYBIT, BybitDialect
 from .gate import GATE, GateDialect
+from .hyperliquid import HYPERLIQUID, HyperliquidDialect
 from .kraken import KRAKEN, KrakenDialect
 from .okx import OKX, OkxDialect
 
@@ -20,6 +21,7 @@ _BUILDERS: dict[str, tuple[DialectSpec, Callable[[Truth, int], Dialect]]] = {
     "okx": (OKX, OkxDialect),
     "kraken": (KRAKEN, KrakenDialect),
     "gate": (GATE, GateDialect),
+    "hyperliquid": (HYPERLIQUID, HyperliquidDialect),
 }
 
 #: Every dialect's rules (page caps, reach, order, units, omission) by dialect name.
