@@ -9,6 +9,7 @@ from ..dialect import Dialect, DialectSpec
 from ..routes import BINANCE_SPOT, BINANCE_USDM, BinanceRoutes
 from ..truth import Truth
 from .bybit import BYBIT, BybitDialect
+from .coinbase import COINBASE, CoinbaseDialect
 from .gate import GATE, GateDialect
 from .hyperliquid import HYPERLIQUID, HyperliquidDialect
 from .kraken import KRAKEN, KrakenDialect
@@ -22,6 +23,7 @@ _BUILDERS: dict[str, tuple[DialectSpec, Callable[[Truth, int], Dialect]]] = {
     "kraken": (KRAKEN, KrakenDialect),
     "gate": (GATE, GateDialect),
     "hyperliquid": (HYPERLIQUID, HyperliquidDialect),
+    "coinbase": (COINBASE, CoinbaseDialect),
 }
 
 #: Every dialect's rules (page caps, reach, order, units, omission) by dialect name.

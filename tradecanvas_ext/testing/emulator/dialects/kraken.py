@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import math
 
-from ..dialect import Answer, ApiError, Dialect, DialectSpec, Endpoint, apply_row_faults, columns, fmt_short, ok
+from ..dialect import (
+    Answer,
+    ApiError,
+    Dialect,
+    DialectSpec,
+    Endpoint,
+    apply_row_faults,
+    columns,
+    fmt_short,
+    ok,
+)
 from ..faults import FaultDecision
 from ..markets import UNIT, Market
 
