@@ -86,6 +86,16 @@ class ApiError(Exception):
         self.status, self.body, self.headers = status, body, dict(headers or {})
 
 
+_REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Temporarily Unavailable",
+            504: "Gateway Time-out"}
+
+
+def gateway_page(status: int) -> str:
+    """The HTML page a load balancer in front of an exchange answers with (502, 504, ...)."""
+    title = f"{status} {_REASONS.get(status, 'Error')}"
+    return f"<html><head><title>{title}</title></head><body><center><h1>{title}</h1></center></body></html>"
+
+
 def fmt8(units: int) -> str:
     """An integer count of 1e-8 as a fixed 8-decimal string (Binance's format)."""
     sign = "-" if units < 0 else ""

@@ -14,6 +14,7 @@ from ..dialect import (
     apply_row_faults,
     columns,
     fmt_short,
+    gateway_page,
     ok,
 )
 from ..faults import FaultDecision
@@ -29,7 +30,6 @@ BYBIT = DialectSpec(
                 "4h": "240", "6h": "360", "12h": "720", "1d": "D"},
     rate_limit_status=200)  # per-endpoint limit: HTTP 200 with retCode 10006 (IP limit: 403)
 
-_GATEWAY = "<html><head><title>{0}</title></head><body><center><h1>{0}</h1></center></body></html>"
 
 
 def _body(code: int, msg: str, now_ms: int, result: object = None) -> dict:
@@ -54,7 +54,7 @@ class BybitDialect(Dialect):
         if status == 403:
             return "access too frequent"
         if status in (502, 503, 504):
-            return _GATEWAY.format(f"{status} Bad Gateway" if status == 502 else f"{status} Service Unavailable")
+            return gateway_page(status)
         return _body(10016, "Internal server error.", 0)
 
     def rate_limit_answer(self, retry_after_s: int) -> Answer:
@@ -80,7 +80,7 @@ class BybitDialect(Dialect):
             return _body(10001, "params error: Category is invalid", now_ms)
         items = []
         if category == "spot" and params.get("status", "Trading") == "Trading":
-            for sym, mk in self.listed():
+            for _, mk in self.listed():
                 if params.get("symbol") and params["symbol"] != mk.id:
                     continue
                 items.append({

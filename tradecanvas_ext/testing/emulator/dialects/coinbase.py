@@ -15,6 +15,7 @@ from ..dialect import (
     apply_row_faults,
     columns,
     fmt_short,
+    gateway_page,
     ok,
 )
 from ..faults import FaultDecision
@@ -68,7 +69,7 @@ class CoinbaseDialect(Dialect):
         if status == 429:
             return {"errors": [{"id": "rate_limit_exceeded", "message": "Rate limit exceeded"}]}
         if status in (502, 504):
-            return "<html><head><title>%d</title></head><body>%d</body></html>" % (status, status)
+            return gateway_page(status)
         if status >= 500:
             return {"errors": [{"id": "internal_server_error", "message": "Internal server error"}]}
         return {"error": "INVALID_ARGUMENT", "error_details": "invalid request", "message": "invalid request"}

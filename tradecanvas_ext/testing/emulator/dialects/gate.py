@@ -15,6 +15,7 @@ from ..dialect import (
     apply_row_faults,
     columns,
     fmt_short,
+    gateway_page,
     ok,
 )
 from ..faults import FaultDecision
@@ -63,7 +64,7 @@ class GateDialect(Dialect):
         if status == 429:
             return _err("TOO_MANY_REQUESTS", "Request Rate limit Exceeded")
         if status in (502, 504):
-            return "<html><head><title>%d</title></head><body>%d</body></html>" % (status, status)
+            return gateway_page(status)
         if status >= 500:
             return _err("SERVER_ERROR", "Internal server error")
         return _err("INVALID_PARAM_VALUE", "invalid argument")

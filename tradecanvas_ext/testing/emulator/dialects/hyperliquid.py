@@ -15,6 +15,7 @@ from ..dialect import (
     apply_row_faults,
     columns,
     fmt_short,
+    gateway_page,
     ok,
 )
 from ..faults import FaultDecision
@@ -56,7 +57,7 @@ class HyperliquidDialect(Dialect):
         if status == 429:
             return "null"
         if status in (502, 504):
-            return "<html><head><title>%d</title></head><body>%d</body></html>" % (status, status)
+            return gateway_page(status)
         return "null"
 
     def answer(self, method: str, kind: str, path: str, params: dict, body: object, now: float,

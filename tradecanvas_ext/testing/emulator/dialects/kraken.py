@@ -15,6 +15,7 @@ from ..dialect import (
     apply_row_faults,
     columns,
     fmt_short,
+    gateway_page,
     ok,
 )
 from ..faults import FaultDecision
@@ -67,7 +68,7 @@ class KrakenDialect(Dialect):
         if status == 429:
             return {"error": ["EAPI:Rate limit exceeded"]}
         if status in (502, 504):
-            return "<html><head><title>Error</title></head><body>%d</body></html>" % status
+            return gateway_page(status)
         if status >= 500:
             return {"error": ["EService:Unavailable"]}
         return {"error": ["EGeneral:Invalid arguments"]}

@@ -15,6 +15,7 @@ from ..dialect import (
     apply_row_faults,
     columns,
     fmt_short,
+    gateway_page,
     ok,
 )
 from ..faults import FaultDecision
@@ -31,7 +32,6 @@ OKX = DialectSpec(
     timeframes={"1m": "1m", "3m": "3m", "5m": "5m", "15m": "15m", "30m": "30m", "1h": "1H", "2h": "2H",
                 "4h": "4H", "6h": "6Hutc", "12h": "12Hutc", "1d": "1Dutc"})
 
-_GATEWAY = "<html><head><title>{0}</title></head><body><center><h1>{0}</h1></center></body></html>"
 
 
 def _err(code: str, msg: str) -> dict:
@@ -56,7 +56,7 @@ class OkxDialect(Dialect):
         if status == 503:
             return _err("50001", "Service temporarily unavailable. Please try again later.")
         if status in (502, 504):
-            return _GATEWAY.format(f"{status} Bad Gateway" if status == 502 else f"{status} Gateway Time-out")
+            return gateway_page(status)
         if status >= 500:
             return _err("50026", "System error. Try again later")
         return _err("50000", "Body for POST request cannot be empty.")
