@@ -14,7 +14,7 @@ import numpy as np
 
 from .candles import TIMEFRAMES, Rows
 from .faults import FaultDecision, binance_error_body
-from .markets import UNIT, Market
+from .markets import DEFAULT_SYMBOLS, UNIT, Market
 from .truth import Truth
 
 
@@ -51,6 +51,7 @@ class DialectSpec:
     timeframes: Mapping[str, str] = field(default_factory=dict)  # unified timeframe -> exchange interval
     rate_limit_status: int = 429  # the HTTP status of its rate-limit answer
     retry_after: bool = False  # its rate-limit answer carries a Retry-After header
+    default_symbols: tuple[str, ...] = DEFAULT_SYMBOLS  # the emulator's markets when none are configured
 
     @property
     def page_cap(self) -> int:

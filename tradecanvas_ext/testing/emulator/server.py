@@ -22,9 +22,9 @@ from urllib.parse import parse_qsl, urlsplit
 from ...domain.clock import SYSTEM_CLOCK, Clock
 from .candles import timeframe_seconds
 from .dialect import ApiError, Dialect
-from .dialects import build_dialect
+from .dialects import build_dialect, dialect_spec
 from .faults import FaultController, http_error_answer, request_kind
-from .markets import DEFAULT_SYMBOLS, Market, Markets
+from .markets import Market, Markets
 from .truth import Truth
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class ExchangeEmulator:
     >>> ex = ccxt.bybit({**bybit.ccxt_config(), "enableRateLimit": False})
     """
 
-    def __init__(self, seed: int = 1, symbols: Iterable[str] = DEFAULT_SYMBOLS,
+    def __init__(self, seed: int = 1, symbols: Iterable[str] | None = None,
                  clock: Clock = SYSTEM_CLOCK, port: int = 0, host: str = "127.0.0.1",
                  max_requests_per_second: float | None = None, dialect: str = "binance",
                  listings: dict[str, float] | None = None) -> None:
@@ -115,7 +115,8 @@ class ExchangeEmulator:
         self.clock = clock
         self.host = host
         self._requested_port = int(port)
-        self._markets = Markets(symbols, self.seed)
+        spec = dialect_spec(dialect)
+        self._markets = Markets(spec.default_symbols if symbols is None else symbols, self.seed)
         self.faults = FaultController()
         for symbol, listed in (listings or {}).items():
             self.faults.listing(self._markets.find(symbol).symbol, listed)

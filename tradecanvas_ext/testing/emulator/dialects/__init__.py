@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..dialect import Dialect, DialectSpec
+from ..faults import FaultController
+from ..markets import Markets
 from ..routes import BINANCE_SPOT, BINANCE_USDM, BinanceRoutes
 from ..truth import Truth
 from .bybit import BYBIT, BybitDialect
@@ -31,19 +33,22 @@ SPECS: dict[str, DialectSpec] = {name: spec for name, (spec, _) in _BUILDERS.ite
 DIALECTS: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def build_dialect(name: str, truth: Truth, seed: int) -> Dialect:
+def dialect_spec(name: str) -> DialectSpec:
+    """The rules of dialect `name`; ValueError for a name the emulator does not speak."""
     try:
-        return _BUILDERS[name][1](truth, seed)
+        return SPECS[name]
     except KeyError:
         raise ValueError(f"unknown emulator dialect {name!r}; known: {', '.join(_BUILDERS)}") from None
+
+
+def build_dialect(name: str, truth: Truth, seed: int) -> Dialect:
+    dialect_spec(name)
+    return _BUILDERS[name][1](truth, seed)
 
 
 def ccxt_config_for(dialect: str, base_url: str) -> dict:
     """The config to deep-merge into `getattr(ccxt, SPECS[dialect].ccxt_id)({...})` so that every REST
     call of that ccxt class goes to the emulator at `base_url` ("http://127.0.0.1:PORT"): URL overrides
     (plus, for Binance, the option that keeps load_markets to the emulated market type)."""
-    from ..faults import FaultController
-    from ..markets import Markets
-
     probe = build_dialect(dialect, Truth(Markets(["BTC/USDT"], 0), FaultController()), 0)
     return probe.ccxt_config(base_url.rstrip("/"))

@@ -28,7 +28,8 @@ HYPERLIQUID = DialectSpec(
     endpoints=(Endpoint("info/candleSnapshot", "/info", 5000, 5000, reach=5000),),
     time_unit="ms", newest_first=False, omits_quiet=False,
     timeframes={"1m": "1m", "3m": "3m", "5m": "5m", "15m": "15m", "30m": "30m", "1h": "1h", "2h": "2h",
-                "4h": "4h", "8h": "8h", "12h": "12h", "1d": "1d"})
+                "4h": "4h", "8h": "8h", "12h": "12h", "1d": "1d"},
+    default_symbols=("BTC/USDC", "ETH/USDC", "SOL/USDC", "XRP/USDC"))
 
 _USDC = {"name": "USDC", "szDecimals": 8, "weiDecimals": 8, "index": 0, "tokenId": "0x" + "0" * 32,
          "isCanonical": True, "evmContract": None, "fullName": None}
