@@ -29,7 +29,7 @@ ERROR_BODIES: dict[int, object] = {
 
 @dataclass
 class FaultRule:
-    kind: str  # http_error | slow | malformed | duplicate | out_of_order
+    kind: str  # http_error | rate_limit | slow | malformed | duplicate | out_of_order
     path: str | None  # request kind ("klines", "exchangeInfo", ...) or None for every request
     remaining: int | None  # None: until cleared
     status: int = 0
@@ -44,6 +44,7 @@ class FaultDecision:
 
     delay_s: float = 0.0
     error: FaultRule | None = None
+    rate_limited: bool = False
     malformed: bool = False
     duplicate: bool = False
     out_of_order: bool = False
@@ -168,6 +169,13 @@ class FaultController:
             self._rules.append(FaultRule("http_error", request_kind(path), _check_n(n), status=status,
                                          retry_after=retry_after, body=body))
 
+    def rate_limit(self, n: int | None = 1, path: str | None = "klines") -> None:
+        """Answer the next `n` matching requests with the exchange's own rate-limit answer (the dialect's
+        status, body and headers: Binance 429 -1003 with Retry-After, Bybit 200 retCode 10006, Kraken
+        EAPI:Rate limit exceeded, ...), as its server does to a client over the limit."""
+        with self._lock:
+            self._rules.append(FaultRule("rate_limit", request_kind(path), _check_n(n)))
+
     def slow(self, delay_s: float, n: int | None = 1, path: str | None = "klines") -> None:
         """Wait `delay_s` seconds before answering (to go past a client's timeout)."""
         if not delay_s >= 0:
@@ -242,11 +250,13 @@ class FaultController:
                     continue
                 if rule.kind == "slow":
                     d.delay_s += rule.delay_s
-                elif rule.kind in ("http_error", "malformed"):
-                    if d.error is not None or d.malformed:
+                elif rule.kind in ("http_error", "rate_limit", "malformed"):
+                    if d.error is not None or d.rate_limited or d.malformed:
                         continue
                     if rule.kind == "http_error":
                         d.error = rule
+                    elif rule.kind == "rate_limit":
+                        d.rate_limited = True
                     else:
                         d.malformed = True
                 elif rule.kind == "duplicate":

@@ -354,6 +354,8 @@ class ExchangeEmulator:
             return None, b"", {}
         if decision.error is not None:
             return http_error_answer(decision.error, dialect.error_body)
+        if decision.rate_limited:
+            return self._encode(dialect.rate_limit_answer(1))
         try:
             status, payload, headers = self._encode(
                 dialect.answer(method, kind, path, params, body, float(self.clock()), decision, salt))

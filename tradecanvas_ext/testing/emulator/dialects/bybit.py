@@ -53,6 +53,8 @@ class BybitDialect(Dialect):
     def error_body(self, status: int) -> object:
         if status == 403:
             return "access too frequent"
+        if status == 429:
+            return _body(10006, "Too many visits!", 0)
         if status in (502, 503, 504):
             return gateway_page(status)
         return _body(10016, "Internal server error.", 0)

@@ -31,7 +31,8 @@ COINBASE = DialectSpec(
                         limit_refused=True),),
     time_unit="s", newest_first=True, omits_quiet=True,
     timeframes={"1m": "ONE_MINUTE", "5m": "FIVE_MINUTE", "15m": "FIFTEEN_MINUTE", "30m": "THIRTY_MINUTE",
-                "1h": "ONE_HOUR", "2h": "TWO_HOUR", "6h": "SIX_HOUR", "1d": "ONE_DAY"})
+                "1h": "ONE_HOUR", "2h": "TWO_HOUR", "6h": "SIX_HOUR", "1d": "ONE_DAY"},
+    default_symbols=("BTC/USD", "ETH/USD", "SOL/USD", "BTC/USDT", "ETH/BTC"))
 
 TOO_MANY = "start and end argument is invalid - number of candles requested should be less than 350"
 _FIAT = {"USD", "EUR", "GBP"}

@@ -28,7 +28,8 @@ KRAKEN = DialectSpec(
     endpoints=(Endpoint("OHLC", PREFIX + "OHLC", 720, 720, reach=720),),
     time_unit="s", newest_first=False, omits_quiet=False,
     timeframes={"1m": "1", "5m": "5", "15m": "15", "30m": "30", "1h": "60", "4h": "240", "1d": "1440"},
-    rate_limit_status=200)
+    rate_limit_status=200,
+    default_symbols=("BTC/USD", "ETH/USD", "SOL/USD", "BTC/USDT", "ETH/BTC"))
 
 # Kraken's asset ids and altnames: the legacy X/Z-prefixed ones, and the rest as they are
 _ASSET_IDS = {"BTC": ("XXBT", "XBT"), "ETH": ("XETH", "ETH"), "LTC": ("XLTC", "LTC"), "XRP": ("XXRP", "XRP"),
