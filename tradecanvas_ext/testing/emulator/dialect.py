@@ -8,12 +8,12 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from .candles import TIMEFRAMES, Rows
-from .faults import FaultDecision, binance_error_body
+from .faults import FaultDecision
 from .markets import DEFAULT_SYMBOLS, UNIT, Market
 from .truth import Truth
 
@@ -149,6 +149,13 @@ class Dialect:
     of shuffled answers), so callable from any thread."""
 
     spec: DialectSpec
+    prefix: str = ""  # the path prefix of its API: request kinds are the paths after it
+    # the exchange's error bodies: per HTTP status, else a gateway page (502, 504), else these two
+    methods: ClassVar[tuple[str, ...]] = ("GET",)  # the HTTP methods its API answers
+    not_found: ClassVar[object] = None  # its body for a path or method outside its API (HTTP 404)
+    error_bodies: ClassVar[Mapping[int, object]] = {}
+    server_error: ClassVar[object] = None
+    client_error: ClassVar[object] = None
 
     def __init__(self, truth: Truth, seed: int) -> None:
         self.truth = truth
@@ -156,17 +163,35 @@ class Dialect:
 
     # -- the server's interface
     def kind(self, method: str, path: str, body: object) -> str:
-        """The request kind of a request (for counts and faults); a path the dialect does not know is its
-        own kind."""
-        raise NotImplementedError
+        """The request kind of a request (for counts and faults): the path after `prefix`; a path the
+        dialect does not know is its own kind."""
+        if self.prefix and path.startswith(self.prefix):
+            return path[len(self.prefix):].strip("/")
+        return path
+
+    def respond(self, method: str, kind: str, path: str, params: dict, body: object, now: float,
+                decision: FaultDecision, salt: int) -> Answer:
+        """The answer to one request (raises ApiError for the exchange's error answers)."""
+        if method not in self.methods or not path.startswith(self.prefix):
+            raise self.unknown(method, path)
+        return self.answer(method, kind, path, params, body, now, decision, salt)
 
     def answer(self, method: str, kind: str, path: str, params: dict, body: object, now: float,
                decision: FaultDecision, salt: int) -> Answer:
+        """The answer to a request the API's method and prefix admit."""
         raise NotImplementedError
+
+    def unknown(self, method: str, path: str) -> ApiError:
+        """The exchange's 404 for a request outside its API."""
+        return ApiError(404, self.not_found)
 
     def error_body(self, status: int) -> object:
         """The exchange's answer body for an HTTP error status (faults, downtimes)."""
-        return binance_error_body(status)
+        if status in self.error_bodies:
+            return self.error_bodies[status]
+        if status in (502, 504):
+            return gateway_page(status)
+        return self.server_error if status >= 500 else self.client_error
 
     def rate_limit_answer(self, retry_after_s: int) -> Answer:
         """The exchange's answer to a client over its rate limit."""
@@ -174,8 +199,9 @@ class Dialect:
         return Answer(self.spec.rate_limit_status, self.error_body(self.spec.rate_limit_status), headers)
 
     def unified_symbol(self, mk: Market) -> str | None:
-        """The ccxt symbol the dialect lists `mk` under, or None if it does not list it."""
-        raise NotImplementedError
+        """The ccxt symbol the dialect lists `mk` under, or None if it does not list it (a spot dialect:
+        every market, under its own symbol)."""
+        return mk.symbol
 
     def ccxt_config(self, base_url: str) -> dict:
         """Options to deep-merge into the ccxt class's config so that every REST call goes to `base_url`."""

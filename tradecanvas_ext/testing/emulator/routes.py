@@ -13,7 +13,7 @@ import numpy as np
 from .candles import TIMEFRAMES, Rows, minute_block
 from .dialect import Answer, Dialect, DialectSpec, Endpoint, apply_row_faults, fmt8, fmt_float, ok
 from .dialect import ApiError as DialectError
-from .faults import API_PREFIX, FaultDecision
+from .faults import API_PREFIX, FaultDecision, binance_error_body
 from .markets import GOLDEN, UNIT, Market, mix64, unit_float
 from .truth import Truth
 
@@ -68,18 +68,16 @@ class BinanceRoutes(Dialect):
         super().__init__(truth, seed)
         self.futures = futures
         self.spec = BINANCE_USDM if futures else BINANCE_SPOT
-        self._prefix = FAPI_PREFIX if futures else API_PREFIX
+        self.prefix = FAPI_PREFIX if futures else API_PREFIX
         self._max_limit = MAX_FAPI_KLINES_LIMIT if futures else MAX_KLINES_LIMIT
         self._markets = truth.markets
 
     # ------------------------------------------------------------------ the dialect interface
-    def kind(self, method: str, path: str, body: object) -> str:
-        if path.startswith(self._prefix):
-            return path[len(self._prefix):].strip("/")
-        return path
-
     def unified_symbol(self, mk: Market) -> str | None:
         return f"{mk.symbol}:{mk.quote}" if self.futures else mk.symbol
+
+    def error_body(self, status: int) -> object:
+        return binance_error_body(status)
 
     def ccxt_config(self, base_url: str) -> dict:
         api = binance_api_urls(base_url)
@@ -91,9 +89,10 @@ class BinanceRoutes(Dialect):
 
     def answer(self, method: str, kind: str, path: str, params: dict, body: object, now: float,
                decision: FaultDecision, salt: int) -> Answer:
-        if method != "GET" or not path.startswith(self._prefix):
-            raise ApiError(404, -5000, f"Path {path}, Method {method} is invalid")
         return ok(self.route(kind, params, now, decision, salt))
+
+    def unknown(self, method: str, path: str) -> ApiError:
+        return ApiError(404, -5000, f"Path {path}, Method {method} is invalid")
 
     def route(self, kind: str, params: dict, now: float, decision: FaultDecision, salt: int = 0):
         """The payload for a GET of the prefix + `kind`; raises ApiError for Binance's error answers."""
@@ -114,7 +113,7 @@ class BinanceRoutes(Dialect):
             return self._tickers(params, now, self._book_ticker)
         if kind == "depth":
             return self._depth(params, now)
-        raise ApiError(404, -5000, f"Path {self._prefix}{kind}, Method GET is invalid")
+        raise ApiError(404, -5000, f"Path {self.prefix}{kind}, Method GET is invalid")
 
     # ------------------------------------------------------------------ parameters
     def _param_market(self, params: dict, required: bool = True) -> Market | None:

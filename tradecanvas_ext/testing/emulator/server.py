@@ -358,7 +358,7 @@ class ExchangeEmulator:
             return self._encode(dialect.rate_limit_answer(1))
         try:
             status, payload, headers = self._encode(
-                dialect.answer(method, kind, path, params, body, float(self.clock()), decision, salt))
+                dialect.respond(method, kind, path, params, body, float(self.clock()), decision, salt))
         except ApiError as err:
             status, payload, headers = self._encode((err.status, err.body, err.headers))
         if decision.malformed:

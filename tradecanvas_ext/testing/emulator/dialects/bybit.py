@@ -4,27 +4,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import ClassVar
 
-from ..dialect import (
-    Answer,
-    ApiError,
-    Dialect,
-    DialectSpec,
-    Endpoint,
-    apply_row_faults,
-    columns,
-    fmt_short,
-    gateway_page,
-    ok,
-)
+from .. import dialect as d
 from ..faults import FaultDecision
-from ..markets import UNIT, Market
+from ..markets import UNIT
 
 PREFIX = "/v5/"
 
-BYBIT = DialectSpec(
+BYBIT = d.DialectSpec(
     name="bybit", ccxt_id="bybit", market_type="spot",
-    endpoints=(Endpoint("market/kline", PREFIX + "market/kline", 1000, 200),),
+    endpoints=(d.Endpoint("market/kline", PREFIX + "market/kline", 1000, 200),),
     time_unit="ms", newest_first=True, omits_quiet=False,
     timeframes={"1m": "1", "3m": "3", "5m": "5", "15m": "15", "30m": "30", "1h": "60", "2h": "120",
                 "4h": "240", "6h": "360", "12h": "720", "1d": "D"},
@@ -37,44 +28,36 @@ def _body(code: int, msg: str, now_ms: int, result: object = None) -> dict:
             "time": now_ms}
 
 
-class BybitDialect(Dialect):
+class BybitDialect(d.Dialect):
     spec = BYBIT
+    prefix = PREFIX
+    not_found = {"retCode": 404, "retMsg": "Not Found"}
 
-    def kind(self, method: str, path: str, body: object) -> str:
-        return path[len(PREFIX):].strip("/") if path.startswith(PREFIX) else path
-
-    def unified_symbol(self, mk: Market) -> str | None:
-        return mk.symbol
 
     def ccxt_config(self, base_url: str) -> dict:
         urls = {k: base_url for k in ("spot", "futures", "v2", "public", "private")}
         return {"urls": {"api": dict(urls), "test": dict(urls), "demotrading": dict(urls)}}
 
-    def error_body(self, status: int) -> object:
-        if status == 403:
-            return "access too frequent"
-        if status == 429:
-            return _body(10006, "Too many visits!", 0)
-        if status in (502, 503, 504):
-            return gateway_page(status)
-        return _body(10016, "Internal server error.", 0)
+    # 403: Bybit's IP limit (plain text); 429 is not Bybit's, answered as its per-endpoint limit (10006)
+    error_bodies: ClassVar[Mapping[int, object]] = {
+        403: "access too frequent", 429: _body(10006, "Too many visits!", 0), 503: d.gateway_page(503)}
+    server_error = _body(10016, "Internal server error.", 0)
+    client_error = _body(10001, "params error", 0)
 
-    def rate_limit_answer(self, retry_after_s: int) -> Answer:
-        return Answer(200, _body(10006, "Too many visits!", 0),
+    def rate_limit_answer(self, retry_after_s: int) -> d.Answer:
+        return d.Answer(200, _body(10006, "Too many visits!", 0),
                       {"X-Bapi-Limit": "600", "X-Bapi-Limit-Status": "0", "X-Bapi-Limit-Reset-Timestamp": "0"})
 
     def answer(self, method: str, kind: str, path: str, params: dict, body: object, now: float,
-               decision: FaultDecision, salt: int) -> Answer:
+               decision: FaultDecision, salt: int) -> d.Answer:
         now_ms = int(now * 1000)
-        if method != "GET" or not path.startswith(PREFIX):
-            raise ApiError(404, {"retCode": 404, "retMsg": "Not Found"})
         if kind == "market/time":
-            return ok(_body(0, "OK", now_ms, {"timeSecond": str(int(now)), "timeNano": str(now_ms * 1_000_000)}))
+            return d.ok(_body(0, "OK", now_ms, {"timeSecond": str(int(now)), "timeNano": str(now_ms * 1_000_000)}))
         if kind == "market/instruments-info":
-            return ok(self._instruments(params, now_ms))
+            return d.ok(self._instruments(params, now_ms))
         if kind == "market/kline":
-            return ok(self._kline(params, now, now_ms, decision, salt))
-        raise ApiError(404, {"retCode": 404, "retMsg": "Not Found"})
+            return d.ok(self._kline(params, now, now_ms, decision, salt))
+        raise self.unknown(method, path)
 
     def _instruments(self, params: dict, now_ms: int) -> dict:
         category = params.get("category", "")
@@ -88,12 +71,12 @@ class BybitDialect(Dialect):
                 items.append({
                     "symbol": mk.id, "baseCoin": mk.base, "quoteCoin": mk.quote, "innovation": "0",
                     "status": "Trading", "marginTrading": "none", "stTag": "0",
-                    "lotSizeFilter": {"basePrecision": fmt_short(mk.step_units), "quotePrecision": "0.00000001",
-                                      "minOrderQty": fmt_short(mk.step_units),
-                                      "maxOrderQty": fmt_short(int(9_000_000 / mk.base_price * UNIT)
+                    "lotSizeFilter": {"basePrecision": d.fmt_short(mk.step_units), "quotePrecision": "0.00000001",
+                                      "minOrderQty": d.fmt_short(mk.step_units),
+                                      "maxOrderQty": d.fmt_short(int(9_000_000 / mk.base_price * UNIT)
                                                                // mk.step_units * mk.step_units),
                                       "minOrderAmt": "1", "maxOrderAmt": "2000000"},
-                    "priceFilter": {"tickSize": fmt_short(mk.tick_units)},
+                    "priceFilter": {"tickSize": d.fmt_short(mk.tick_units)},
                     "riskParameters": {"priceLimitRatioX": "0.05", "priceLimitRatioY": "0.05"},
                 })
         return _body(0, "OK", now_ms, {"category": category, "list": items})
@@ -120,7 +103,7 @@ class BybitDialect(Dialect):
         lo = 0 if start is None else math.ceil(start / tf_ms) * tf
         hi = math.floor(now / tf) * tf if end is None else end // tf_ms * tf
         rows = self.truth.rows(mk, tf, lo, hi, now, limit, from_end=start is None)
-        out = [[str(t * 1000), fmt_short(o), fmt_short(h), fmt_short(lw), fmt_short(c), fmt_short(v),
-                fmt_short(int(round(q * UNIT)))] for t, o, h, lw, c, v, q, _ in reversed(columns(rows))]
-        out = apply_row_faults(out, decision, self.seed, salt)
+        out = [[str(t * 1000), d.fmt_short(o), d.fmt_short(h), d.fmt_short(lw), d.fmt_short(c), d.fmt_short(v),
+                d.fmt_short(int(round(q * UNIT)))] for t, o, h, lw, c, v, q, _ in reversed(d.columns(rows))]
+        out = d.apply_row_faults(out, decision, self.seed, salt)
         return _body(0, "OK", now_ms, {"symbol": mk.id, "category": "spot", "list": out})

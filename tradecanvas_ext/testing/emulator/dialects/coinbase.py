@@ -5,19 +5,10 @@ currency, exchange-rate and time endpoints ccxt's load_markets reads. Spot marke
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import ClassVar
 
-from ..dialect import (
-    Answer,
-    ApiError,
-    Dialect,
-    DialectSpec,
-    Endpoint,
-    apply_row_faults,
-    columns,
-    fmt_short,
-    gateway_page,
-    ok,
-)
+from .. import dialect as d
 from ..faults import FaultDecision
 from ..markets import Market
 
@@ -25,9 +16,9 @@ V3 = "/api/v3/brokerage/"
 V2 = "/v2/"
 CANDLES_KIND = "market/products/candles"
 
-COINBASE = DialectSpec(
+COINBASE = d.DialectSpec(
     name="coinbase", ccxt_id="coinbase", market_type="spot",
-    endpoints=(Endpoint(CANDLES_KIND, V3 + "market/products/{product_id}/candles", 350, 350,
+    endpoints=(d.Endpoint(CANDLES_KIND, V3 + "market/products/{product_id}/candles", 350, 350,
                         limit_refused=True),),
     time_unit="s", newest_first=True, omits_quiet=True,
     timeframes={"1m": "ONE_MINUTE", "5m": "FIVE_MINUTE", "15m": "FIFTEEN_MINUTE", "30m": "THIRTY_MINUTE",
@@ -38,16 +29,17 @@ TOO_MANY = "start and end argument is invalid - number of candles requested shou
 _FIAT = {"USD", "EUR", "GBP"}
 
 
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, {"error": "INVALID_ARGUMENT", "error_details": message, "message": message})
+def _invalid(message: str) -> d.ApiError:
+    return d.ApiError(400, {"error": "INVALID_ARGUMENT", "error_details": message, "message": message})
 
 
 def product_id(mk: Market) -> str:
     return f"{mk.base}-{mk.quote}"
 
 
-class CoinbaseDialect(Dialect):
+class CoinbaseDialect(d.Dialect):
     spec = COINBASE
+    not_found = {"error": "NOT_FOUND", "message": "Not Found"}
 
     def kind(self, method: str, path: str, body: object) -> str:
         if path.startswith(V3):
@@ -60,42 +52,33 @@ class CoinbaseDialect(Dialect):
             return "v2/" + path[len(V2):].strip("/")
         return path
 
-    def unified_symbol(self, mk: Market) -> str | None:
-        return mk.symbol
-
     def ccxt_config(self, base_url: str) -> dict:
         return {"urls": {"api": {"rest": base_url}}}
 
-    def error_body(self, status: int) -> object:
-        if status == 429:
-            return {"errors": [{"id": "rate_limit_exceeded", "message": "Rate limit exceeded"}]}
-        if status in (502, 504):
-            return gateway_page(status)
-        if status >= 500:
-            return {"errors": [{"id": "internal_server_error", "message": "Internal server error"}]}
-        return {"error": "INVALID_ARGUMENT", "error_details": "invalid request", "message": "invalid request"}
+    error_bodies: ClassVar[Mapping[int, object]] = {
+        429: {"errors": [{"id": "rate_limit_exceeded", "message": "Rate limit exceeded"}]}}
+    server_error = {"errors": [{"id": "internal_server_error", "message": "Internal server error"}]}
+    client_error = {"error": "INVALID_ARGUMENT", "error_details": "invalid request", "message": "invalid request"}
 
     def answer(self, method: str, kind: str, path: str, params: dict, body: object, now: float,
-               decision: FaultDecision, salt: int) -> Answer:
-        if method != "GET":
-            raise ApiError(404, {"error": "NOT_FOUND", "message": "Not Found"})
+               decision: FaultDecision, salt: int) -> d.Answer:
         if kind == "v2/time":
-            return ok({"data": {"iso": "", "epoch": int(now)}})
+            return d.ok({"data": {"iso": "", "epoch": int(now)}})
         if kind == "time":
-            return ok({"iso": "", "epochSeconds": str(int(now)), "epochMillis": str(int(now * 1000))})
+            return d.ok({"iso": "", "epochSeconds": str(int(now)), "epochMillis": str(int(now * 1000))})
         if kind == "v2/currencies":
-            return ok({"data": [{"id": c, "name": c, "min_size": "0.01"} for c in self._codes() if c in _FIAT]})
+            return d.ok({"data": [{"id": c, "name": c, "min_size": "0.01"} for c in self._codes() if c in _FIAT]})
         if kind == "v2/currencies/crypto":
-            return ok({"data": [{"asset_id": c.lower(), "code": c, "name": c, "color": "#000000", "sort_index": i,
+            return d.ok({"data": [{"asset_id": c.lower(), "code": c, "name": c, "color": "#000000", "sort_index": i,
                                  "exponent": 8, "type": "crypto", "address_regex": ""}
                                 for i, c in enumerate(self._codes()) if c not in _FIAT]})
         if kind == "v2/exchange-rates":
-            return ok({"data": {"currency": "USD", "rates": {c: "1" for c in self._codes()}}})
+            return d.ok({"data": {"currency": "USD", "rates": {c: "1" for c in self._codes()}}})
         if kind == "market/products":
-            return ok(self._products(params, now))
+            return d.ok(self._products(params, now))
         if kind == CANDLES_KIND:
-            return ok(self._candles(path, params, now, decision, salt))
-        raise ApiError(404, {"error": "NOT_FOUND", "message": "Not Found"})
+            return d.ok(self._candles(path, params, now, decision, salt))
+        raise self.unknown(method, path)
 
     def _codes(self) -> list[str]:
         return sorted({c for _, mk in self.listed() for c in (mk.base, mk.quote)})
@@ -106,18 +89,18 @@ class CoinbaseDialect(Dialect):
         products = []
         for _, mk in self.listed():
             rows = self.truth.forming(mk, 60, now)
-            px = fmt_short(int(rows.c[0])) if len(rows) else "0"
+            px = d.fmt_short(int(rows.c[0])) if len(rows) else "0"
             products.append({
                 "product_id": product_id(mk), "price": px, "price_percentage_change_24h": "0",
                 "volume_24h": "1000", "volume_percentage_change_24h": "0",
-                "base_increment": fmt_short(mk.step_units), "quote_increment": fmt_short(mk.tick_units),
-                "quote_min_size": "1", "quote_max_size": "150000000", "base_min_size": fmt_short(mk.step_units),
+                "base_increment": d.fmt_short(mk.step_units), "quote_increment": d.fmt_short(mk.tick_units),
+                "quote_min_size": "1", "quote_max_size": "150000000", "base_min_size": d.fmt_short(mk.step_units),
                 "base_max_size": "3400", "base_name": mk.base, "quote_name": mk.quote, "watched": False,
                 "is_disabled": False, "new": False, "status": "online", "cancel_only": False, "limit_only": False,
                 "post_only": False, "trading_disabled": False, "auction_mode": False, "product_type": "SPOT",
                 "quote_currency_id": mk.quote, "base_currency_id": mk.base, "fcm_trading_session_details": None,
                 "mid_market_price": "", "alias": "", "alias_to": [], "base_display_symbol": mk.base,
-                "quote_display_symbol": mk.quote, "view_only": False, "price_increment": fmt_short(mk.tick_units),
+                "quote_display_symbol": mk.quote, "view_only": False, "price_increment": d.fmt_short(mk.tick_units),
                 "display_name": f"{mk.base}-{mk.quote}", "product_venue": "CBE",
             })
         return {"products": products, "num_products": len(products)}
@@ -126,7 +109,7 @@ class CoinbaseDialect(Dialect):
         pid = path.rstrip("/").split("/")[-2]
         mk = next((m for _, m in self.listed() if product_id(m) == pid), None)
         if mk is None:
-            raise ApiError(404, {"error": "NOT_FOUND", "error_details": "ProductID is invalid",
+            raise d.ApiError(404, {"error": "NOT_FOUND", "error_details": "ProductID is invalid",
                                  "message": "ProductID is invalid"})
         tf = self.timeframe_of(params.get("granularity", ""))
         if tf is None:
@@ -141,7 +124,7 @@ class CoinbaseDialect(Dialect):
             raise _invalid(TOO_MANY)
         # buckets opening in [start, end): end exclusive (the emulator's reading, see the dialect notes)
         rows = self.served(self.truth.rows(mk, tf, math.ceil(start / tf) * tf, math.ceil(end / tf) * tf - tf, now))
-        out = [{"start": str(t), "low": fmt_short(lw), "high": fmt_short(h), "open": fmt_short(o),
-                "close": fmt_short(c), "volume": fmt_short(v)}
-               for t, o, h, lw, c, v, _, _ in reversed(columns(rows))][:limit]
-        return {"candles": apply_row_faults(out, decision, self.seed, salt)}
+        out = [{"start": str(t), "low": d.fmt_short(lw), "high": d.fmt_short(h), "open": d.fmt_short(o),
+                "close": d.fmt_short(c), "volume": d.fmt_short(v)}
+               for t, o, h, lw, c, v, _, _ in reversed(d.columns(rows))][:limit]
+        return {"candles": d.apply_row_faults(out, decision, self.seed, salt)}

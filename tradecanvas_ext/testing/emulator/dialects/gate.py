@@ -5,27 +5,18 @@ currency and time lists, and empty lists for the derivative markets ccxt also lo
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import ClassVar
 
-from ..dialect import (
-    Answer,
-    ApiError,
-    Dialect,
-    DialectSpec,
-    Endpoint,
-    apply_row_faults,
-    columns,
-    fmt_short,
-    gateway_page,
-    ok,
-)
+from .. import dialect as d
 from ..faults import FaultDecision
-from ..markets import UNIT, Market
+from ..markets import UNIT
 
 PREFIX = "/api/v4/"
 
-GATE = DialectSpec(
+GATE = d.DialectSpec(
     name="gate", ccxt_id="gate", market_type="spot",
-    endpoints=(Endpoint("spot/candlesticks", PREFIX + "spot/candlesticks", 1000, 100, reach=10000,
+    endpoints=(d.Endpoint("spot/candlesticks", PREFIX + "spot/candlesticks", 1000, 100, reach=10000,
                         refuses_older=True, limit_refused=True),),
     time_unit="s", newest_first=False, omits_quiet=False,
     timeframes={"1m": "1m", "5m": "5m", "15m": "15m", "30m": "30m", "1h": "1h", "4h": "4h", "8h": "8h",
@@ -39,18 +30,15 @@ def _err(label: str, message: str) -> dict:
     return {"label": label, "message": message}
 
 
-def _bad(message: str) -> ApiError:
-    return ApiError(400, _err("INVALID_PARAM_VALUE", message))
+def _bad(message: str) -> d.ApiError:
+    return d.ApiError(400, _err("INVALID_PARAM_VALUE", message))
 
 
-class GateDialect(Dialect):
+class GateDialect(d.Dialect):
     spec = GATE
+    prefix = PREFIX
+    not_found = _err("NOT_FOUND", "not found")
 
-    def kind(self, method: str, path: str, body: object) -> str:
-        return path[len(PREFIX):].strip("/") if path.startswith(PREFIX) else path
-
-    def unified_symbol(self, mk: Market) -> str | None:
-        return mk.symbol
 
     def ccxt_config(self, base_url: str) -> dict:
         api = base_url + "/api/v4"
@@ -60,35 +48,28 @@ class GateDialect(Dialect):
         urls = {"public": {s: api for s in sections}, "private": {s: api for s in sections}}
         return {"urls": {"api": urls, "test": urls}}
 
-    def error_body(self, status: int) -> object:
-        if status == 429:
-            return _err("TOO_MANY_REQUESTS", "Request Rate limit Exceeded")
-        if status in (502, 504):
-            return gateway_page(status)
-        if status >= 500:
-            return _err("SERVER_ERROR", "Internal server error")
-        return _err("INVALID_PARAM_VALUE", "invalid argument")
+    error_bodies: ClassVar[Mapping[int, object]] = {429: _err("TOO_MANY_REQUESTS", "Request Rate limit Exceeded")}
+    server_error = _err("SERVER_ERROR", "Internal server error")
+    client_error = _err("INVALID_PARAM_VALUE", "invalid argument")
 
     def answer(self, method: str, kind: str, path: str, params: dict, body: object, now: float,
-               decision: FaultDecision, salt: int) -> Answer:
-        if method != "GET" or not path.startswith(PREFIX):
-            raise ApiError(404, _err("NOT_FOUND", "not found"))
+               decision: FaultDecision, salt: int) -> d.Answer:
         if kind == "spot/time":
-            return ok({"server_time": int(now * 1000)})
+            return d.ok({"server_time": int(now * 1000)})
         if kind == "spot/currency_pairs":
-            return ok(self._pairs())
+            return d.ok(self._pairs())
         if kind == "spot/currencies":
-            return ok(self._currencies())
+            return d.ok(self._currencies())
         if kind == "margin/currency_pairs" or kind.startswith(("futures/", "delivery/", "options/")):
-            return ok([])  # derivative and margin lists: nothing emulated
+            return d.ok([])  # derivative and margin lists: nothing emulated
         if kind == "spot/candlesticks":
-            return ok(self._candles(params, now, decision, salt))
-        raise ApiError(404, _err("NOT_FOUND", "not found"))
+            return d.ok(self._candles(params, now, decision, salt))
+        raise self.unknown(method, path)
 
     def _pairs(self) -> list:
         return [{
             "id": f"{mk.base}_{mk.quote}", "base": mk.base, "base_name": mk.base, "quote": mk.quote,
-            "quote_name": mk.quote, "fee": "0.2", "min_base_amount": fmt_short(mk.step_units),
+            "quote_name": mk.quote, "fee": "0.2", "min_base_amount": d.fmt_short(mk.step_units),
             "min_quote_amount": "3", "max_quote_amount": "5000000",
             "amount_precision": 9 - len(str(mk.step_units)), "precision": 9 - len(str(mk.tick_units)),
             "trade_status": "tradable", "sell_start": self.truth.first_open(mk, 60),
@@ -107,7 +88,7 @@ class GateDialect(Dialect):
         pair = params.get("currency_pair", "")
         mk = next((m for _, m in self.listed() if f"{m.base}_{m.quote}" == pair), None)
         if mk is None:
-            raise ApiError(400, _err("INVALID_CURRENCY_PAIR", f"Invalid currency pair {pair}"))
+            raise d.ApiError(400, _err("INVALID_CURRENCY_PAIR", f"Invalid currency pair {pair}"))
         tf = self.timeframe_of(params.get("interval", "30m"))
         if tf is None:
             raise _bad("Invalid interval")
@@ -136,7 +117,7 @@ class GateDialect(Dialect):
         if lo < reach:
             raise _bad(TOO_LONG_AGO)
         rows = self.truth.rows(mk, tf, lo, hi, now)
-        out = [[str(t), fmt_short(int(round(q * UNIT))), fmt_short(c), fmt_short(h), fmt_short(lw), fmt_short(o),
-                fmt_short(v), "true" if t < now_open else "false"]
-               for t, o, h, lw, c, v, q, _ in columns(rows)]
-        return apply_row_faults(out, decision, self.seed, salt)
+        out = [[str(t), d.fmt_short(int(round(q * UNIT))), d.fmt_short(c), d.fmt_short(h), d.fmt_short(lw), d.fmt_short(o),
+                d.fmt_short(v), "true" if t < now_open else "false"]
+               for t, o, h, lw, c, v, q, _ in d.columns(rows)]
+        return d.apply_row_faults(out, decision, self.seed, salt)

@@ -6,26 +6,15 @@ from __future__ import annotations
 
 import math
 
-from ..dialect import (
-    Answer,
-    ApiError,
-    Dialect,
-    DialectSpec,
-    Endpoint,
-    apply_row_faults,
-    columns,
-    fmt_short,
-    gateway_page,
-    ok,
-)
+from .. import dialect as d
 from ..faults import FaultDecision
 from ..markets import Market
 
 KIND_PREFIX = "info/"
 
-HYPERLIQUID = DialectSpec(
+HYPERLIQUID = d.DialectSpec(
     name="hyperliquid", ccxt_id="hyperliquid", market_type="swap",
-    endpoints=(Endpoint("info/candleSnapshot", "/info", 5000, 5000, reach=5000),),
+    endpoints=(d.Endpoint("info/candleSnapshot", "/info", 5000, 5000, reach=5000),),
     time_unit="ms", newest_first=False, omits_quiet=False,
     timeframes={"1m": "1m", "3m": "3m", "5m": "5m", "15m": "15m", "30m": "30m", "1h": "1h", "2h": "2h",
                 "4h": "4h", "8h": "8h", "12h": "12h", "1d": "1d"},
@@ -35,12 +24,15 @@ _USDC = {"name": "USDC", "szDecimals": 8, "weiDecimals": 8, "index": 0, "tokenId
          "isCanonical": True, "evmContract": None, "fullName": None}
 
 
-def _deserialize_error() -> ApiError:
-    return ApiError(422, "Failed to deserialize the JSON body into the target type")
+def _deserialize_error() -> d.ApiError:
+    return d.ApiError(422, "Failed to deserialize the JSON body into the target type")
 
 
-class HyperliquidDialect(Dialect):
+class HyperliquidDialect(d.Dialect):
     spec = HYPERLIQUID
+    prefix = "/info"
+    methods = ("POST",)
+    not_found = ""
 
     def kind(self, method: str, path: str, body: object) -> str:
         if path == "/info" and isinstance(body, dict) and isinstance(body.get("type"), str):
@@ -54,32 +46,25 @@ class HyperliquidDialect(Dialect):
         urls = {"public": base_url, "private": base_url}
         return {"urls": {"api": dict(urls), "test": dict(urls)}}
 
-    def error_body(self, status: int) -> object:
-        if status == 429:
-            return "null"
-        if status in (502, 504):
-            return gateway_page(status)
-        return "null"
+    server_error = client_error = "null"  # Hyperliquid's error answers carry a JSON null
 
     def answer(self, method: str, kind: str, path: str, params: dict, body: object, now: float,
-               decision: FaultDecision, salt: int) -> Answer:
-        if path != "/info" or method != "POST":
-            raise ApiError(404, "")
+               decision: FaultDecision, salt: int) -> d.Answer:
         if not kind.startswith(KIND_PREFIX):
             raise _deserialize_error()
         what = kind[len(KIND_PREFIX):]
         if what == "exchangeStatus":
-            return ok({"specialStatuses": None, "time": str(int(now * 1000))})
+            return d.ok({"specialStatuses": None, "time": str(int(now * 1000))})
         if what == "perpDexs":
-            return ok([None])
+            return d.ok([None])
         if what == "spotMeta":
-            return ok({"tokens": [_USDC], "universe": []})
+            return d.ok({"tokens": [_USDC], "universe": []})
         if what == "spotMetaAndAssetCtxs":
-            return ok([{"tokens": [_USDC], "universe": []}, []])
+            return d.ok([{"tokens": [_USDC], "universe": []}, []])
         if what in ("meta", "metaAndAssetCtxs"):
-            return ok(self._meta(now) if what == "meta" else [self._meta(now), self._ctxs(now)])
+            return d.ok(self._meta(now) if what == "meta" else [self._meta(now), self._ctxs(now)])
         if what == "candleSnapshot":
-            return ok(self._candles(body, now, decision, salt))
+            return d.ok(self._candles(body, now, decision, salt))
         raise _deserialize_error()
 
     def _meta(self, now: float) -> dict:
@@ -91,7 +76,7 @@ class HyperliquidDialect(Dialect):
         out = []
         for _, mk in self.listed():
             rows = self.truth.forming(mk, 60, now)
-            px = fmt_short(int(rows.c[0])) if len(rows) else fmt_short(mk.tick_units)
+            px = d.fmt_short(int(rows.c[0])) if len(rows) else d.fmt_short(mk.tick_units)
             out.append({"funding": "0.0000125", "openInterest": "1000.0", "prevDayPx": px, "dayNtlVlm": "1000000.0",
                         "premium": "0.0", "oraclePx": px, "markPx": px, "midPx": px, "impactPxs": [px, px],
                         "dayBaseVlm": "100.0"})
@@ -116,7 +101,7 @@ class HyperliquidDialect(Dialect):
         tf_ms = tf * 1000
         lo = max(math.ceil(start / tf_ms) * tf, ep.reach_start(tf, now) or 0)
         rows = self.truth.rows(mk, tf, lo, end // tf_ms * tf, now)
-        out = [{"t": t * 1000, "T": t * 1000 + tf_ms - 1, "s": coin, "i": interval, "o": fmt_short(o),
-                "c": fmt_short(c), "h": fmt_short(h), "l": fmt_short(lw), "v": fmt_short(v), "n": n}
-               for t, o, h, lw, c, v, _, n in columns(rows)]
-        return apply_row_faults(out, decision, self.seed, salt)
+        out = [{"t": t * 1000, "T": t * 1000 + tf_ms - 1, "s": coin, "i": interval, "o": d.fmt_short(o),
+                "c": d.fmt_short(c), "h": d.fmt_short(h), "l": d.fmt_short(lw), "v": d.fmt_short(v), "n": n}
+               for t, o, h, lw, c, v, _, n in d.columns(rows)]
+        return d.apply_row_faults(out, decision, self.seed, salt)

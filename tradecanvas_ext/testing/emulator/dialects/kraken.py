@@ -5,27 +5,18 @@ in seconds, ascending, the forming candle last, a `last` field), /0/public/Asset
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import ClassVar
 
-from ..dialect import (
-    Answer,
-    ApiError,
-    Dialect,
-    DialectSpec,
-    Endpoint,
-    apply_row_faults,
-    columns,
-    fmt_short,
-    gateway_page,
-    ok,
-)
+from .. import dialect as d
 from ..faults import FaultDecision
 from ..markets import UNIT, Market
 
 PREFIX = "/0/public/"
 
-KRAKEN = DialectSpec(
+KRAKEN = d.DialectSpec(
     name="kraken", ccxt_id="kraken", market_type="spot",
-    endpoints=(Endpoint("OHLC", PREFIX + "OHLC", 720, 720, reach=720),),
+    endpoints=(d.Endpoint("OHLC", PREFIX + "OHLC", 720, 720, reach=720),),
     time_unit="s", newest_first=False, omits_quiet=False,
     timeframes={"1m": "1", "5m": "5", "15m": "15", "30m": "30", "1h": "60", "4h": "240", "1d": "1440"},
     rate_limit_status=200,
@@ -53,43 +44,34 @@ def _decimals(units: int) -> int:
     return 9 - len(str(units))  # units is a power of ten of 1e-8
 
 
-class KrakenDialect(Dialect):
+class KrakenDialect(d.Dialect):
     spec = KRAKEN
+    prefix = PREFIX
+    methods = ("GET", "POST")
+    not_found = {"error": ["EGeneral:Unknown method"]}
 
-    def kind(self, method: str, path: str, body: object) -> str:
-        return path[len(PREFIX):].strip("/") if path.startswith(PREFIX) else path
-
-    def unified_symbol(self, mk: Market) -> str | None:
-        return mk.symbol
 
     def ccxt_config(self, base_url: str) -> dict:
         return {"urls": {"api": {"public": base_url, "private": base_url, "zendesk": base_url + "/zendesk"}}}
 
-    def error_body(self, status: int) -> object:
-        if status == 429:
-            return {"error": ["EAPI:Rate limit exceeded"]}
-        if status in (502, 504):
-            return gateway_page(status)
-        if status >= 500:
-            return {"error": ["EService:Unavailable"]}
-        return {"error": ["EGeneral:Invalid arguments"]}
+    error_bodies: ClassVar[Mapping[int, object]] = {429: {"error": ["EAPI:Rate limit exceeded"]}}
+    server_error = {"error": ["EService:Unavailable"]}
+    client_error = {"error": ["EGeneral:Invalid arguments"]}
 
-    def rate_limit_answer(self, retry_after_s: int) -> Answer:
-        return Answer(200, {"error": ["EAPI:Rate limit exceeded"]}, {})
+    def rate_limit_answer(self, retry_after_s: int) -> d.Answer:
+        return d.Answer(200, {"error": ["EAPI:Rate limit exceeded"]}, {})
 
     def answer(self, method: str, kind: str, path: str, params: dict, body: object, now: float,
-               decision: FaultDecision, salt: int) -> Answer:
-        if method not in ("GET", "POST") or not path.startswith(PREFIX):
-            raise ApiError(404, {"error": ["EGeneral:Unknown method"]})
+               decision: FaultDecision, salt: int) -> d.Answer:
         if kind == "Time":
-            return ok({"error": [], "result": {"unixtime": int(now), "rfc1123": ""}})
+            return d.ok({"error": [], "result": {"unixtime": int(now), "rfc1123": ""}})
         if kind == "Assets":
-            return ok({"error": [], "result": self._assets()})
+            return d.ok({"error": [], "result": self._assets()})
         if kind == "AssetPairs":
-            return ok({"error": [], "result": self._pairs()})
+            return d.ok({"error": [], "result": self._pairs()})
         if kind == "OHLC":
-            return ok(self._ohlc(params, now, decision, salt))
-        raise ApiError(404, {"error": ["EGeneral:Unknown method"]})
+            return d.ok(self._ohlc(params, now, decision, salt))
+        raise self.unknown(method, path)
 
     def _assets(self) -> dict:
         out = {}
@@ -111,7 +93,7 @@ class KrakenDialect(Dialect):
                 "leverage_buy": [], "leverage_sell": [],
                 "fees": [[0, 0.26], [50000, 0.24]], "fees_maker": [[0, 0.16], [50000, 0.14]],
                 "fee_volume_currency": "ZUSD", "margin_call": 80, "margin_stop": 40,
-                "ordermin": fmt_short(mk.step_units), "costmin": "0.5", "tick_size": fmt_short(mk.tick_units),
+                "ordermin": d.fmt_short(mk.step_units), "costmin": "0.5", "tick_size": d.fmt_short(mk.tick_units),
                 "status": "online",
             }
         return out
@@ -137,9 +119,9 @@ class KrakenDialect(Dialect):
         # the forming candle is always answered, whatever `since` says
         rows = self.truth.rows(mk, tf, min(lo, now_open), now_open, now)
         out = []
-        for t, o, h, lw, c, v, q, n in columns(rows):
-            vwap = fmt_short(int(round(q / (v / UNIT) * UNIT))) if v else fmt_short(c)
-            out.append([t, fmt_short(o), fmt_short(h), fmt_short(lw), fmt_short(c), vwap, fmt_short(v), n])
-        out = apply_row_faults(out, decision, self.seed, salt)
+        for t, o, h, lw, c, v, q, n in d.columns(rows):
+            vwap = d.fmt_short(int(round(q / (v / UNIT) * UNIT))) if v else d.fmt_short(c)
+            out.append([t, d.fmt_short(o), d.fmt_short(h), d.fmt_short(lw), d.fmt_short(c), vwap, d.fmt_short(v), n])
+        out = d.apply_row_faults(out, decision, self.seed, salt)
         return {"error": [], "result": {pair_id(mk): out, "last": now_open - tf}}
 
