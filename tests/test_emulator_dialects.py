@@ -328,3 +328,40 @@ def test_downtime_answers_the_dialects_503(clock):
         emu.faults.downtime(NOW - 1, NOW + 60)
         with pytest.raises(ccxt.OnMaintenance):  # OKX 50001
             ex.fetch_ohlcv("BTC/USDT", "1m", since=(NOW - 630) * 1000, limit=5)
+
+
+# ------------------------------------------------------------------------------------------ the truth
+
+
+def test_quiet_stretch_rolls_up_and_links_prices(clock):
+    """A quiet stretch: flat 1m candles at the price it began with (the previous close), volume 0; a
+    larger bucket aggregates them with the traded minutes; the forming quiet minute stays at volume 0."""
+    emu = ExchangeEmulator(seed=3, clock=clock, symbols=["BTC/USDT"])
+    t0 = NOW - 30 - 3600
+    emu.faults.quiet(t0 + 120, NOW + 600)
+    ones = emu.candles("BTC/USDT", "1m", t0, NOW)
+    assert [c[5] > 0 for c in ones[:4]] == [True, True, False, False]
+    assert ones[2][1] == ones[1][4] and all(c[1:5] == (ones[1][4],) * 4 for c in ones[2:])
+    (t, o, h, low, close, v), = emu.candles("BTC/USDT", "5m", t0, t0)
+    assert (o, close) == (ones[0][1], ones[1][4]) and v == pytest.approx(ones[0][5] + ones[1][5], rel=1e-12)
+    assert (h, low) == (max(ones[0][2], ones[1][2]), min(ones[0][3], ones[1][3]))
+    assert emu.forming("BTC/USDT", "1m")[5] == 0.0
+
+
+def test_command_line_speaks_a_dialect():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "tradecanvas_ext.testing.emulator", "--port", "0",
+                             "--dialect", "bybit"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "(bybit format" in line, proc.stderr.read() if proc.poll() is not None else line
+        url = line.strip().split()[-1]
+        with urllib.request.urlopen(url + "/v5/market/time", timeout=5) as resp:
+            assert json.loads(resp.read())["retCode"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
