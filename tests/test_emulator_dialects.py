@@ -105,6 +105,15 @@ def test_fetch_time(emu, ex):
     assert ex.fetch_time() // 1000 == NOW
 
 
+def test_fetch_ticker_is_the_forming_candle(emu, ex):
+    """freqtrade prices dry-run orders from fetch_ticker (use_order_book false): last is the truth's
+    latest price, bid and ask around it."""
+    sym = SYMBOL[emu.dialect.spec.name]
+    t = ex.fetch_ticker(sym)
+    assert t["last"] == emu.forming(sym, "1m")[4]
+    assert t["bid"] <= t["last"] <= t["ask"]
+
+
 # ------------------------------------------------------------------------------------------ candles
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .candles import TIMEFRAMES, Rows, minute_block
+from .candles import TIMEFRAMES, Rows
 from .dialect import Answer, Dialect, DialectSpec, Endpoint, apply_row_faults, fmt8, fmt_float, ok
 from .dialect import ApiError as DialectError
 from .faults import API_PREFIX, FaultDecision, binance_error_body
@@ -313,26 +313,13 @@ class BinanceRoutes(Dialect):
             return [one(m, now) for m in self._symbols_param(params["symbols"])]
         return [one(m, now) for m in self._markets]
 
-    def _day_rows(self, mk: Market, now: float) -> Rows:
-        now_open = math.floor(now / 60) * 60
-        return self.truth.rows(mk, 60, max(0, now_open - 1439 * 60), now_open, now)
-
     def _last_price_units(self, mk: Market, now: float) -> int:
-        rows = self._day_rows(mk, now)
-        if len(rows):
-            return int(rows.c[-1])
-        return int(minute_block(mk, np.array([[int(now // 60), int(now // 60) + 1]], dtype=np.int64))[0][0, 0])
+        return self.truth.day(mk, now).last
 
     def _ticker_24hr(self, mk: Market, now: float) -> dict:
-        rows = self._day_rows(mk, now)
+        day = self.truth.day(mk, now)
         t_ms = int(now * 1000)
-        if len(rows):
-            o, last = int(rows.o[0]), int(rows.c[-1])
-            hi, lo, vol = int(rows.h.max()), int(rows.l.min()), int(rows.v.sum())
-            qv, count = float(rows.quote.sum()), int(rows.trades.sum())
-        else:
-            o = last = hi = lo = self._last_price_units(mk, now)
-            vol, qv, count = 0, 0.0, 0
+        o, last, hi, lo, vol, qv, count = day.open, day.last, day.high, day.low, day.volume, day.quote_volume, day.trades
         tick = mk.tick_units
         bid, ask = max(tick, last - tick), last + tick
         change = last - o

@@ -5,12 +5,35 @@ lock of its own (the data faults are read through `FaultController`); never form
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from .candles import Rows, build_rows, present_times
+from .candles import Rows, build_rows, minute_block, present_times
 from .faults import FaultController
 from .markets import Market, Markets
+
+
+@dataclass(frozen=True)
+class Day:
+    """The last 24 hours of a market (1e-8 units), what tickers report: bid and ask one tick around last."""
+
+    open: int
+    high: int
+    low: int
+    last: int
+    volume: int
+    quote_volume: float
+    trades: int
+    tick: int
+
+    @property
+    def bid(self) -> int:
+        return max(self.tick, self.last - self.tick)
+
+    @property
+    def ask(self) -> int:
+        return self.last + self.tick
 
 
 class Truth:
@@ -47,3 +70,15 @@ class Truth:
         """The candle containing `now` (partial): one row, or none inside an outage or before the listing."""
         t = math.floor(now / tf) * tf
         return self.rows(mk, tf, t, t, now)
+
+    def day(self, mk: Market, now: float) -> Day:
+        """The market's last 1440 minutes up to the forming one (flat at the price of the moment when it
+        has no candle there)."""
+        now_open = math.floor(now / 60) * 60
+        rows = self.rows(mk, 60, max(0, now_open - 1439 * 60), now_open, now)
+        if len(rows):
+            return Day(int(rows.o[0]), int(rows.h.max()), int(rows.l.min()), int(rows.c[-1]), int(rows.v.sum()),
+                       float(rows.quote.sum()), int(rows.trades.sum()), mk.tick_units)
+        minute = int(now // 60)
+        px = int(minute_block(mk, np.array([[minute, minute + 1]], dtype=np.int64))[0][0, 0])
+        return Day(px, px, px, px, 0, 0.0, 0, mk.tick_units)

@@ -55,6 +55,8 @@ class BybitDialect(d.Dialect):
             return d.ok(_body(0, "OK", now_ms, {"timeSecond": str(int(now)), "timeNano": str(now_ms * 1_000_000)}))
         if kind == "market/instruments-info":
             return d.ok(self._instruments(params, now_ms))
+        if kind == "market/tickers":
+            return d.ok(self._tickers(params, now, now_ms))
         if kind == "market/kline":
             return d.ok(self._kline(params, now, now_ms, decision, salt))
         raise self.unknown(method, path)
@@ -80,6 +82,21 @@ class BybitDialect(d.Dialect):
                     "riskParameters": {"priceLimitRatioX": "0.05", "priceLimitRatioY": "0.05"},
                 })
         return _body(0, "OK", now_ms, {"category": category, "list": items})
+
+    def _tickers(self, params: dict, now: float, now_ms: int) -> dict:
+        if params.get("category") != "spot":
+            return _body(0, "OK", now_ms, {"category": params.get("category", ""), "list": []})
+        items = []
+        for _, mk in self.listed():
+            if params.get("symbol") and params["symbol"] != mk.id:
+                continue
+            day, f = self.truth.day(mk, now), d.fmt_short
+            items.append({"symbol": mk.id, "bid1Price": f(day.bid), "bid1Size": f(mk.step_units * 1000),
+                          "ask1Price": f(day.ask), "ask1Size": f(mk.step_units * 700), "lastPrice": f(day.last),
+                          "prevPrice24h": f(day.open), "price24hPcnt": f"{(day.last - day.open) / day.open:.4f}",
+                          "highPrice24h": f(day.high), "lowPrice24h": f(day.low),
+                          "turnover24h": f"{day.quote_volume:.8f}", "volume24h": f(day.volume)})
+        return _body(0, "OK", now_ms, {"category": "spot", "list": items})
 
     def _kline(self, params: dict, now: float, now_ms: int, decision: FaultDecision, salt: int) -> dict:
         category = params.get("category", "linear")

@@ -45,8 +45,8 @@ class CoinbaseDialect(d.Dialect):
         if path.startswith(V3):
             tail = path[len(V3):].strip("/")
             parts = tail.split("/")
-            if len(parts) == 4 and parts[:2] == ["market", "products"] and parts[3] == "candles":
-                return CANDLES_KIND
+            if len(parts) == 4 and parts[:2] == ["market", "products"] and parts[3] in ("candles", "ticker"):
+                return CANDLES_KIND if parts[3] == "candles" else "market/products/ticker"
             return tail
         if path.startswith(V2):
             return "v2/" + path[len(V2):].strip("/")
@@ -76,6 +76,8 @@ class CoinbaseDialect(d.Dialect):
             return d.ok({"data": {"currency": "USD", "rates": {c: "1" for c in self._codes()}}})
         if kind == "market/products":
             return d.ok(self._products(params, now))
+        if kind == "market/products/ticker":
+            return d.ok(self._ticker(path, now))
         if kind == CANDLES_KIND:
             return d.ok(self._candles(path, params, now, decision, salt))
         raise self.unknown(method, path)
@@ -105,12 +107,23 @@ class CoinbaseDialect(d.Dialect):
             })
         return {"products": products, "num_products": len(products)}
 
-    def _candles(self, path: str, params: dict, now: float, decision: FaultDecision, salt: int) -> dict:
+    def _market_in(self, path: str) -> Market:
         pid = path.rstrip("/").split("/")[-2]
         mk = next((m for _, m in self.listed() if product_id(m) == pid), None)
         if mk is None:
             raise d.ApiError(404, {"error": "NOT_FOUND", "error_details": "ProductID is invalid",
-                                 "message": "ProductID is invalid"})
+                                   "message": "ProductID is invalid"})
+        return mk
+
+    def _ticker(self, path: str, now: float) -> dict:
+        mk = self._market_in(path)
+        day, f = self.truth.day(mk, now), d.fmt_short
+        trade = {"trade_id": str(int(now)), "product_id": product_id(mk), "price": f(day.last),
+                 "size": f(mk.step_units), "time": "", "side": "BUY", "bid": "", "ask": ""}
+        return {"trades": [trade], "best_bid": f(day.bid), "best_ask": f(day.ask)}
+
+    def _candles(self, path: str, params: dict, now: float, decision: FaultDecision, salt: int) -> dict:
+        mk = self._market_in(path)
         tf = self.timeframe_of(params.get("granularity", ""))
         if tf is None:
             raise _invalid("granularity argument is invalid")

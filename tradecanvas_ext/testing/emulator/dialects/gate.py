@@ -62,6 +62,8 @@ class GateDialect(d.Dialect):
             return d.ok(self._currencies())
         if kind == "margin/currency_pairs" or kind.startswith(("futures/", "delivery/", "options/")):
             return d.ok([])  # derivative and margin lists: nothing emulated
+        if kind == "spot/tickers":
+            return d.ok(self._tickers(params, now))
         if kind == "spot/candlesticks":
             return d.ok(self._candles(params, now, decision, salt))
         raise self.unknown(method, path)
@@ -83,6 +85,21 @@ class GateDialect(d.Dialect):
                  "chain": c, "chains": [{"name": c, "addr": "", "withdraw_disabled": False,
                                          "withdraw_delayed": False, "deposit_disabled": False}]}
                 for c in codes]
+
+    def _tickers(self, params: dict, now: float) -> list:
+        out = []
+        for _, mk in self.listed():
+            pair = f"{mk.base}_{mk.quote}"
+            if params.get("currency_pair") and params["currency_pair"] != pair:
+                continue
+            day, f = self.truth.day(mk, now), d.fmt_short
+            out.append({"currency_pair": pair, "last": f(day.last), "lowest_ask": f(day.ask),
+                        "highest_bid": f(day.bid), "change_percentage": f"{(day.last - day.open) / day.open * 100:.2f}",
+                        "base_volume": f(day.volume), "quote_volume": f"{day.quote_volume:.8f}",
+                        "high_24h": f(day.high), "low_24h": f(day.low)})
+        if params.get("currency_pair") and not out:
+            raise d.ApiError(400, _err("INVALID_CURRENCY_PAIR", f"Invalid currency pair {params['currency_pair']}"))
+        return out
 
     def _candles(self, params: dict, now: float, decision: FaultDecision, salt: int) -> list:
         pair = params.get("currency_pair", "")

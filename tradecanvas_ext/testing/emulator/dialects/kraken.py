@@ -69,6 +69,8 @@ class KrakenDialect(d.Dialect):
             return d.ok({"error": [], "result": self._assets()})
         if kind == "AssetPairs":
             return d.ok({"error": [], "result": self._pairs()})
+        if kind == "Ticker":
+            return d.ok(self._ticker(params, now))
         if kind == "OHLC":
             return d.ok(self._ohlc(params, now, decision, salt))
         raise self.unknown(method, path)
@@ -97,6 +99,22 @@ class KrakenDialect(d.Dialect):
                 "status": "online",
             }
         return out
+
+    def _ticker(self, params: dict, now: float) -> dict:
+        wanted = set(filter(None, params.get("pair", "").split(",")))
+        out = {}
+        for _, mk in self.listed():
+            if wanted and pair_id(mk) not in wanted and asset_id(mk.base)[1] + asset_id(mk.quote)[1] not in wanted:
+                continue
+            day, f = self.truth.day(mk, now), d.fmt_short
+            vwap = f(int(round(day.quote_volume / (day.volume / UNIT) * UNIT))) if day.volume else f(day.last)
+            out[pair_id(mk)] = {"a": [f(day.ask), "1", "1.000"], "b": [f(day.bid), "1", "1.000"],
+                                "c": [f(day.last), f(mk.step_units)], "v": [f(day.volume), f(day.volume)],
+                                "p": [vwap, vwap], "t": [day.trades, day.trades], "l": [f(day.low), f(day.low)],
+                                "h": [f(day.high), f(day.high)], "o": f(day.open)}
+        if wanted and not out:
+            return {"error": ["EQuery:Unknown asset pair"]}
+        return {"error": [], "result": out}
 
     def _ohlc(self, params: dict, now: float, decision: FaultDecision, salt: int) -> dict:
         name = params.get("pair", "")

@@ -50,6 +50,8 @@ class OkxDialect(d.Dialect):
             return d.ok({"code": "0", "msg": "", "data": [{"ts": str(int(now * 1000))}]})
         if kind == "public/instruments":
             return d.ok(self._instruments(params))
+        if kind in ("market/ticker", "market/tickers"):
+            return d.ok({"code": "0", "msg": "", "data": self._tickers(kind, params, now)})
         if kind in OKX.candle_kinds:
             return self._candles(OKX.endpoint(kind), params, now, decision, salt)
         raise self.unknown(method, path)
@@ -71,6 +73,24 @@ class OkxDialect(d.Dialect):
                     "maxTriggerSz": "", "maxStopSz": "", "ruleType": "normal",
                 })
         return {"code": "0", "msg": "", "data": data}
+
+    def _tickers(self, kind: str, params: dict, now: float) -> list:
+        if kind == "market/tickers" and params.get("instType") != "SPOT":
+            return []
+        out = []
+        for _, mk in self.listed():
+            inst = f"{mk.base}-{mk.quote}"
+            if kind == "market/ticker" and params.get("instId") != inst:
+                continue
+            day, f = self.truth.day(mk, now), d.fmt_short
+            out.append({"instType": "SPOT", "instId": inst, "last": f(day.last), "lastSz": f(mk.step_units),
+                        "askPx": f(day.ask), "askSz": f(mk.step_units * 700), "bidPx": f(day.bid),
+                        "bidSz": f(mk.step_units * 1000), "open24h": f(day.open), "high24h": f(day.high),
+                        "low24h": f(day.low), "volCcy24h": f"{day.quote_volume:.8f}", "vol24h": f(day.volume),
+                        "ts": str(int(now * 1000)), "sodUtc0": f(day.open), "sodUtc8": f(day.open)})
+        if kind == "market/ticker" and not out:
+            raise d.ApiError(400, _err("51001", "Instrument ID does not exist"))
+        return out
 
     def _candles(self, ep: d.Endpoint, params: dict, now: float, decision: FaultDecision, salt: int) -> d.Answer:
         inst = params.get("instId", "")
