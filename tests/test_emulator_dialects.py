@@ -193,6 +193,7 @@ def test_kraken_serves_only_its_latest_720_whatever_since_says(clock):
         ex = exchange_for(emu)
         got = as_truth(ex.fetch_ohlcv("BTC/USD", "1m", since=(NOW - 30 - 2000 * 60) * 1000))
         start = NOW - 30 - 719 * 60
+        assert emu.reach_start("1m") == start and emu.reach_start("1h") == NOW - 30 - 719 * 3600
         assert len(got) == 720 and got[0][0] == start
         assert got[:-1] == emu.candles("BTC/USD", "1m", start, NOW) and got[-1] == emu.forming("BTC/USD", "1m")
         # `since` is exclusive, and the answer carries `last` (the latest committed candle)
@@ -214,6 +215,7 @@ def test_gate_refuses_ranges_older_than_its_latest_10000_points(clock):
     with _reach_emu("gate", clock) as emu:
         ex = exchange_for(emu)
         oldest = NOW - 30 - 9999 * 60
+        assert emu.reach_start("1m") == oldest
         got = as_truth(ex.fetch_ohlcv("BTC/USDT", "1m", since=oldest * 1000, limit=1000))
         assert len(got) == 1000 and got == emu.candles("BTC/USDT", "1m", oldest, oldest + 999 * 60)
         with pytest.raises(ccxt.BadRequest, match="Candlestick too long ago"):
@@ -228,6 +230,7 @@ def test_okx_history_candles_at_100_a_page_and_candles_reach(clock):
     with _reach_emu("okx", clock) as emu:
         ex = exchange_for(emu)
         since = NOW - 30 - 3000 * 60
+        assert emu.reach_start("1m") == NOW - 30 - 1439 * 60 and emu.reach_start("1m", "market/history-candles") is None
         got = as_truth(ex.fetch_ohlcv("BTC/USDT", "1m", since=since * 1000, limit=300))
         path, params = emu.requests[-1]
         assert path == "/api/v5/market/history-candles" and params["limit"] == "300"
@@ -374,3 +377,33 @@ def test_command_line_speaks_a_dialect():
         proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+@pytest.mark.parametrize("dialect", [d for d in ALL if d != "binance"])
+def test_freqtrades_exchange_class_loads_on_the_dialect(tmp_path, clock, dialect):
+    """freqtrade builds its Exchange for the class (markets validated, whitelist checked) against the
+    emulator through `ccxt_config` only, and prices from its ticker (USD-M: from its order book, as
+    freqtrade requires for Binance futures)."""
+    from freqtrade.enums import RunMode
+    from freqtrade.resolvers import ExchangeResolver
+
+    sym = SYMBOL[dialect]
+    futures = ":" in sym
+    book = dialect == "binanceusdm"
+    with ExchangeEmulator(seed=3, clock=clock, dialect=dialect) as emu:
+        pricing = {"price_side": "same", "use_order_book": book, "order_book_top": 1}
+        cfg = {"exchange": {"name": SPECS[dialect].ccxt_id, "enable_ws": False, "key": "", "secret": "",
+                            "ccxt_config": emu.ccxt_config(), "ccxt_async_config": emu.ccxt_config(),
+                            "pair_whitelist": [sym]},
+               "dry_run": True, "runmode": RunMode.DRY_RUN, "stake_currency": sym.split("/")[1].split(":")[0],
+               "timeframe": "1m", "datadir": tmp_path, "dataformat_ohlcv": "feather",
+               "entry_pricing": pricing, "exit_pricing": dict(pricing),
+               "trading_mode": "futures" if futures else "spot", "margin_mode": "isolated" if futures else "",
+               "candle_type_def": "futures" if futures else "spot"}
+        ex = ExchangeResolver.load_exchange(cfg, load_leverage_tiers=False)
+        try:
+            assert sym in ex.markets
+            price = ex.fetch_l2_order_book(sym, 5)["bids"][0][0] if book else ex.fetch_ticker(sym)["last"]
+            assert price == pytest.approx(emu.forming(sym, "1m")[4], rel=1e-3)
+        finally:
+            ex.close()
