@@ -10,6 +10,8 @@ import urllib.request
 
 import ccxt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tradecanvas_ext.testing import DIALECTS, SPECS, ExchangeEmulator, ManualClock, ccxt_config_for
 
@@ -407,3 +409,39 @@ def test_freqtrades_exchange_class_loads_on_the_dialect(tmp_path, clock, dialect
             assert price == pytest.approx(emu.forming(sym, "1m")[4], rel=1e-3)
         finally:
             ex.close()
+
+
+# ------------------------------------------------------------------------------------------ property
+
+@pytest.mark.parametrize("dialect", ALL)
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(listed_ago=st.integers(0, 3000), outages=st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 300)),
+                                                          max_size=3),
+       quiet=st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 300)), max_size=3),
+       back=st.integers(1, 2900), limit=st.integers(1, 100), timeframe=st.sampled_from(["1m", "5m"]))
+def test_random_truths_are_served_exactly(clock, dialect, listed_ago, outages, quiet, back, limit, timeframe):
+    """Random listing, outages and quiet stretches: what ccxt gets for (since, limit) is exactly the
+    exchange's view of the truth from max(since, reach) on, with nothing skipped at its start; an empty
+    answer means there was nothing to serve in the range asked for."""
+    tf = ccxt.Exchange.parse_timeframe(timeframe)
+    now_open = NOW - 30
+    with ExchangeEmulator(seed=7, clock=clock, dialect=dialect) as emu:
+        sym, spot = SYMBOL[dialect], emu.symbols[0]
+        emu.faults.listing(spot, now_open - listed_ago * 60)
+        for off, n in outages:
+            emu.faults.outage(now_open - off * 60, now_open - off * 60 + n * 60)
+        for off, n in quiet:
+            emu.faults.quiet(now_open - off * 60, now_open - off * 60 + n * 60, symbol=spot)
+        since = now_open // tf * tf - back * tf
+        ex = exchange_for(emu)
+        got = as_truth(ex.fetch_ohlcv(sym, timeframe, since=since * 1000, limit=limit))
+        lo = max(since, emu.reach_start(timeframe) or 0)
+        closed_end = now_open // tf * tf - tf
+        assert all(c[0] >= since for c in got) and len(got) <= limit
+        if got:
+            if got[-1][0] > closed_end:  # the forming candle: compare it with the forming truth
+                assert got[-1] == emu.forming(sym, timeframe)
+                got = got[:-1]
+            assert got == emu.served(sym, timeframe, lo, got[-1][0] if got else lo - 1)
+        else:
+            assert emu.served(sym, timeframe, lo, since + (limit - 1) * tf) == []
