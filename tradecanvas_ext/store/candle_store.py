@@ -1,8 +1,9 @@
 """CandleStore: closed candles and voids of each series, with set-based SQL only (no per-row statements).
 
 It takes SeriesId values only (strings are parsed at the edges) and never branches on the database: the
-Dialect does that. Locks: none of its own; the dialect's write transaction (see store/dialect.py) makes
-each write atomic, and SeriesKeys guards its own cache.
+Dialect does that. Holes and counts come from the coverage index (store/coverage.py), updated in each
+write's transaction. Locks: none of its own; the dialect's write transaction and series locks (see
+store/dialect.py) make each write atomic, and SeriesKeys guards its own cache.
 """
 from __future__ import annotations
 
@@ -14,7 +15,17 @@ import numpy as np
 from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.engine import Engine
 
-from ..domain import CandleBatch, Hole, SeriesId, align_down, align_up, split_by_voids
+from ..domain import (
+    CandleBatch,
+    Hole,
+    SeriesId,
+    align_down,
+    align_up,
+    covered_in_runs,
+    holes_from_runs,
+    split_by_voids,
+)
+from .coverage import CoverageIndex
 from .dialect import Dialect
 from .schema import candles as C
 from .schema import voids as V
@@ -63,9 +74,9 @@ def _compile_upsert(engine: Engine) -> tuple[str, bool]:
 
 
 class CandleStore:
-    def __init__(self, dialect: Dialect, keys: SeriesKeys, origin: str):
+    def __init__(self, dialect: Dialect, keys: SeriesKeys, coverage: CoverageIndex, origin: str):
         """`origin` names this process in the write notifications other processes receive."""
-        self._dialect, self._keys, self._origin = dialect, keys, origin
+        self._dialect, self._keys, self._coverage, self._origin = dialect, keys, coverage, origin
         self._upsert_sql = _compile_upsert(dialect.engine)
 
     @property
@@ -107,6 +118,7 @@ class CandleStore:
             return results
         sql, positional = self._upsert_sql
         with self._dialect.write() as conn:
+            self._dialect.lock_series(conn, [key for _, key, _ in prepared])
             for sid, key, valid in prepared:
                 n = len(valid)
                 cols = [np.full(n, key, dtype=np.int64), valid.times, valid.open, valid.high, valid.low,
@@ -116,6 +128,7 @@ class CandleStore:
                     if not positional:
                         rows = [dict(zip(_CANDLE_COLS, r, strict=True)) for r in rows]
                     conn.exec_driver_sql(sql, rows)
+                self._coverage.record(conn, key, sid.tf_seconds, valid.times)
                 # delivered to listeners at commit, so they read what we wrote
                 self._dialect.notify(conn, sid, int(valid.times[0]), int(valid.times[-1]), self._origin)
         return results
@@ -170,47 +183,20 @@ class CandleStore:
         return None if v is None else int(v)
 
     def count_between(self, sid: SeriesId, start: int, end: int) -> int:
-        return int(self._agg(sid, func.count(), start, end) or 0)
+        return covered_in_runs(*self._coverage.runs(self.series_key(sid), start, end), start, end,
+                               sid.tf_seconds)
 
     def stats(self, sid: SeriesId) -> dict:
-        key = self.series_key(sid)
-        where = C.c.series_key == key
-        with self._dialect.read() as conn:  # separate aggregates: MIN and MAX alone are index probes
-            first = conn.execute(select(func.min(C.c.candle_time)).where(where)).scalar()
-            head = conn.execute(select(func.max(C.c.candle_time)).where(where)).scalar()
-            count = conn.execute(select(func.count()).where(where)).scalar()
-        return {"first_time": None if first is None else int(first),
-                "head_time": None if head is None else int(head), "candle_count": int(count)}
+        first, head, count = self._coverage.totals(self.series_key(sid), sid.tf_seconds)
+        return {"first_time": first, "head_time": head, "candle_count": count}
 
     def raw_holes(self, sid: SeriesId, start: int, end: int) -> list[Hole]:
-        """Holes in [start, end] computed by the database: LAG() over the window's candle times."""
+        """Holes in [start, end] from the coverage index: costs the runs in the window, not the candles."""
         tf = sid.tf_seconds
         s, e = align_up(start, tf), align_down(end, tf)
         if e < s:
             return []
-        key = self.series_key(sid)
-        inner = select(
-            C.c.candle_time.label("t"),
-            func.lag(C.c.candle_time).over(order_by=C.c.candle_time).label("prev"),
-        ).where(C.c.series_key == key, C.c.candle_time >= s, C.c.candle_time <= e).subquery()
-        gaps = select(inner.c.prev, inner.c.t).where(inner.c.t - inner.c.prev > tf).order_by(inner.c.t)
-        in_window = (C.c.series_key == key, C.c.candle_time >= s, C.c.candle_time <= e)
-        with self._dialect.read() as conn:
-            # Two single-aggregate queries: each is one index probe (a combined MIN, MAX scans).
-            lo = conn.execute(select(func.min(C.c.candle_time)).where(*in_window)).scalar()
-            if lo is None:
-                return [Hole(s, e, (e - s) // tf + 1)]
-            hi = conn.execute(select(func.max(C.c.candle_time)).where(*in_window)).scalar()
-            n = conn.execute(select(func.count()).where(*in_window)).scalar()
-            full = (hi - lo) // tf + 1 == n  # no inner hole: skip the window function
-            inner_rows = [] if full else conn.execute(gaps).all()
-        out: list[Hole] = []
-        if lo > s:
-            out.append(Hole(s, int(lo) - tf, (int(lo) - s) // tf))
-        out.extend(Hole(int(p) + tf, int(t) - tf, (int(t) - int(p)) // tf - 1) for p, t in inner_rows)
-        if hi < e:
-            out.append(Hole(int(hi) + tf, e, (e - int(hi)) // tf))
-        return out
+        return holes_from_runs(*self._coverage.runs(self.series_key(sid), s, e), s, e, tf)
 
     def holes(self, sid: SeriesId, start: int, end: int) -> list[Hole]:
         """Holes in the window, each cut into parts that are confirmed voids (void=True) and parts not."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .candle_store import CandleStore
+from .coverage import CoverageIndex
 from .dialect import Dialect, dialect_for
 from .leases import Leases
 from .listener import CandleListener, NoListener, OnWrite
@@ -18,6 +19,7 @@ from .tracker_rows import TrackerRows
 class Store:
     dialect: Dialect
     candles: CandleStore
+    coverage: CoverageIndex  # the runs behind holes(); `rebuild()` / `verify()` against the candles
     tracker_rows: TrackerRows
     leases: Leases
     origin: str  # this process, in write notifications (and whose listener ignores its own writes)
@@ -32,10 +34,13 @@ class Store:
 
 
 def open_store(db_url: str, origin: str, *, create: bool = True) -> Store:
-    """`origin` names this process (the tracker's owner); `create` makes the tables if they are missing."""
+    """`origin` names this process (the tracker's owner); `create` makes the tables if they are missing
+    and the coverage index if it is missing or marked bad."""
     dialect = dialect_for(db_url)
+    coverage = CoverageIndex(dialect)
     if create:
         dialect.create_schema()
+        coverage.ensure()  # a store without the index, or marked after a mismatch, is rebuilt
     keys = SeriesKeys(dialect)
-    return Store(dialect, CandleStore(dialect, keys, origin), TrackerRows(dialect, keys),
+    return Store(dialect, CandleStore(dialect, keys, coverage, origin), coverage, TrackerRows(dialect, keys),
                  dialect.leases(keys), origin)

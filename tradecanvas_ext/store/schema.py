@@ -63,3 +63,21 @@ tracker = Table(
     Column("note", Text),
     Column("error", Text),
 )
+
+# The coverage index: the runs of consecutive candles of each series (run_start..run_end inclusive, both
+# stored candle times), maintained in every candle write's transaction (store/coverage.py).
+coverage = Table(
+    "tc_coverage", metadata,
+    Column("series_key", Integer, primary_key=True),
+    Column("run_start", BigInteger, primary_key=True),
+    Column("run_end", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# One row per store-wide marker; ("coverage", "ok") says tc_coverage matches tc_candles. A store without
+# it (older, or marked after a failed verify) has its index rebuilt on open.
+store_state = Table(
+    "tc_store_state", metadata,
+    Column("name", String(50), primary_key=True),
+    Column("value", String(200), nullable=False),
+)
