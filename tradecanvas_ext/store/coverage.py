@@ -26,6 +26,11 @@ _MARKER = "coverage"
 _OK = "ok:v1"  # the index matches the candles and every writer maintains it
 
 
+def _pairs(rows) -> np.ndarray:
+    """(n, 2) int64 from result rows (np.array over Row objects is ~100x slower than this)."""
+    return np.fromiter((v for r in rows for v in r), dtype=np.int64, count=2 * len(rows)).reshape(-1, 2)
+
+
 def _runs_dict(rows) -> dict[int, list[tuple[int, int]]]:
     out: dict[int, list[tuple[int, int]]] = {}
     for k, a, b in rows:
@@ -52,7 +57,7 @@ class CoverageIndex:
             select(R.c.run_start, R.c.run_end)
             .where(R.c.series_key == key, R.c.run_start >= func.coalesce(before, lo), R.c.run_start <= hi)
             .order_by(R.c.run_start)).all()
-        old = np.array(near, dtype=np.int64).reshape(-1, 2)
+        old = _pairs(near)
         old = old[old[:, 1] >= lo]
         bs, be = runs_of(times, tf)
         if len(old):
@@ -73,7 +78,7 @@ class CoverageIndex:
              .order_by(R.c.run_start))
         with self._dialect.read() as conn:
             rows = conn.execute(q).all()
-        a = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        a = _pairs(rows)
         a = a[a[:, 1] >= int(start)]
         return a[:, 0], a[:, 1]
 
