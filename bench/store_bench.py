@@ -143,7 +143,7 @@ def drop_pg(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS tc_candles, tc_voids, tc_tracker, tc_series, tc_coverage, "
-                          "tc_store_state CASCADE"))
+                          "tc_store_state, tc_write_seq CASCADE"))
     engine.dispose()
 
 

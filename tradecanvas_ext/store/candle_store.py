@@ -2,8 +2,10 @@
 
 It takes SeriesId values only (strings are parsed at the edges) and never branches on the database: the
 Dialect does that. Holes and counts come from the coverage index (store/coverage.py), updated in each
-write's transaction. Locks: none of its own; the dialect's write transaction and series locks (see
-store/dialect.py) make each write atomic, and SeriesKeys guards its own cache.
+write's transaction; reads of recent candles come from the in-memory windows (store/recent_windows.py),
+updated after each write commits (write-through: the store first). Locks: none of its own; the
+dialect's write transaction and series locks (see store/dialect.py) make each write atomic, SeriesKeys
+and RecentWindows guard their own state, and no lock is held while calling the other.
 """
 from __future__ import annotations
 
@@ -27,9 +29,11 @@ from ..domain import (
 )
 from .coverage import CoverageIndex
 from .dialect import Dialect
+from .recent_windows import WHOLE, RecentWindows, Window
 from .schema import candles as C
 from .schema import voids as V
 from .series_keys import SeriesKeys
+from .write_seq import WriteSeq
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +77,27 @@ def _compile_upsert(engine: Engine) -> tuple[str, bool]:
     return sql, positional
 
 
+def _batch(rows) -> CandleBatch:
+    return CandleBatch(*zip(*rows, strict=True)) if rows else CandleBatch.empty()
+
+
+def _bounds(batch: CandleBatch, start: int, end: int) -> tuple[int, int]:
+    """The index range of times in [start, end] of a sorted batch."""
+    return (int(np.searchsorted(batch.times, int(start), side="left")),
+            int(np.searchsorted(batch.times, int(end), side="right")))
+
+
+def _copy(batch: CandleBatch, i: int, j: int) -> CandleBatch:
+    """Rows i..j-1 as new arrays: a caller may change what it gets, never the window."""
+    return CandleBatch(*(getattr(batch, f)[i:j].copy() for f in CandleBatch.__slots__))
+
+
 class CandleStore:
-    def __init__(self, dialect: Dialect, keys: SeriesKeys, coverage: CoverageIndex, origin: str):
+    def __init__(self, dialect: Dialect, keys: SeriesKeys, coverage: CoverageIndex, seq: WriteSeq,
+                 windows: RecentWindows, origin: str):
         """`origin` names this process in the write notifications other processes receive."""
         self._dialect, self._keys, self._coverage, self._origin = dialect, keys, coverage, origin
+        self._seq, self._windows = seq, windows
         self._upsert_sql = _compile_upsert(dialect.engine)
 
     @property
@@ -117,21 +138,48 @@ class CandleStore:
         if not prepared:
             return results
         sql, positional = self._upsert_sql
-        with self._dialect.write() as conn:
-            self._dialect.lock_series(conn, [key for _, key, _ in prepared])
-            for sid, key, valid in prepared:
-                n = len(valid)
-                cols = [np.full(n, key, dtype=np.int64), valid.times, valid.open, valid.high, valid.low,
-                        valid.close, valid.volume]
-                for lo in range(0, n, _CHUNK):
-                    rows = list(zip(*(c[lo:lo + _CHUNK].tolist() for c in cols), strict=True))
-                    if not positional:
-                        rows = [dict(zip(_CANDLE_COLS, r, strict=True)) for r in rows]
-                    conn.exec_driver_sql(sql, rows)
-                self._coverage.record(conn, key, sid.tf_seconds, valid.times)
-                # delivered to listeners at commit, so they read what we wrote
-                self._dialect.notify(conn, sid, int(valid.times[0]), int(valid.times[-1]), self._origin)
+        try:
+            with self._dialect.write() as conn:
+                self._dialect.lock_series(conn, [key for _, key, _ in prepared])
+                for sid, key, valid in prepared:
+                    n = len(valid)
+                    cols = [np.full(n, key, dtype=np.int64), valid.times, valid.open, valid.high, valid.low,
+                            valid.close, valid.volume]
+                    for lo in range(0, n, _CHUNK):
+                        rows = list(zip(*(c[lo:lo + _CHUNK].tolist() for c in cols), strict=True))
+                        if not positional:
+                            rows = [dict(zip(_CANDLE_COLS, r, strict=True)) for r in rows]
+                        conn.exec_driver_sql(sql, rows)
+                    self._coverage.record(conn, key, sid.tf_seconds, valid.times)
+                    # delivered to listeners at commit, so they read what we wrote
+                    self._dialect.notify(conn, sid, int(valid.times[0]), int(valid.times[-1]), self._origin)
+                seqs = self._seq.bump(conn, [key for _, key, _ in prepared])
+        except BaseException:
+            for sid, _, _ in prepared:  # committed or not is unknown: the windows reload
+                self._windows.invalidate(sid)
+            raise
+        for sid, key, valid in prepared:  # after the commit: write-through
+            self._windows.wrote(sid, key, seqs[key], valid)
         return results
+
+    # ---- the recent window ------------------------------------------------------------------------
+    def _window(self, sid: SeriesId) -> Window | None:
+        """The series' recent window, loaded on first use (None when windows are off)."""
+        if not self._windows.enabled:
+            return None
+        w = self._windows.get(sid)
+        if w is not None:
+            return w
+        key, size = self.series_key(sid), self._windows.size
+        ticket = self._windows.ticket(sid, key)
+        q = (select(C.c.candle_time, C.c.open, C.c.high, C.c.low, C.c.close, C.c.volume)
+             .where(C.c.series_key == key).order_by(C.c.candle_time.desc()).limit(size))
+        with self._dialect.snapshot() as conn:  # the sequence and the candles of one state
+            seq = self._seq.read(conn, [key]).get(key, 0)
+            batch = _batch(conn.execute(q).all()[::-1])
+        lo = WHOLE if len(batch) < size else int(batch.times[0])
+        self._windows.install(sid, ticket, seq, batch, lo)
+        return Window(batch, lo)  # this read's own snapshot serves it either way
 
     def _select(self, key: int, where, order_desc: bool = False, limit: int | None = None):
         q = select(C.c.candle_time, C.c.open, C.c.high, C.c.low, C.c.close, C.c.volume).where(
@@ -143,21 +191,35 @@ class CandleStore:
             rows = conn.execute(q).all()
         if order_desc:
             rows.reverse()
-        if not rows:
-            return CandleBatch.empty()
-        return CandleBatch(*zip(*rows, strict=True))
+        return _batch(rows)
 
     def read_tail(self, sid: SeriesId, limit: int) -> CandleBatch:
+        w = self._window(sid) if limit <= self._windows.size else None
+        if w is not None and (len(w.batch) >= limit or w.lo == WHOLE):
+            n = len(w.batch)
+            return _copy(w.batch, max(0, n - max(0, int(limit))), n)
         return self._select(self.series_key(sid), (), order_desc=True, limit=limit)
 
     def read_after(self, sid: SeriesId, since: int, limit: int) -> CandleBatch:
+        w = self._window(sid)
+        if w is not None and align_down(int(since), sid.tf_seconds) + sid.tf_seconds >= w.lo:
+            i = int(np.searchsorted(w.batch.times, int(since), side="right"))
+            return _copy(w.batch, i, i + max(0, int(limit)))
         return self._select(self.series_key(sid), (C.c.candle_time > int(since),), limit=limit)
 
     def read_between(self, sid: SeriesId, start: int, end: int, limit: int | None = None) -> CandleBatch:
+        w = self._window(sid)
+        if w is not None and align_up(int(start), sid.tf_seconds) >= w.lo:
+            i, j = _bounds(w.batch, start, end)
+            return _copy(w.batch, i, j if limit is None else min(j, i + max(0, int(limit))))
         return self._select(self.series_key(sid),
                             (C.c.candle_time >= int(start), C.c.candle_time <= int(end)), limit=limit)
 
     def times_between(self, sid: SeriesId, start: int, end: int) -> np.ndarray:
+        w = self._window(sid)
+        if w is not None and align_up(int(start), sid.tf_seconds) >= w.lo:
+            i, j = _bounds(w.batch, start, end)
+            return w.batch.times[i:j].copy()
         key = self.series_key(sid)
         q = select(C.c.candle_time).where(C.c.series_key == key, C.c.candle_time >= int(start),
                                           C.c.candle_time <= int(end)).order_by(C.c.candle_time)
@@ -175,6 +237,9 @@ class CandleStore:
             return conn.execute(select(agg).where(*where)).scalar()
 
     def head_time(self, sid: SeriesId) -> int | None:
+        w = self._windows.get(sid)  # only a window already loaded: this alone never loads one
+        if w is not None and (len(w.batch) or w.lo == WHOLE):
+            return int(w.batch.times[-1]) if len(w.batch) else None
         v = self._agg(sid, func.max(C.c.candle_time))
         return None if v is None else int(v)
 

@@ -46,6 +46,13 @@ class Dialect(ABC):
         with self.engine.connect() as conn:
             yield conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read whose statements all see one committed state (SQLite's read transaction already
+        does: its snapshot is taken at the first read and held until the end)."""
+        with self.read() as conn:
+            yield conn
+
     @abstractmethod
     def write(self):
         """A connection in a write transaction, committed on exit (a context manager)."""
@@ -146,6 +153,11 @@ class PostgresDialect(Dialect):
     @contextmanager
     def write(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        with self.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
             yield conn
 
     def lock_series(self, conn: Connection, keys: list[int]) -> None:

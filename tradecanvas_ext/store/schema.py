@@ -81,3 +81,11 @@ store_state = Table(
     Column("name", String(50), primary_key=True),
     Column("value", String(200), nullable=False),
 )
+
+# Each series' write sequence, bumped by every candle write transaction (store/write_seq.py): how a
+# process tells that another one changed a series whose recent window it holds in memory.
+write_seq = Table(
+    "tc_write_seq", metadata,
+    Column("series_key", Integer, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
