@@ -139,6 +139,31 @@ def holes_part(url: str, batch: CandleBatch, upsert_s: float | None) -> tuple[di
                    "append_one_candle_ms_median": round(append_ms, 3)}
 
 
+def window_part(url: str, db: str) -> dict:
+    """Recent reads served by the in-memory window vs the same reads from SQL (a window-less store on
+    the same database), medians of 200 calls each, in the same run."""
+    windowed = open_store(url, origin="bench-w")
+    plain = open_store(url, origin="bench-p", window_candles=0)
+    head = windowed.candles.head_time(SID)
+    reads = {
+        "read_tail_500": lambda c: c.read_tail(SID, 500),
+        "read_after_1000": lambda c: c.read_after(SID, head - 2000 * SID.tf_seconds, 1000),
+        "read_between_60": lambda c: c.read_between(SID, head - 59 * SID.tf_seconds, head),
+        "head_time": lambda c: c.head_time(SID),
+    }
+    out: dict = {"bench": "window", "db": db, "window_candles": windowed.windows.size}
+    for name, fn in reads.items():
+        assert str(fn(windowed.candles)) == str(fn(plain.candles)) if name == "head_time" else \
+            fn(windowed.candles).rows() == fn(plain.candles).rows()
+        w = float(np.median(timings(lambda f=fn: f(windowed.candles), 200))) * 1000
+        p = float(np.median(timings(lambda f=fn: f(plain.candles), 200))) * 1000
+        out[f"{name}_window_ms"], out[f"{name}_sql_ms"] = round(w, 3), round(p, 3)
+        out[f"ratio_{name}_sql_vs_window"] = round(p / w, 1)
+    windowed.close()
+    plain.close()
+    return out
+
+
 def drop_pg(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -158,13 +183,14 @@ def main(argv=None) -> int:
         drop_pg(args.db_url)
         for line in holes_part(args.db_url, batch, None):
             print(json.dumps(line), flush=True)
+        print(json.dumps(window_part(args.db_url, "postgresql")), flush=True)
         drop_pg(args.db_url)
         return 0
     with tempfile.TemporaryDirectory() as d:
         raw_one_s = raw_sqlite_insert(Path(d) / "raw1.sqlite", batch, chunk=len(batch))
         raw_s = raw_sqlite_insert(Path(d) / "raw2.sqlite", batch, chunk=50_000)
         url = f"sqlite:///{Path(d) / 'store.sqlite'}"
-        storage = open_store(url, origin="bench")
+        storage = open_store(url, origin="bench", window_candles=0)  # read_tail: the SQL read, as before
         store = storage.candles
         store.series_key(SID)
         t0 = time.perf_counter()
@@ -184,6 +210,7 @@ def main(argv=None) -> int:
         }), flush=True)
         for line in holes_part(url, batch, store_s):
             print(json.dumps(line), flush=True)
+        print(json.dumps(window_part(url, "sqlite")), flush=True)
     return 0
 
 

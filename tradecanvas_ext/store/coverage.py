@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from sqlalchemy import delete, func, insert, literal, select
+from sqlalchemy import bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
 from ..domain import merge_runs, runs_of
@@ -38,6 +38,26 @@ def _runs_dict(rows) -> dict[int, list[tuple[int, int]]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
+def _near_query():
+    """The runs of :key that overlap or touch [:lo, :hi]: the last one starting at or before :lo, and
+    every run starting inside (runs are disjoint and sorted, so everything between touches). Built
+    once: two index range scans."""
+    before = (select(func.max(R.c.run_start))
+              .where(R.c.series_key == bindparam("key"), R.c.run_start <= bindparam("lo")).scalar_subquery())
+    return (select(R.c.run_start, R.c.run_end)
+            .where(R.c.series_key == bindparam("key"), R.c.run_start >= func.coalesce(before, bindparam("lo")),
+                   R.c.run_start <= bindparam("hi"))
+            .order_by(R.c.run_start))
+
+
+_NEAR = _near_query()
+_STRETCH = (update(R).where(R.c.series_key == bindparam("key"), R.c.run_start == bindparam("start"))
+            .values(run_end=bindparam("end")))
+_DROP = delete(R).where(R.c.series_key == bindparam("key"), R.c.run_start >= bindparam("first"),
+                        R.c.run_start <= bindparam("last"))
+_ADD = insert(R)
+
+
 class CoverageIndex:
     def __init__(self, dialect: Dialect):
         self._dialect = dialect
@@ -45,40 +65,30 @@ class CoverageIndex:
     # ---- maintained by every candle write ----------------------------------------------------------
     def record(self, conn: Connection, key: int, tf: int, times: np.ndarray) -> None:
         """Add the candle times just written (sorted, unique, aligned) to the runs of `key`, in the
-        writer's transaction, after its `lock_series`. Set-based: one read, one delete, one insert."""
+        writer's transaction, after its `lock_series`. Set-based: one read, then nothing (a rewrite
+        inside a run), one update (a run grew at its end: the head append) or one delete + one insert."""
         if len(times) == 0:
             return
         lo, hi = int(times[0]) - tf, int(times[-1]) + tf
-        # the runs that overlap or touch [lo, hi]: the last one starting at or before lo, and every run
-        # starting inside (runs are disjoint and sorted, so everything between touches the batch)
-        before = (select(func.max(R.c.run_start)).where(R.c.series_key == key, R.c.run_start <= lo)
-                  .scalar_subquery())
-        near = conn.execute(
-            select(R.c.run_start, R.c.run_end)
-            .where(R.c.series_key == key, R.c.run_start >= func.coalesce(before, lo), R.c.run_start <= hi)
-            .order_by(R.c.run_start)).all()
-        old = _pairs(near)
+        old = _pairs(conn.execute(_NEAR, {"key": key, "lo": lo, "hi": hi}).all())
         old = old[old[:, 1] >= lo]
         bs, be = runs_of(times, tf)
         if len(old):
             bs, be = merge_runs(np.concatenate((old[:, 0], bs)), np.concatenate((old[:, 1], be)), tf)
-            conn.execute(delete(R).where(R.c.series_key == key, R.c.run_start >= int(old[0, 0]),
-                                         R.c.run_start <= int(old[-1, 0])))
-        conn.execute(insert(R), [{"series_key": key, "run_start": a, "run_end": b}
-                                 for a, b in zip(bs.tolist(), be.tolist(), strict=True)])
+            if len(bs) == len(old) and np.array_equal(bs, old[:, 0]) and np.array_equal(be, old[:, 1]):
+                return  # every time written was already covered
+            if len(old) == 1 and len(bs) == 1 and bs[0] == old[0, 0]:
+                conn.execute(_STRETCH, {"key": key, "start": int(bs[0]), "end": int(be[0])})
+                return
+            conn.execute(_DROP, {"key": key, "first": int(old[0, 0]), "last": int(old[-1, 0])})
+        conn.execute(_ADD, [{"series_key": key, "run_start": a, "run_end": b}
+                            for a, b in zip(bs.tolist(), be.tolist(), strict=True)])
 
     # ---- read ---------------------------------------------------------------------------------------
     def runs(self, key: int, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         """The runs of `key` that overlap [start, end] (sorted): two index range scans, O(runs found)."""
-        before = (select(func.max(R.c.run_start)).where(R.c.series_key == key, R.c.run_start <= int(start))
-                  .scalar_subquery())
-        q = (select(R.c.run_start, R.c.run_end)
-             .where(R.c.series_key == key, R.c.run_start >= func.coalesce(before, int(start)),
-                    R.c.run_start <= int(end))
-             .order_by(R.c.run_start))
         with self._dialect.read() as conn:
-            rows = conn.execute(q).all()
-        a = _pairs(rows)
+            a = _pairs(conn.execute(_NEAR, {"key": key, "lo": int(start), "hi": int(end)}).all())
         a = a[a[:, 1] >= int(start)]
         return a[:, 0], a[:, 1]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from .dialect import Dialect
@@ -23,15 +23,14 @@ log = logging.getLogger(__name__)
 
 class WriteSeq:
     def __init__(self, dialect: Dialect):
-        self._dialect = dialect
+        self._bump = (dialect.insert(W).values(series_key=bindparam("k"), seq=1)
+                      .on_conflict_do_update(index_elements=["series_key"], set_={"seq": W.c.seq + 1})
+                      .returning(W.c.seq))
 
     def bump(self, conn: Connection, keys: list[int]) -> dict[int, int]:
-        """Inside a write transaction: the next sequence number of each series, now stored."""
-        keys = sorted(set(keys))
-        conn.execute(self._dialect.insert(W).on_conflict_do_nothing(index_elements=["series_key"]),
-                     [{"series_key": k, "seq": 0} for k in keys])
-        conn.execute(update(W).where(W.c.series_key.in_(keys)).values(seq=W.c.seq + 1))
-        return self.read(conn, keys)
+        """Inside a write transaction: the next sequence number of each series, now stored (one
+        INSERT .. ON CONFLICT DO UPDATE .. RETURNING per series, built once)."""
+        return {k: int(conn.execute(self._bump, {"k": k}).scalar_one()) for k in sorted(set(keys))}
 
     def read(self, conn: Connection, keys: list[int]) -> dict[int, int]:
         """series_key -> sequence (a series never written has none: read it as 0)."""
