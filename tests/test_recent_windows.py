@@ -296,3 +296,14 @@ def test_a_caller_changing_what_it_read_changes_no_window(pair):
     got.times[:] = 0
     w.candles.times_between(sid, 0, BIG)[:] = 0
     assert_reads_agree(w, plain, sid, [3, 7])
+
+
+def test_one_series_twice_in_one_transaction(pair):
+    w, plain = pair
+    sid, other = fresh_series(), fresh_series()
+    w.candles.upsert_closed(sid, batch(range(0, 5 * TF, TF)))
+    w.candles.read_tail(sid, 5)
+    w.candles.upsert_closed_many([(sid, batch([5 * TF, 6 * TF], 200)), (other, batch([0])),
+                                  (sid, batch([6 * TF, 7 * TF], 300))])
+    assert_reads_agree(w, plain, sid, [0, 5])
+    assert w.candles.read_tail(sid, 3).close.tolist() == plain.candles.read_tail(sid, 3).close.tolist()

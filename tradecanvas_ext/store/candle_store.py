@@ -158,8 +158,12 @@ class CandleStore:
             for sid, _, _ in prepared:  # committed or not is unknown: the windows reload
                 self._windows.invalidate(sid)
             raise
-        for sid, key, valid in prepared:  # after the commit: write-through
-            self._windows.wrote(sid, key, seqs[key], valid)
+        written: dict[SeriesId, tuple[int, list[CandleBatch]]] = {}
+        for sid, key, valid in prepared:  # a series listed twice: its batches in order, last wins
+            written.setdefault(sid, (key, []))[1].append(valid)
+        for sid, (key, parts) in written.items():  # after the commit: write-through
+            self._windows.wrote(sid, key, seqs[key], parts[0] if len(parts) == 1 else
+                                CandleBatch.concat(parts).dedupe_sorted())
         return results
 
     # ---- the recent window ------------------------------------------------------------------------
