@@ -307,3 +307,31 @@ def test_one_series_twice_in_one_transaction(pair):
                                   (sid, batch([6 * TF, 7 * TF], 300))])
     assert_reads_agree(w, plain, sid, [0, 5])
     assert w.candles.read_tail(sid, 3).close.tolist() == plain.candles.read_tail(sid, 3).close.tolist()
+
+
+def test_other_processes_and_this_one_writing_at_once(pair, db_url):
+    """Three writer processes and this process write the same series at the same time; this process's
+    own writes keep applying to its window only while no other write came in between."""
+    from tests.test_coverage import random_plan
+
+    w, plain = pair
+    sid = fresh_series()
+    w.candles.upsert_closed(sid, batch(range(0, 30 * TF, TF)))
+    rng = np.random.default_rng(11)
+    procs = [start_writer(db_url, random_plan(rng, [str(sid)], f"w{k}", 25, 200 + k)) for k in range(3)]
+
+    def write_and_read():
+        lo = int(rng.integers(0, 460))
+        w.candles.upsert_closed(sid, batch(range(lo * TF, (lo + int(rng.integers(1, 8))) * TF, TF), 150))
+        w.candles.read_tail(sid, 20)  # keeps a window loaded while the others write
+
+    rounds = 0
+    while any(p.poll() is None for p in procs) or rounds < 20:  # until every other writer is done
+        write_and_read()
+        rounds += 1
+    for p in procs:
+        out, _ = p.communicate(timeout=180)
+        assert p.returncode == 0 and out.strip().endswith("done"), out
+    write_and_read()  # the last write is ours: only the sequence rule can have dropped a stale window
+    w.watcher.check()
+    assert_reads_agree(w, plain, sid, [0, 100, 300, 455])
