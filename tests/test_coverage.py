@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
@@ -24,6 +25,14 @@ from tradecanvas_ext.store.schema import store_state
 TF = 60
 BIG = 10**12
 _counter = itertools.count()
+
+
+@pytest.fixture
+def storage(db_url):
+    """Without recent windows: every answer here comes from the index (the windows have their tests)."""
+    s = open_store(db_url, origin="test", window_candles=0)
+    yield s
+    s.close()
 
 
 def fresh_series() -> SeriesId:
@@ -105,7 +114,7 @@ def test_many_series_in_one_transaction_and_a_head_append(storage):
 
 def test_a_damaged_index_is_found_marked_and_rebuilt_on_open(db_url):
     sid = fresh_series()
-    s = open_store(db_url, origin="test")
+    s = open_store(db_url, origin="test", window_candles=0)
     s.candles.upsert_closed(sid, [candle(t * TF) for t in (0, 1, 2, 5, 6, 9)])
     key = s.candles.series_key(sid)
     good = index_runs(s, sid)
@@ -115,7 +124,7 @@ def test_a_damaged_index_is_found_marked_and_rebuilt_on_open(db_url):
     with s.dialect.read() as conn:
         assert conn.execute(select(store_state.c.value)).scalar() == "mismatch"
     s.close()
-    s = open_store(db_url, origin="test")  # the mismatch marker makes the open rebuild
+    s = open_store(db_url, origin="test", window_candles=0)  # the mismatch marker makes the open rebuild
     assert index_runs(s, sid) == good and s.coverage.verify() == []
     assert_agrees(s, sid, 0, 10 * TF)
     s.close()
@@ -124,14 +133,14 @@ def test_a_damaged_index_is_found_marked_and_rebuilt_on_open(db_url):
 def test_a_store_without_the_index_is_rebuilt_on_open(db_url):
     """A store written before the index existed: candles, no runs, no marker."""
     sid = fresh_series()
-    s = open_store(db_url, origin="test")
+    s = open_store(db_url, origin="test", window_candles=0)
     s.candles.upsert_closed(sid, [candle(t * TF) for t in (3, 4, 8, 10, 11, 12)])
     with s.dialect.write() as conn:
         conn.execute(delete(R))
         conn.execute(delete(store_state))
     assert index_runs(s, sid) == []
     s.close()
-    s = open_store(db_url, origin="test")
+    s = open_store(db_url, origin="test", window_candles=0)
     assert index_runs(s, sid) == [(180, 240), (480, 480), (600, 720)]
     assert_agrees(s, sid, 0, 15 * TF)
     s.close()
@@ -157,7 +166,7 @@ def random_plan(rng: np.random.Generator, series: list[str], origin: str, n_batc
 
 
 def test_processes_writing_one_store_keep_the_index_exact(db_url):
-    storage = open_store(db_url, origin="test")  # schema and index marker exist before the race
+    storage = open_store(db_url, origin="test", window_candles=0)  # schema and index marker exist before the race
     sids = [fresh_series(), fresh_series()]
     names = [str(s) for s in sids]
     rng = np.random.default_rng(3)
@@ -173,7 +182,7 @@ def test_processes_writing_one_store_keep_the_index_exact(db_url):
 
 
 def test_a_writer_killed_inside_its_transaction_leaves_index_and_candles_in_step(db_url):
-    storage = open_store(db_url, origin="test")
+    storage = open_store(db_url, origin="test", window_candles=0)
     sid = fresh_series()
     first = [[str(sid), [candle(t * TF) for t in range(0, 40) if t % 7]]]
     second = [[str(sid), [candle(t * TF, 200) for t in range(35, 90)]]]  # overlaps and extends
@@ -186,7 +195,7 @@ def test_a_writer_killed_inside_its_transaction_leaves_index_and_candles_in_step
         if p.poll() is None:
             p.kill()
     committed = [r[0] for r in first[0][1]]
-    after = open_store(db_url, origin="test-after")  # a new process's view (SQLite recovers the WAL)
+    after = open_store(db_url, origin="test-after", window_candles=0)  # a new process's view (SQLite recovers the WAL)
     for s in (storage, after):
         assert s.candles.read_between(sid, -BIG, BIG).times.tolist() == committed
         assert_agrees(s, sid, 0, 100 * TF)

@@ -65,6 +65,8 @@ def assert_reads_agree(w, plain, sid: SeriesId, probes: list[int]) -> None:
         assert a.read_between(sid, t, t + 10 * TF).rows() == b.read_between(sid, t, t + 10 * TF).rows()
         assert a.read_between(sid, t + 1, BIG, 3).rows() == b.read_between(sid, t + 1, BIG, 3).rows()
         assert a.times_between(sid, t, BIG).tolist() == b.times_between(sid, t, BIG).tolist()
+        assert a.holes(sid, t, t + 30 * TF) == b.holes(sid, t, t + 30 * TF)  # voids split, both sides
+        assert a.raw_holes(sid, t - 1, t + 200 * TF) == b.raw_holes(sid, t - 1, t + 200 * TF)
     assert a.head_time(sid) == b.head_time(sid)
     assert a.first_time(sid) == b.first_time(sid)
     assert_window_exact(w, plain, sid)

@@ -25,6 +25,7 @@ from ..domain import (
     align_up,
     covered_in_runs,
     holes_from_runs,
+    list_holes,
     split_by_voids,
 )
 from .coverage import CoverageIndex
@@ -260,11 +261,15 @@ class CandleStore:
         return {"first_time": first, "head_time": head, "candle_count": count}
 
     def raw_holes(self, sid: SeriesId, start: int, end: int) -> list[Hole]:
-        """Holes in [start, end] from the coverage index: costs the runs in the window, not the candles."""
+        """Holes in [start, end] from the coverage index (costs the runs in the window, not the candles),
+        or from the recent window when [start, end] lies inside it (no SQL)."""
         tf = sid.tf_seconds
         s, e = align_up(start, tf), align_down(end, tf)
         if e < s:
             return []
+        w = self._windows.get(sid)  # a loaded window holds every candle from its lo: the same rule on it
+        if w is not None and s >= w.lo:
+            return list_holes(w.batch.times, s, e, tf)
         return holes_from_runs(*self._coverage.runs(self.series_key(sid), s, e), s, e, tf)
 
     def holes(self, sid: SeriesId, start: int, end: int) -> list[Hole]:
