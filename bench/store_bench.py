@@ -139,6 +139,14 @@ def holes_part(url: str, batch: CandleBatch, upsert_s: float | None) -> tuple[di
                    "append_one_candle_ms_median": round(append_ms, 3)}
 
 
+def covered_read(store) -> CandleBatch:
+    """The market endpoint's store calls: the latest 500, their holes, the head time."""
+    b = store.read_tail(SID, 500)
+    store.holes(SID, int(b.times[0]), int(b.times[-1]))
+    store.head_time(SID)
+    return b
+
+
 def window_part(url: str, db: str) -> dict:
     """Recent reads served by the in-memory window vs the same reads from SQL (a window-less store on
     the same database), medians of 200 calls each, in the same run."""
@@ -150,6 +158,7 @@ def window_part(url: str, db: str) -> dict:
         "read_after_1000": lambda c: c.read_after(SID, head - 2000 * SID.tf_seconds, 1000),
         "read_between_60": lambda c: c.read_between(SID, head - 59 * SID.tf_seconds, head),
         "head_time": lambda c: c.head_time(SID),
+        "covered_read_500": lambda c: covered_read(c),  # what GET /api/market/candles asks the store
     }
     out: dict = {"bench": "window", "db": db, "window_candles": windowed.windows.size}
     for name, fn in reads.items():
