@@ -337,3 +337,21 @@ def test_other_processes_and_this_one_writing_at_once(pair, db_url):
     write_and_read()  # the last write is ours: only the sequence rule can have dropped a stale window
     w.watcher.check()
     assert_reads_agree(w, plain, sid, [0, 100, 300, 455])
+
+
+def test_only_a_store_other_processes_can_open_is_watched(tmp_path):
+    """An in-memory SQLite database is private to its process (and to each thread's connection: a
+    watcher there could only fail and drop every window): nothing to watch."""
+    memory = open_store("sqlite://", origin="memory")
+    on_file = open_store(f"sqlite:///{tmp_path / 'w.sqlite'}", origin="file")
+    off = open_store(f"sqlite:///{tmp_path / 'w.sqlite'}", origin="off", window_candles=0)
+    try:
+        assert (memory.watcher.running, on_file.watcher.running, off.watcher.running) == (False, True, False)
+        sid = fresh_series()
+        memory.candles.upsert_closed(sid, batch([0, 60]))
+        assert memory.candles.read_tail(sid, 5).times.tolist() == [0, 60]
+        assert memory.windows.get(sid) is not None
+    finally:
+        for s in (memory, on_file, off):
+            s.close()
+    assert not on_file.watcher.running

@@ -37,6 +37,7 @@ class Dialect(ABC):
     """One database kind: its engine, transactions, upsert construct, leases and notifications."""
 
     name: str
+    shared: bool = True  # other processes can open this database (not an in-memory SQLite)
 
     def __init__(self, db_url: str, engine: Engine):
         self.url, self.engine = db_url, engine
@@ -119,6 +120,7 @@ class SqliteDialect(Dialect):
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         super().__init__(db_url, engine)
+        self.shared = bool(self.path)
         self._write_lock = threading.Lock()
 
     @contextmanager

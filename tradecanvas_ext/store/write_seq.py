@@ -48,9 +48,13 @@ class SeqWatcher:
         self._thread = threading.Thread(target=self._run, name="tc-window-watch", daemon=True)
 
     def start(self) -> SeqWatcher:
-        if self._windows.enabled:
+        if self._windows.enabled and self._dialect.shared:  # no other process can write a private one
             self._thread.start()
         return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self) -> None:
         self._stop.set()
