@@ -29,7 +29,6 @@ Publishing (`publish_closed`, the bot loop's `ingest_closed`) takes only `Candle
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -38,6 +37,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..domain import Candle, CandleBatch, SeriesId
 from . import messages as m
@@ -76,16 +77,16 @@ class HubClient:
         self._writer.start()
 
     # ---- outgoing ---------------------------------------------------------------------------------
-    def offer(self, message: dict) -> bool:
-        """Queue one message without blocking or calling out (safe under a subscription's lock).
-        Returns True when the unsent data would pass MAX_PENDING_BYTES: the caller must then drop this
-        client (`CandleHub.drop`), holding no lock."""
+    def offer(self, message: m.Text) -> bool:
+        """Queue one serialised message without blocking or calling out (safe under a subscription's
+        lock). Returns True when the unsent data would pass MAX_PENDING_BYTES: the caller must then drop
+        this client (`CandleHub.drop`), holding no lock."""
         if not self._alive:
             return False
-        self._metrics.ws_messages.labels(message["type"]).inc()
-        if message["type"] == "gap":
-            self._metrics.ws_gaps.labels(message["series_id"], message["reason"]).inc()
-        text = json.dumps(message, separators=(",", ":"))  # ASCII: its length is its size in bytes
+        self._metrics.ws_messages.labels(message.type).inc()
+        if message.gap is not None:
+            self._metrics.ws_gaps.labels(*message.gap).inc()
+        text = message.text  # ASCII: its length is its size in bytes
         with self._out_cv:
             if not self._alive:
                 return False
@@ -107,7 +108,7 @@ class HubClient:
 
     def send(self, message: dict) -> None:
         """`offer`, dropping the client when it overflows. Never call it while holding a lock."""
-        if self.offer(message):
+        if self.offer(m.encode(message)):
             self.hub.drop(self)
 
     def send_error(self, code: str, message: str, series_id: str | None = None) -> None:
@@ -298,7 +299,7 @@ class CandleHub:
         b = CandleBatch.coerce(candles).dedupe_sorted()
         if len(b) == 0:
             return
-        self._fan_out(series, Candles(b))
+        self._fan_out(series, Candles(m.CandleTexts(str(series), b)))  # serialised once for all
 
     def publish_forming(self, series: SeriesId, candle) -> None:
         c = candle if isinstance(candle, Candle) else Candle.from_dict(candle)
@@ -353,8 +354,8 @@ class CandleHub:
         match event:
             case CatchUp():
                 return self._catch_up(sub)
-            case Candles(batch):
-                return self._deliver(sub, batch)
+            case Candles(texts):
+                return self._deliver(sub, texts)
             case Forming(candle):
                 if sub.cursor is None or candle.candle_time > sub.cursor:
                     sub.out.add(m.forming(sub.key, candle.to_dict()))
@@ -369,7 +370,7 @@ class CandleHub:
             if len(page) == CATCHUP_PAGE:
                 sub.push_front(CatchUp())
                 sub.next_page_queued = True
-        return self._deliver(sub, page)
+        return self._deliver(sub, m.CandleTexts(sub.key, page))
 
     def _wait_for(self, sub: Subscription, recovery: Future) -> None:
         """Pause `sub` until the recovery ends, or `recovery_bound_s` passes, whichever comes first."""
@@ -388,21 +389,20 @@ class CandleHub:
         if sub.resume(token):
             self._start_drain(sub)
 
-    def _deliver(self, sub: Subscription, b: CandleBatch) -> Future | None:
-        """Send `b` after the cursor in order; at a jump, recover then announce what is still missing.
-        Returns the recovery when one started: the rest of `b` is queued first, to go when it ends."""
+    def _deliver(self, sub: Subscription, texts: m.CandleTexts) -> Future | None:
+        """Send the candles after the cursor in order; at a jump, recover then announce what is still
+        missing. Returns the recovery when one started: the batch is queued first again, to go on after
+        the cursor when it ends."""
         tf = sub.tf
-        if sub.cursor is not None:
-            b = b.take(b.times > sub.cursor)
-        times = b.times
-        i = 0
+        times = texts.times
+        i = 0 if sub.cursor is None else int(np.searchsorted(times, sub.cursor, side="right"))
         while i < len(times):
             t = int(times[i])
             if sub.cursor is not None and t > sub.cursor + tf:
                 a, last = sub.cursor + tf, t - tf
                 recovery = self._start_recovery(sub, a, last)
                 if recovery is not None:
-                    sub.push_front(Candles(b.take(slice(i, None))))
+                    sub.push_front(Candles(texts))
                     return recovery
                 self._send_range_with_gaps(sub, a, last)
                 if sub.cursor is not None and t <= sub.cursor:
@@ -413,7 +413,7 @@ class CandleHub:
             j = i + 1  # a run of consecutive candles goes out as is
             while j < len(times) and int(times[j]) == int(times[j - 1]) + tf:
                 j += 1
-            sub.out.candles(b.take(slice(i, j)))
+            sub.out.candles(texts, i, j)
             sub.cursor = int(times[j - 1])
             i = j
         return None
@@ -485,12 +485,12 @@ class CandleHub:
 
     def _send_range_with_gaps(self, sub: Subscription, a: int, last: int) -> None:
         """What the store now has in [a, last], in order, each remaining hole announced before its candle."""
-        fill = self._store.read_between(sub.series, a, last)
+        fill = m.CandleTexts(sub.key, self._store.read_between(sub.series, a, last))
         tf = sub.tf
         for k, t in enumerate(fill.times.tolist()):
             if t > sub.cursor + tf:
                 sub.out.add(m.gap(sub.key, sub.cursor + tf, t, tf, self._reason(sub, sub.cursor + tf, t - tf)))
-            sub.out.candles(fill.take(slice(k, k + 1)))
+            sub.out.candles(fill, k, k + 1)
             sub.cursor = t
 
     def _reason(self, sub: Subscription, start: int, end: int) -> str:
