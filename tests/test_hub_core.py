@@ -126,3 +126,37 @@ def test_a_hole_left_inside_a_recovered_range_gets_its_own_gap(sqlite_url):
     finally:
         hub.close()
         storage.close()
+
+
+# -- messages written once -------------------------------------------------------------------------------------
+
+def test_candle_texts_are_the_messages_the_dict_builders_describe():
+    """The shared JSON (one orjson call cut into objects) says what messages.closed / messages.batch say,
+    for awkward floats and a series id that needs escaping; every text is ASCII (the byte bound counts it)."""
+    import numpy as np
+
+    from tradecanvas_ext.domain import CandleBatch
+    from tradecanvas_ext.hub import messages as m
+
+    t = T + np.arange(5, dtype=np.int64) * TF
+    b = CandleBatch(t, np.array([1e-7, 1e16, 0.1, 123456.789, 5.0]), np.array([2e-7, 2e16, 0.2, 123457.0, 6.0]),
+                    np.array([1e-8, 1.0, 0.05, 1.0, 4.0]), np.array([1.5e-7, 3.0, 0.15, 2.0, 5.5]),
+                    np.array([0.0, 1e-300, 7.0, 8.0, 9.0]))
+    series = "binance:spot:币安/USDT:1m"
+    texts = m.CandleTexts(series, b)
+    dicts = b.to_dicts()
+    for i in range(5):
+        msg = texts.closed(i)
+        assert msg.text.isascii() and msg.type == "candle_closed"
+        assert json.loads(msg.text) == m.closed(series, dicts[i])
+        assert texts.closed(i) is msg  # written once, then shared
+    out = m.Outbox(series, TF, supports_batch=True)
+    out.candles(texts, 0, 3)
+    out.add(m.gap(series, T + 3 * TF, T + 4 * TF, TF, "void"))
+    out.candles(texts, 4)
+    sent = out.take()
+    assert [json.loads(x.text) for x in sent] == [m.batch(series, dicts[:3]),
+                                                  m.gap(series, T + 3 * TF, T + 4 * TF, TF, "void"),
+                                                  m.closed(series, dicts[4])]
+    assert sent[1].gap == (series, "void") and all(x.text.isascii() for x in sent)
+    assert m.CandleTexts(series, CandleBatch.empty()).objects() == []
