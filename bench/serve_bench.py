@@ -66,19 +66,28 @@ def kept(r: requests.Response) -> bool:
     return r.headers.get("Connection", "").lower() != "close"
 
 
-def timed_gets(url: str, n: int) -> list[float]:
-    """n reads on one keep-alive connection (requests.Session reuses it while the server keeps it)."""
-    with requests.Session() as s:
-        s.trust_env = False
-        s.get(url, timeout=10).raise_for_status()  # warm-up
-        out = []
+def timed_gets(urls: list[str], n: int) -> list[list[float]]:
+    """n reads of each url, each on its own keep-alive connection (requests.Session reuses it while the
+    server keeps it), interleaved (one of each in turn) so that the load of a shared machine weighs on
+    every url alike."""
+    sessions = [requests.Session() for _ in urls]
+    out: list[list[float]] = [[] for _ in urls]
+    try:
+        for s, url in zip(sessions, urls, strict=True):
+            s.trust_env = False
+            for _ in range(5):  # warm-up
+                s.get(url, timeout=10).raise_for_status()
         for _ in range(n):
-            t = time.perf_counter()
-            r = s.get(url, timeout=10)
-            out.append(time.perf_counter() - t)
-            assert r.status_code == 200, r.text[:200]
-            assert kept(r), "the server closed the connection"
-        return out
+            for s, url, times in zip(sessions, urls, out, strict=True):
+                t = time.perf_counter()
+                r = s.get(url, timeout=10)
+                times.append(time.perf_counter() - t)
+                assert r.status_code == 200, r.text[:200]
+                assert kept(r), "the server closed the connection"
+    finally:
+        for s in sessions:
+            s.close()
+    return out
 
 
 def throughput(url: str, threads: int = 4, seconds: float = 5.0) -> float:
@@ -113,7 +122,7 @@ def http_part(rt: Runtime, n: int) -> dict:
     floor = WebServer(floor_app, "127.0.0.1", 0)
     floor.start()
     try:
-        covered, plain, bare = (timed_gets(u, n) for u in (covered_url, plain_url, floor.url + "/"))
+        covered, plain, bare = timed_gets([covered_url, plain_url, floor.url + "/"], n)
         rps = throughput(covered_url)
     finally:
         floor.stop()

@@ -161,6 +161,8 @@ class _Handler(WSGIRequestHandler):
         log.debug('web: "%s" %s', redact(getattr(self, "requestline", "")), code)
 
     def log(self, type: str, message: str, *args) -> None:  # werkzeug's signature
+        if message.startswith("Request timed out"):  # http.server's words for an idle keep-alive's end
+            type = "debug"
         _werkzeug_log(type, message, args)
 
 
