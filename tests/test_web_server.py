@@ -158,6 +158,15 @@ def test_server_starts_on_port_0_and_reports_the_real_port(make_runtime):
     assert get(rt.url).status_code == 200
 
 
+def test_start_freezes_what_start_up_built_out_of_the_collectors_sight(make_runtime):
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    make_runtime(serve=True)
+    assert gc.get_freeze_count() > 0
+
+
 def test_a_busy_port_is_a_clear_error_naming_host_and_port(make_runtime):
     rt = make_runtime(serve=False)
     busy = socket.socket()

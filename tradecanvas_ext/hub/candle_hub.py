@@ -25,7 +25,9 @@ Locks, and their order (a lock is only ever taken with the ones before it releas
 - `HubClient._lock` guards the client's subscription map. Taken alone.
 No lock is held during I/O (store reads, sends, closes, log lines) or while calling the backfill service.
 Publishing (`publish_closed`, the bot loop's `ingest_closed`) takes only `CandleHub._lock` and
-`Subscription._lock`, each held for a bounded, client-independent time: it never waits on a client.
+`Subscription._lock`, each held for a bounded, client-independent time: it never waits on a client. An
+idle subscription's live event that needs no store read (the usual case) is handled on the publisher's
+thread, straight into the client's queue; anything else goes to the worker pool.
 """
 from __future__ import annotations
 
@@ -315,8 +317,8 @@ class CandleHub:
         with self._lock:
             subs = list(self._by_series.get(series, ()))
         for sub in subs:
-            if sub.push(event):
-                self._start_drain(sub)
+            if sub.push(event):  # it was idle: the publisher hands the event over itself, no pool hop
+                self._drain(sub, inline=True)
 
     # ---- the per-subscription serial drain --------------------------------------------------------
     def _start_drain(self, sub: Subscription) -> None:
@@ -328,8 +330,15 @@ class CandleHub:
         except RuntimeError:  # the hub is closing
             pass
 
-    def _drain(self, sub: Subscription) -> None:
+    def _drain(self, sub: Subscription, inline: bool = False) -> None:
+        """Process `sub`'s events in order (the caller owns its DRAINING state). `inline` (the publisher's
+        thread): only while each event is one that needs no store read (`_needs_no_io`); the first
+        that does goes back to the front of the queue and the drain moves to the pool."""
         while (event := sub.next_event()) is not None:
+            if inline and not self._needs_no_io(sub, event):
+                sub.push_front(event)
+                self._start_drain(sub)
+                return
             try:
                 recovery = self._handle(sub, event)
             except Exception:
@@ -348,6 +357,23 @@ class CandleHub:
                 return
             if page_sent is not None:
                 return
+
+    @staticmethod
+    def _needs_no_io(sub: Subscription, event: Event) -> bool:
+        """A forming candle, or closed candles that go on from the cursor without a jump (the live
+        case): handling them reads nothing, so the publisher may do it without waiting on anything."""
+        match event:
+            case Forming():
+                return True
+            case Candles(texts):
+                if sub.cursor is None:
+                    return True
+                times = texts.times
+                i = int(np.searchsorted(times, sub.cursor, side="right"))
+                n = len(times)
+                return i == n or (int(times[i]) == sub.cursor + sub.tf
+                                  and int(times[-1]) - int(times[i]) == (n - 1 - i) * sub.tf)
+        return False
 
     def _handle(self, sub: Subscription, event: Event) -> Future | None:
         """Process one event into `sub.out`; returns the recovery to wait for, if a jump started one."""
