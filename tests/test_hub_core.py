@@ -160,3 +160,58 @@ def test_candle_texts_are_the_messages_the_dict_builders_describe():
                                                   m.closed(series, dicts[4])]
     assert sent[1].gap == (series, "void") and all(x.text.isascii() for x in sent)
     assert m.CandleTexts(series, CandleBatch.empty()).objects() == []
+
+
+class HeldReads:
+    """The real store, but a catch-up read of `held`, and any read of a range, wait until the test
+    releases them."""
+
+    def __init__(self, store, held: SeriesId):
+        self.store, self.held = store, held
+        self.release, self.reading = threading.Event(), threading.Event()
+
+    def read_tail(self, series_id, limit):
+        if series_id == self.held:
+            self.reading.set()
+            self.release.wait(30)
+        return self.store.read_tail(series_id, limit)
+
+    def read_between(self, series_id, start, end):
+        self.release.wait(30)
+        return self.store.read_between(series_id, start, end)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_live_candle_reaches_an_idle_subscription_without_a_worker(hub_parts):
+    """The only pool worker is held by another socket's catch-up: a live candle that goes on from an idle
+    subscription's cursor is still delivered (by the publisher's thread), and a jump still waits for it."""
+    store, backfill, _ = hub_parts
+    eth = SeriesId.parse("binance:spot:ETH/USDT:1m")
+    reads = HeldReads(store, eth)
+    hub = CandleHub(reads, backfill, SeriesRegistry([SID, eth]), gap_backfill=False, metrics=Metrics(),
+                    recovery_bound_s=30.0, workers=1)
+    try:
+        store.upsert_closed(SID, [row(T)])
+        sock = Socket()
+        client = hub.connect(sock.send)
+        client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
+        sock.until(lambda m: m["type"] == "subscribed")
+        other = hub.connect(Socket().send)
+        other.handle_text(json.dumps({"type": "subscribe", "series_id": str(eth)}))
+        assert reads.reading.wait(10)  # the one worker, done with the first catch-up, is now held
+        hub.publish_closed(SID, [row(T + TF)])
+        got = sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + TF, timeout=5)
+        assert events(got) == [("c", T + TF)]
+        jump = threading.Thread(target=hub.publish_closed, args=(SID, [row(T + 3 * TF)]), daemon=True)
+        jump.start()  # a jump reads the store: the publisher leaves it to the (held) worker and returns
+        jump.join(10)
+        assert not jump.is_alive(), "the publisher waited on a store read"
+        reads.release.set()
+        got = sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 3 * TF)
+        assert events(got) == [("c", T + TF), ("gap", T + 2 * TF, T + 3 * TF, 1, "backfill_disabled"),
+                               ("c", T + 3 * TF)]
+    finally:
+        reads.release.set()
+        hub.close()
