@@ -55,6 +55,24 @@ def test_catch_up_then_live(served, exchange):
     assert events(ws.received) == [("c", T + 60), ("c", T + 120), ("c", T + 180)]
 
 
+def test_a_websocket_costs_two_threads_its_request_thread_writes(served, exchange):
+    """Per socket: werkzeug's request thread (frames in, messages out) and simple_websocket's reader; no
+    writer thread of its own."""
+    rt = served()
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T, T + 60))
+    before = set(threading.enumerate())
+    socks = [served.client(rt) for _ in range(3)]
+    for ws in socks:
+        ws.subscribe(SID, since=T)
+        ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 60)
+    rt.ingest_closed(SID, candles(exchange, T + 120))
+    for ws in socks:
+        ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 120)
+    mine = [t.name for t in set(threading.enumerate()) - before
+            if t.name.startswith(("tc-web-conn", "tc-ws")) or "simple_websocket" in t.name]
+    assert sorted(n.split("-")[2] if n.startswith("tc-") else "reader" for n in mine) == ["conn"] * 3 + ["reader"] * 3
+
+
 def test_catch_up_with_batch(served, exchange):
     rt = served()
     rt.store.upsert_closed(BTC_ID, candles(exchange, T, T + 60, T + 120))
@@ -379,7 +397,7 @@ def test_a_client_dropped_for_a_full_queue_never_blocks_publishing(served, excha
     release = threading.Event()
     real_connect = rt.hub.connect
 
-    def connect_stuck_first(send, close=None):
+    def connect_stuck_first(send, close=None, bell=None):
         """The first socket never drains after its subscribe reply: its writer blocks in send."""
         passed = []
 
@@ -390,7 +408,7 @@ def test_a_client_dropped_for_a_full_queue_never_blocks_publishing(served, excha
             send(text)
 
         monkeypatch.setattr(rt.hub, "connect", real_connect)
-        return real_connect(stuck_send, close)
+        return real_connect(stuck_send, close, bell)
 
     monkeypatch.setattr(rt.hub, "connect", connect_stuck_first)
     try:

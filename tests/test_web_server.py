@@ -74,6 +74,9 @@ class FakeClient:
         self.errors.append((code, message))
         self.send(json.dumps({"type": "error", "code": code, "message": message}))
 
+    def write_queued(self):
+        return True  # it sends at once
+
 
 class FakeHub:
     """Stands in for the hub: the route's side of the interface only."""
@@ -83,7 +86,7 @@ class FakeHub:
         self.disconnected: list[FakeClient] = []
         self.lock = threading.Lock()
 
-    def connect(self, send, close=None):
+    def connect(self, send, close=None, bell=None):
         client = FakeClient(send, close)
         with self.lock:
             self.clients.append(client)

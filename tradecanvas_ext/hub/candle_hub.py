@@ -21,7 +21,8 @@ Locks, and their order (a lock is only ever taken with the ones before it releas
   released (`_drain`), never from inside it.
 - `HubClient._out_cv` guards the outgoing queue, its byte count and `_alive`; it is the innermost lock
   (after a `Subscription._lock` or alone). The writer releases it before each send and before it calls a
-  page's "taken" callback (which takes a `Subscription._lock`).
+  page's "taken" callback (which takes a `Subscription._lock`). A client's bell (an Event) is set after
+  `_out_cv` is released.
 - `HubClient._lock` guards the client's subscription map. Taken alone.
 No lock is held during I/O (store reads, sends, closes, log lines) or while calling the backfill service.
 Publishing (`publish_closed`, the bot loop's `ingest_closed`) takes only `CandleHub._lock` and
@@ -60,23 +61,27 @@ FORMING_MIN_INTERVAL_S = 0.25  # wall-clock throttle of candle_forming per serie
 
 
 class HubClient:
-    """One WebSocket. Messages go out through one byte-bounded queue and one writer thread, in order.
-    `send(text)` may block (the socket's send timeout bounds it) and raises when the socket is broken;
-    `close()` must not block: it cuts the socket, so that a send blocked on it returns."""
+    """One WebSocket. Messages go out through one byte-bounded queue, in order, written by one thread:
+    without a `bell`, a writer thread of its own; with one (an Event that the socket's reader sets when a
+    frame arrives), the socket's own thread, which calls `write_queued()` whenever the bell rings (every
+    queued message rings it too). `send(text)` may block (the socket's send timeout bounds it) and raises
+    when the socket is broken; `close()` must not block: it cuts the socket, so that a send blocked on it
+    returns."""
 
     def __init__(self, hub: CandleHub, metrics: Metrics, send: Callable[[str], None],
-                 close: Callable[[], None] | None = None):
+                 close: Callable[[], None] | None = None, bell: threading.Event | None = None):
         self.hub = hub
         self._metrics = metrics
         self._send, self._close = send, close
+        self._bell = bell
         self._out_cv = threading.Condition(threading.Lock())
         self._out: deque[str | Callable[[], None]] = deque()  # texts, and "taken" callbacks between them
         self._out_bytes = 0
         self._alive = True  # only ever set to False (overflow or shutdown)
         self._lock = threading.Lock()
         self._subs: dict[SeriesId, Subscription] = {}
-        self._writer = threading.Thread(target=self._write_loop, name="tc-ws-writer", daemon=True)
-        self._writer.start()
+        if bell is None:
+            threading.Thread(target=self._write_loop, name="tc-ws-writer", daemon=True).start()
 
     # ---- outgoing ---------------------------------------------------------------------------------
     def offer(self, message: m.Text) -> bool:
@@ -98,6 +103,8 @@ class HubClient:
             self._out.append(text)
             self._out_bytes += len(text)
             self._out_cv.notify()
+        if self._bell is not None:
+            self._bell.set()
         return False
 
     def when_sent(self, callback: Callable[[], None]) -> None:
@@ -107,6 +114,8 @@ class HubClient:
             if self._alive:
                 self._out.append(callback)
                 self._out_cv.notify()
+        if self._bell is not None:
+            self._bell.set()
 
     def send(self, message: dict) -> None:
         """`offer`, dropping the client when it overflows. Never call it while holding a lock."""
@@ -117,24 +126,41 @@ class HubClient:
         self.send(m.error(code, message, series_id))
 
     def _write_loop(self) -> None:
-        while True:
-            with self._out_cv:
-                while self._alive and not self._out:
-                    self._out_cv.wait()
-                if not self._alive:
-                    return
-                item = self._out.popleft()
-                if isinstance(item, str):
-                    self._out_bytes -= len(item)
-            if not isinstance(item, str):
-                item()  # a catch-up page was taken: the next one may be read
-                continue
-            try:
-                self._send(item)
-            except Exception:  # a dead, broken or stalled (send timeout) socket: drop this client only
-                log.debug("WebSocket send failed; dropping the client", exc_info=True)
-                self.hub.disconnect(self)
+        while (item := self._next(wait=True)) is not None:
+            if not self._write(item):
                 return
+
+    def write_queued(self) -> bool:
+        """Send what is queued, in the caller's thread (a client with a bell); False once the client is
+        dropped or its socket failed: the caller stops serving it."""
+        while (item := self._next(wait=False)) is not None:
+            if not self._write(item):
+                return False
+        return self._alive
+
+    def _next(self, wait: bool) -> str | Callable[[], None] | None:
+        """The next queued item; None when the client is dropped, or (not `wait`) nothing is queued."""
+        with self._out_cv:
+            while wait and self._alive and not self._out:
+                self._out_cv.wait()
+            if not self._alive or not self._out:
+                return None
+            item = self._out.popleft()
+            if isinstance(item, str):
+                self._out_bytes -= len(item)
+            return item
+
+    def _write(self, item: str | Callable[[], None]) -> bool:
+        if not isinstance(item, str):
+            item()  # a catch-up page was taken: the next one may be read
+            return True
+        try:
+            self._send(item)
+        except Exception:  # a dead, broken or stalled (send timeout) socket: drop this client only
+            log.debug("WebSocket send failed; dropping the client", exc_info=True)
+            self.hub.disconnect(self)
+            return False
+        return True
 
     def _stop_writer(self) -> None:  # with _out_cv held
         self._alive = False
@@ -146,6 +172,8 @@ class HubClient:
         """Stop the writer (what is unsent is dropped) and cut the socket."""
         with self._out_cv:
             self._stop_writer()
+        if self._bell is not None:
+            self._bell.set()  # the socket's thread sees it is dropped
         if self._close is not None:
             try:
                 self._close()
@@ -225,8 +253,9 @@ class CandleHub:
         self._closed = False
 
     # ---- clients ----------------------------------------------------------------------------------
-    def connect(self, send, close=None) -> HubClient:
-        client = HubClient(self, self._metrics, send, close)
+    def connect(self, send, close=None, bell: threading.Event | None = None) -> HubClient:
+        """A new client; with `bell`, its socket's thread writes (see HubClient)."""
+        client = HubClient(self, self._metrics, send, close, bell)
         with self._lock:
             self._clients.add(client)
         return client
