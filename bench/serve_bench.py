@@ -5,12 +5,12 @@ Parts (one JSON line each):
   vs a floor server (a bare WSGI app on the same WebServer stack returning the same prebuilt bytes);
   requests/s with 4 client threads, each on one keep-alive connection (checked: no answer says
   `Connection: close`).
-- ws: N subscribers on one series, one closed candle every 0.2 s: p50 / p99 from `ingest_closed` to
+- ws: N subscribers on one series (200 and 1,000 by default), one closed candle every 0.2 s: p50 / p99 from `ingest_closed` to
   receipt, vs a floor (a bare flask-sock broadcast of the same bytes to the same number of clients);
   lost and duplicate candles counted.
 - catchup: 10,000 candles to one client, with and without batches (candles/s).
 
-Run: .venv/bin/python bench/serve_bench.py [--clients 200 --candles 25 --requests 300 --parts http,catchup,ws]
+Run: .venv/bin/python bench/serve_bench.py [--clients 200,1000 --candles 25 --requests 300 --parts http,catchup,ws]
 """
 from __future__ import annotations
 
@@ -188,7 +188,10 @@ def wait_all(receivers: list[Receiver], t: int, timeout: float = 30.0) -> None:
 def ws_part(rt: Runtime, clock: ManualClock, clients: int, n: int) -> dict:
     ws_url = rt.url.replace("http://", "ws://") + "/ws/market"
     head = rt.store.head_time(SID)
+    threads_before = threading.active_count()
     ours = [Receiver(ws_url, {"type": "subscribe", "series_id": str(SID), "since": head}) for _ in range(clients)]
+    # the server's threads per socket (this process runs both sides: one receiver thread per client)
+    per_client = round((threading.active_count() - threads_before) / clients - 1, 2)
     sent: dict[int, float] = {}
     t = head
     for _ in range(n):
@@ -247,7 +250,7 @@ def ws_part(rt: Runtime, clock: ManualClock, clients: int, n: int) -> dict:
     finally:
         floor.stop()
     return {"bench": "serve", "part": "ws", "clients": clients, "candles": n, "interval_s": 0.2,
-            "ours": mine, "floor": bare,
+            "server_threads_per_client": per_client, "ours": mine, "floor": bare,
             "ratio_p50_vs_floor": round(mine["p50_ms"] / max(bare["p50_ms"], 1e-6), 2),
             "ratio_p99_vs_floor": round(mine["p99_ms"] / max(bare["p99_ms"], 1e-6), 2), "goal_p99_vs_floor": 1.5}
 
@@ -280,7 +283,7 @@ def catchup_part(rt: Runtime) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--clients", type=int, default=200)
+    ap.add_argument("--clients", default="200,1000", help="WebSocket subscribers, one ws line each")
     ap.add_argument("--candles", type=int, default=25)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--parts", default="http,catchup,ws", help="which parts to run, comma-separated")
@@ -295,7 +298,8 @@ def main(argv=None) -> int:
             if "catchup" in parts:
                 print(json.dumps(catchup_part(rt)), flush=True)
             if "ws" in parts:
-                print(json.dumps(ws_part(rt, clock, args.clients, args.candles)), flush=True)
+                for clients in (int(c) for c in args.clients.split(",")):
+                    print(json.dumps(ws_part(rt, clock, clients, args.candles)), flush=True)
         finally:
             rt.stop()
     return 0
