@@ -253,8 +253,16 @@ def head_fields(head: bytes) -> dict[bytes, bytes]:
 
 
 def chunked_app(environ, start_response):
-    """No Content-Length: an HTTP/1.1 answer is chunked, an HTTP/1.0 one ends with the connection."""
+    """No Content-Length: an HTTP/1.1 answer is chunked, an HTTP/1.0 one ends with the connection.
+    /fail raises before answering, /break after the head."""
+    if environ["PATH_INFO"] == "/fail":
+        raise RuntimeError("before the head")
     start_response("200 OK", [("Content-Type", "text/plain")])
+    if environ["PATH_INFO"] == "/break":
+        def parts():
+            yield b"one,"
+            raise RuntimeError("after the head")
+        return parts()
     return [b"one,", b"two"]
 
 
@@ -310,6 +318,14 @@ def test_what_cannot_be_kept_says_connection_close():
         head, _, rest = data.partition(b"\r\n\r\n")
         assert head_fields(head).get(b"connection") == b"close" and rest == b"one,two"
         s.close()
+        for path, status in (("/fail", b"500"), ("/break", b"200")):  # an app that fails: answer, then close
+            s = connect(port)
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = read_to_eof(s)
+            assert data.split(b" ", 2)[1] == status, data[:60]
+            if path == "/fail":
+                assert head_fields(data.partition(b"\r\n\r\n")[0]).get(b"connection") == b"close"
+            s.close()
         big = connect(port)  # a large body left unread is not read through: the connection closes
         big.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n" + b"x" * 100_000)
         head = read_head(big)
