@@ -300,6 +300,30 @@ def test_an_idle_keep_alive_connection_is_closed_at_the_request_deadline(serve):
     s.close()
 
 
+def test_a_body_left_unread_and_trickled_is_cut_at_the_request_deadline(serve):
+    srv = serve(request_timeout_s=0.5)
+    s = connect(srv.port)
+    s.sendall(f"POST /api/market/backfill HTTP/1.1\r\nHost: {srv.host}\r\nContent-Type: text/plain\r\n"
+              f"Content-Length: 1000\r\n\r\nx".encode())
+    head = read_head(s)  # answered at once (the app never reads a body that is not JSON) ...
+    assert head.startswith(b"HTTP/1.1 400 ")
+    s.recv(int(head_fields(head)[b"content-length"]), socket.MSG_WAITALL)
+    s.settimeout(0.1)
+    cut = False
+    for _ in range(300):  # ... then the rest comes one byte per 0.1 s, each within the read timeout
+        try:
+            s.send(b"x")
+            cut = s.recv(1) == b""
+        except TimeoutError:
+            continue
+        except OSError:
+            cut = True
+        if cut:
+            break
+    assert cut, "a trickled body was read past the request deadline"
+    s.close()
+
+
 def test_what_cannot_be_kept_says_connection_close():
     server = WebServer(chunked_app, "127.0.0.1", 0).start()
     try:

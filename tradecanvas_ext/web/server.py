@@ -126,10 +126,12 @@ class _Handler(WSGIRequestHandler):
                 except Exception:
                     pass
         if response.keep and body is not None and not body.is_exhausted:
+            self.server.await_request(self.connection)  # a trickled rest is cut at the request deadline
             try:
                 body.exhaust()  # what the app left unread, at most _MAX_KEPT_BODY_BYTES
-            except Exception:  # the client went away in the middle of its body
+            except Exception:  # the client went away (or was cut) in the middle of its body
                 response.keep = False
+            self.server.request_arrived(self.connection)
         if not response.keep:
             self.close_connection = True
             self._drain_input()
