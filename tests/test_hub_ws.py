@@ -73,6 +73,25 @@ def test_a_websocket_costs_two_threads_its_request_thread_writes(served, exchang
     assert sorted(n.split("-")[2] if n.startswith("tc-") else "reader" for n in mine) == ["conn"] * 3 + ["reader"] * 3
 
 
+def test_a_burst_of_frames_is_answered_whole_in_turns(served, monkeypatch):
+    """150 pings in one TCP write are all answered, in order: the socket's thread handles them 64 at a
+    time, writing between turns, and does not sleep on its bell while frames wait (when the reader had
+    them all queued before a turn, a wrong sleep would outlast the timeout)."""
+    import websocket
+
+    from tradecanvas_ext.web import ws as ws_route
+
+    monkeypatch.setattr(ws_route, "_IDLE_WAKE_S", 60.0)  # a wrong wait would outlast the test's timeout
+    rt = served()
+    ws = served.client(rt)
+    frames = [websocket.ABNF.create_frame('{"type":"ping"}', websocket.ABNF.OPCODE_TEXT).format()
+              for _ in range(150)]
+    assert sum(map(len, frames)) < 4096  # simple_websocket can read them in one recv
+    ws.ws.sock.sendall(b"".join(frames))
+    for _ in range(150):
+        assert ws.until(lambda m: True, timeout=10) == {"type": "pong"}
+
+
 def test_catch_up_with_batch(served, exchange):
     rt = served()
     rt.store.upsert_closed(BTC_ID, candles(exchange, T, T + 60, T + 120))

@@ -25,6 +25,7 @@ CLOSE_INTERNAL_ERROR = 1011
 # flask-sock hands these to simple_websocket.Server: pings find dead peers, a size cap bounds memory.
 SERVER_OPTIONS = {"ping_interval": 25, "max_message_size": 64 * 1024}
 _IDLE_WAKE_S = 5.0  # the route's thread looks again this often even when its bell never rang
+_FRAMES_PER_TURN = 64  # frames handled before what is queued is written: a flood cannot starve its own writes
 
 
 class OpenWebSockets:
@@ -95,14 +96,17 @@ def market_ws(ws) -> None:
         try:
             while True:
                 bell.clear()  # before looking: whatever comes after rings it again
-                while (text := ws.receive(timeout=0)) is not None:
+                taken = 0
+                while taken < _FRAMES_PER_TURN and (text := ws.receive(timeout=0)) is not None:
+                    taken += 1
                     if isinstance(text, (bytes, bytearray)):
                         client.send_error("bad_request", "binary frames are not supported; send JSON text frames")
                     else:
                         client.handle_text(text)
                 if not client.write_queued():
                     break
-                bell.wait(_IDLE_WAKE_S)
+                if taken < _FRAMES_PER_TURN:  # else frames may be waiting that rang before the clear
+                    bell.wait(_IDLE_WAKE_S)
         except ConnectionClosed:
             pass
         finally:
