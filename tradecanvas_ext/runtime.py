@@ -5,6 +5,7 @@ reverse. `_lock` serialises start and stop only; no request path takes it.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 
@@ -67,6 +68,9 @@ class Runtime:
                     self._core = None
                     core.close()
                     raise
+        # what start-up built lives as long as the process: out of the collector's sight, so a full
+        # collection walks only what came after and never stalls ingest over the whole heap
+        gc.freeze()
         return self
 
     def _serve(self):
