@@ -50,8 +50,10 @@ def default_sigint() -> None:
 class Bot:
     """A `freqtrade trade` process with its own user dir, trade database and log file."""
 
-    def __init__(self, tmp: Path, emu: ExchangeEmulator, api: bool = False, **section):
+    def __init__(self, tmp: Path, emu: ExchangeEmulator, api: bool = False,
+                 strategy: tuple[str, Path] = ("SampleTradeCanvasStrategy", STRATEGY_DIR), **section):
         self.tmp, self.port = tmp, free_port()
+        self.strategy = strategy
         self.api_port = free_port() if api else None
         self.userdir = tmp / "user_data"
         (self.userdir / "data").mkdir(parents=True, exist_ok=True)
@@ -84,8 +86,8 @@ class Bot:
 
     def start(self) -> Bot:
         self.runs += 1
-        cmd = [FREQTRADE, "trade", "--config", str(self.config_path), "--strategy", "SampleTradeCanvasStrategy",
-               "--strategy-path", str(STRATEGY_DIR), "--userdir", str(self.userdir)]
+        cmd = [FREQTRADE, "trade", "--config", str(self.config_path), "--strategy", self.strategy[0],
+               "--strategy-path", str(self.strategy[1]), "--userdir", str(self.userdir)]
         self._log = open(self.log_path, "w")  # closed in stop()/kill()
         self.proc = subprocess.Popen(cmd, cwd=self.tmp, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=subprocess_env(PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1"),
