@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 
 from ..domain import SeriesId
 
@@ -47,29 +48,27 @@ _SKIPPED_LOGGED: set[tuple[str, str, str]] = set()
 
 
 def series_for(key: PairKey, strategy, config) -> tuple[SeriesId, ...]:
-    """The series of a PairKey: the whitelist x the strategy timeframe, plus the informative pairs of the
-    bot's own candle type. Pairs our series ids cannot express are skipped with one warning each."""
+    """The series of a PairKey: the whitelist x the strategy timeframe, plus the informative pairs of every
+    timeframe and candle type (mark, index, premiumIndex, funding_rate on a futures bot). Pairs our series
+    ids cannot express are skipped with one warning each."""
     from ..settings import default_series
 
     if not (config.get("exchange") or {}).get("name"):
         return ()
     pairs, informative = key
-    timeframe = getattr(strategy, "timeframe", None) or config.get("timeframe")
+    timeframe = strategy.timeframe or config.get("timeframe")
     default_ct = _value(config.get("candle_type_def")) or "spot"
-    wanted: list[tuple[str, str]] = [(p, timeframe) for p in pairs]
-    for pair, tf, ct in informative:
-        if ct == default_ct:
-            wanted.append((pair, tf))
-        elif (pair, tf, ct) not in _SKIPPED_LOGGED:
-            _SKIPPED_LOGGED.add((pair, tf, ct))
-            log.warning("tradecanvas: informative %s %s (%s candles) is not kept: only the market's own "
-                        "candles are stored", pair, tf, ct)
+    wanted: list[tuple[str, str, str | None]] = [(p, timeframe, None) for p in pairs]
+    wanted += [(pair, tf, None if ct == default_ct else ct) for pair, tf, ct in informative]
     out: list[SeriesId] = []
-    for pair, tf in wanted:
+    for pair, tf, ct in wanted:
         try:
-            out.extend(default_series(config, tf, [pair]) or ())
+            for sid in default_series(config, tf, [pair]) or ():
+                out.append(sid if ct is None else replace(sid, candle_type=ct))
         except ValueError as exc:
-            log.warning("tradecanvas: %s %s is not kept: %s", pair, tf, exc)
+            if (pair, tf, ct) not in _SKIPPED_LOGGED:
+                _SKIPPED_LOGGED.add((pair, tf, ct))
+                log.warning("tradecanvas: %s %s%s is not kept: %s", pair, tf, f" ({ct})" if ct else "", exc)
     return tuple(dict.fromkeys(out))
 
 

@@ -4,7 +4,7 @@ Pure values and functions only: no I/O, no framework, nothing else of ours impor
 """
 from .candle import Candle, CandleBatch, InvalidCandle
 from .holes import Hole, count_covered, list_holes, merge_ranges, split_by_voids
-from .series import MARKETS, SeriesId
+from .series import CANDLE_TYPES, MARKETS, SeriesId
 from .timeframe import (
     MAX_TIME,
     align_down,
@@ -17,6 +17,6 @@ from .timeframe import (
 
 __all__ = [
     "Candle", "CandleBatch", "InvalidCandle", "Hole", "count_covered", "list_holes", "merge_ranges",
-    "split_by_voids", "MARKETS", "MAX_TIME", "SeriesId", "align_down", "align_up", "expected_latest_closed_time",
+    "split_by_voids", "CANDLE_TYPES", "MARKETS", "MAX_TIME", "SeriesId", "align_down", "align_up", "expected_latest_closed_time",
     "is_aligned", "is_closed", "timeframe_to_seconds",
 ]

@@ -27,8 +27,9 @@ _MARKET_CANDLE_TYPE = {"spot": "spot", "futures": "futures"}  # freqtrade Candle
 
 
 def default_candle_type(series: SeriesId) -> str:
-    """spot -> CandleType.SPOT, futures -> CandleType.FUTURES (freqtrade's trading modes)."""
-    return _MARKET_CANDLE_TYPE[series.market]
+    """The series' freqtrade CandleType value: its candle type (mark, index, premiumIndex, funding_rate),
+    else its market's own (spot -> SPOT, futures -> FUTURES). History files then carry freqtrade's suffix."""
+    return series.candle_type or _MARKET_CANDLE_TYPE[series.market]
 
 
 def frame_to_batch(df: pd.DataFrame | None, tf: int, now: float | None = None,
