@@ -169,10 +169,6 @@ class SeriesFollower:
         if start:
             threading.Thread(target=self._work, name="tc-join-sync", daemon=True).start()
 
-    def syncing(self) -> bool:
-        with self._cond:
-            return bool(self._queue) or self._busy > 0
-
     def stop(self) -> None:
         with self._cond:
             self._stopped = True

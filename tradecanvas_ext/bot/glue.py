@@ -284,11 +284,6 @@ class BotGlue:
         log.info("tradecanvas: bound to the bot's DataProvider (%d series)%s", len(rt.series_ids),
                  f"; charts at {rt.url}/" if rt.url else "")
 
-    def sync_running(self) -> bool:
-        """The startup sync or a joined series' first sync is running (lag checks wait for them)."""
-        rt, follower = self.runtime, self._follower
-        return (rt is not None and rt.startup_sync_running) or (follower is not None and follower.syncing())
-
     def wait_first_sync(self, sid: SeriesId) -> bool:
         """Wait (bounded by the time bound) while a series that joined has its first sync; False on timeout."""
         return self.first_syncs.wait(sid)
@@ -317,9 +312,11 @@ class BotGlue:
             except Exception as exc:  # one series never stops the others
                 log.warning("tradecanvas: ingest of %s failed: %s: %s", sid, type(exc).__name__, exc)
         self._store_new(rt, ready)
-        if self.sync_running() or self._repairer is None:
+        if rt.startup_sync_running or self._repairer is None:
             return
         for sid in series:
+            if self.first_syncs.syncing(sid):  # joined moments ago: its own first sync repairs it
+                continue
             try:
                 self._check_lag(rt, sid, now)
             except Exception as exc:
