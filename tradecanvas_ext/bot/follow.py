@@ -3,7 +3,8 @@ at each loop with the last ones; a series that appears is registered and synced 
 leaves becomes inactive. It never raises into freqtrade and never fetches on the bot's thread.
 
 Locks: `FirstSyncs._lock` guards its table of events only; `SeriesFollower._cond` guards the sync queue and
-the worker count. Neither is held while a sync runs or while the registry is changed.
+the worker counts. Neither is held while a sync runs or while the registry is changed. `SeriesFollower._last`
+(the last pairs seen) is touched by freqtrade's thread only (bot_start, bot_loop_start).
 """
 from __future__ import annotations
 
@@ -139,7 +140,7 @@ class SeriesFollower:
             return
         series = series_for(key, strategy, strategy.config)
         self._last = key
-        if not series:
+        if not series:  # an empty whitelist (a pairlist that answered nothing): keep what runs
             return
         change = self.runtime.registry.replace(series)
         for sid in change.activated:
