@@ -73,6 +73,8 @@ class Runtime:
                     core.close()
                     raise
             sync = self.settings.enable_startup_kline_sync if startup_sync is None else startup_sync
+        if startup_sync is None and not sync:
+            log.info("tradecanvas: startup sync is off (enable_startup_kline_sync)")
         if sync:
             self.start_startup_sync_in_background()
         return self

@@ -276,7 +276,7 @@ class BotGlue:
             self._repairer = _LagRepairer(rt, max(rt.settings.backfill_cooldown_s, LAG_REPAIR_MIN_INTERVAL_S))
             if self._follower is not None:
                 self._follower.stop()
-            window = int(getattr(strategy, "startup_candle_count", 0) or 0) or rt.settings.startup_sync_target_candles
+            window = int(strategy.startup_candle_count or 0) or rt.settings.startup_sync_target_candles
             self._follower = SeriesFollower(rt, self.first_syncs, window)
             self._following = key is not None
             if key is not None:
