@@ -55,7 +55,7 @@ def runtime(tmp: Path, clock: ManualClock) -> Runtime:
     section = {"enabled": True, "listen_port": 0, "series": [str(SID)], "enable_ccxt_backfill": False,
                "db_url": f"sqlite:///{tmp / 'serve.sqlite'}", "max_connections": 5000}
     rt = Runtime(Settings.from_config({"tradecanvas": section, "user_data_dir": str(tmp)}, env={}), clock)
-    rt.start(serve=True)
+    rt.start(serve=True, startup_sync=False)
     last = expected_latest_closed_time(clock(), 60)
     rt.store.upsert_closed(SID, candles(last - (STORED - 1) * 60, STORED))
     return rt

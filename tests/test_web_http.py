@@ -278,9 +278,9 @@ def test_series_lists_the_configured_series_in_config_order(api, exchange):
     body = a.get("/api/market/series").json()
     assert body == {"series": [
         {"series_id": ETH5, "timeframe_seconds": 300, "first_time": None, "head_time": None, "candle_count": 0,
-         "status": "red", "status_reason": "missing_head"},
+         "status": "red", "status_reason": "missing_head", "active": True},
         {"series_id": SID, "timeframe_seconds": TF, "first_time": LAST - 5 * TF, "head_time": LAST,
-         "candle_count": 3, "status": "green", "status_reason": "up_to_date"},
+         "candle_count": 3, "status": "green", "status_reason": "up_to_date", "active": True},
     ]}
 
 

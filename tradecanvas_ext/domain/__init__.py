@@ -14,7 +14,7 @@ from .holes import (
     runs_of,
     split_by_voids,
 )
-from .series import MARKETS, SeriesId
+from .series import CANDLE_TYPES, MARKETS, SeriesId
 from .timeframe import (
     MAX_TIME,
     align_down,
@@ -27,6 +27,6 @@ from .timeframe import (
 
 __all__ = [
     "Candle", "CandleBatch", "InvalidCandle", "Hole", "count_covered", "covered_in_runs", "holes_from_runs",
-    "list_holes", "merge_ranges", "merge_runs", "runs_of", "split_by_voids", "MARKETS", "MAX_TIME", "SeriesId", "align_down", "align_up", "expected_latest_closed_time",
+    "list_holes", "merge_ranges", "merge_runs", "runs_of", "split_by_voids", "CANDLE_TYPES", "MARKETS", "MAX_TIME", "SeriesId", "align_down", "align_up", "expected_latest_closed_time",
     "is_aligned", "is_closed", "timeframe_to_seconds",
 ]

@@ -129,7 +129,7 @@ class CandleStore:
         prepared = []
         results: dict[SeriesId, UpsertResult] = {}
         for sid, candles in items:
-            valid, rejected = CandleBatch.coerce(candles).split_valid(sid.tf_seconds, now)
+            valid, rejected = CandleBatch.coerce(candles).split_valid(sid.tf_seconds, now, sid.signed_prices)
             if rejected:
                 log.warning("%s: rejected %d candle(s), first: %s", sid, len(rejected), rejected[:3])
             valid = valid.dedupe_sorted()

@@ -34,12 +34,12 @@ def _window_candles(start: int, end: int, tf: int) -> int:
 @bp.get("/candles")
 def candles():
     rt = runtime()
-    sid = series_arg(rt)
+    sid = series_arg(rt, inactive=True)  # an inactive series' history stays readable, never repaired
     since = int_arg("since")
     limit = int_arg("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
     settings = rt.settings
     coverage = None
-    if since is None and settings.enable_market_auto_tail_backfill:
+    if since is None and settings.enable_market_auto_tail_backfill and rt.is_configured(sid):
         target = min(limit, settings.auto_tail_backfill_max_candles)
         try:  # the service applies the cooldown and single flight; a failed repair never fails a read
             coverage = rt.backfill.ensure_tail_coverage(sid, target=target, to_time=None, read_path=True)
@@ -69,7 +69,7 @@ def _holes_inside(store, sid, batch, coverage) -> list:
 def health():
     """Open to all; without the token (when one is set) status fields only."""
     rt = runtime()
-    sid = series_arg(rt, required=False)
+    sid = series_arg(rt, required=False, inactive=True)
     now_time = int_arg("now_time")
     doc = rt.health(sid, now_time)
     return jsonify(doc if token_ok(rt.settings.api_token, request) else status_only(doc))
@@ -79,20 +79,20 @@ def health():
 def series():
     rt = runtime()
     rows = []
-    for sid in rt.series_ids:
+    for sid in rt.registry.known():  # active first, then the inactive ones
         stats = rt.store.stats(sid)
         h = rt.health(sid)
         rows.append({"series_id": str(sid), "timeframe_seconds": sid.tf_seconds,
                      "first_time": stats["first_time"], "head_time": stats["head_time"],
                      "candle_count": stats["candle_count"], "status": h["status"],
-                     "status_reason": h["status_reason"]})
+                     "status_reason": h["status_reason"], "active": rt.is_configured(sid)})
     return jsonify({"series": rows})
 
 
 @bp.get("/gaps")
 def gaps():
     rt = runtime()
-    sid = series_arg(rt)
+    sid = series_arg(rt, inactive=True)
     tf = sid.tf_seconds
     start = int_arg("start")
     end = int_arg("end")
