@@ -24,9 +24,13 @@ DEFAULT_GRACE_S = 15.0  # freqtrade's ohlcv_late_candle_grace_secs, when the exc
 
 
 def candle_type_for(series: SeriesId):
+    """freqtrade's CandleType of the series (its candle type, else its market's): the bot's cache key, and
+    the price type freqtrade's exchange fetches (mark, index, premiumIndex, funding rate)."""
     from freqtrade.enums import CandleType
 
-    return CandleType.FUTURES if series.market == "futures" else CandleType.SPOT
+    from ..sources.freqtrade_source import default_candle_type
+
+    return CandleType.from_string(default_candle_type(series))
 
 
 def exchange_matches(exchange, series: SeriesId) -> bool:

@@ -69,7 +69,7 @@ def cmd_gaps(args) -> int:
 def _runtime(settings: Settings):
     from ..runtime import Runtime
 
-    return Runtime(settings).start(serve=False)
+    return Runtime(settings).start(serve=False, startup_sync=False)  # the commands run it in the foreground
 
 
 def run_sync_with_progress(rt, console=None) -> dict:

@@ -34,12 +34,17 @@ FETCH_SPAN_CANDLES = 500
 STORE_ORIGIN = "tradecanvas-data-repair"
 
 
+RANGE_CANDLE_TYPES = ("mark", "index", "premiumIndex")  # the range source fetches these with ccxt's price
+
+
 def series_for(f: hf.HistoryFile, exchange: str, trading_mode: str) -> SeriesId | None:
-    """The series a file holds; None for a candle type a series id cannot name (mark, index, ...)."""
+    """The series a file holds; None for one no range source serves (funding rates: not OHLCV in ccxt)."""
     market = "futures" if trading_mode == "futures" else "spot"
-    if f.candle_type != market:
-        return None
-    return checked(SeriesId(exchange, market, f.pair, f.timeframe))
+    if f.candle_type == market:
+        return checked(SeriesId(exchange, market, f.pair, f.timeframe))
+    if market == "futures" and f.candle_type in RANGE_CANDLE_TYPES:
+        return checked(SeriesId(exchange, market, f.pair, f.timeframe, f.candle_type))
+    return None
 
 
 def series_text(f: hf.HistoryFile, exchange: str, trading_mode: str) -> str:
@@ -250,14 +255,14 @@ class Repair:
         left = todo
         if self.levels.store is not None:
             batch, voids = self.levels.store.fetch(sid, left)
-            batch = self._valid(batch, tf, now, report, "store")
+            batch = self._valid(batch, sid, now, report, "store")
             found.append(batch)
             learned.extend(voids)
             report.filled["store"] = len(plan.new_rows(existing, batch, left))
             left = still(left)
         if self.levels.rollup is not None and left:
             res: SourceResult = self.levels.rollup.fetch(sid, left, now)
-            batch = self._valid(res.candles, tf, now, report, "rollup")
+            batch = self._valid(res.candles, sid, now, report, "rollup")
             found.append(batch)
             report.filled["rollup"] = len(plan.new_rows(existing, batch, left))
             report.errors.extend(res.errors)
@@ -273,7 +278,7 @@ class Repair:
                 now = self.clock()
                 span = Hole(group[0].start - tf, group[-1].end + tf, (group[-1].end - group[0].start) // tf + 3)
                 res = self.levels.ccxt.fetch(sid, [span], now)
-                batch = self._valid(res.candles, tf, now, report, "ccxt")
+                batch = self._valid(res.candles, sid, now, report, "ccxt")
                 found.append(batch)
                 report.filled["ccxt"] += len(plan.new_rows(existing, batch, group))
                 learned.extend(sc.Checked(s, e, "ccxt", now) for s, e in plan.clip(res.voids, group, tf))
@@ -295,8 +300,8 @@ class Repair:
         return report
 
     @staticmethod
-    def _valid(batch: CandleBatch, tf: int, now: float, report: FileReport, level: str) -> CandleBatch:
-        good, rejected = batch.split_valid(tf, now)
+    def _valid(batch: CandleBatch, sid: SeriesId, now: float, report: FileReport, level: str) -> CandleBatch:
+        good, rejected = batch.split_valid(sid.tf_seconds, now, sid.signed_prices)
         if rejected:
             report.errors.append(f"{level}: rejected {len(rejected)} invalid candle(s), first {rejected[0]}")
         return good

@@ -177,10 +177,16 @@ class CcxtTransport:
         def klines(ex):
             # until = the close (ms) of the page's last candle: right whether the exchange treats it as
             # inclusive or exclusive, and whether it filters by open or close time.
+            params = {"until": (page.end + tf) * 1000 - 1, **price_params(sid)}
             return _checked_page(ex, ex.fetch_ohlcv(sid.symbol, sid.timeframe, since=page.start * 1000,
-                                                    limit=page.asked, params={"until": (page.end + tf) * 1000 - 1}))
+                                                    limit=page.asked, params=params))
 
         return _call(self._entry, klines, remaining_s, self._clock)
+
+
+def price_params(series: SeriesId) -> dict:
+    """ccxt's unified `price` parameter of fetch_ohlcv for a mark, index or premium-index series."""
+    return {"price": series.candle_type} if series.candle_type in ("mark", "index", "premiumIndex") else {}
 
 
 class CcxtSource:
@@ -216,6 +222,9 @@ class CcxtSource:
         if not wanted:
             return
         label = f"ccxt {series}"
+        if series.candle_type == "funding_rate":  # not OHLCV in ccxt (fetchFundingRateHistory): freqtrade's
+            result.errors.append(f"{label}: funding-rate series are filled from freqtrade only")
+            return
         try:
             entry = self._pool.get(series.exchange, series.market)
             self._walk.retrying(lambda remaining: _call(entry, _load_markets, remaining, self._clock),
