@@ -183,7 +183,8 @@ def test_selectors_follow_freqtrade(tmp_path, emu):
     # --timerange (freqtrade's, end exclusive): only the holes inside it
     cut = h.cut("BTC/USDT", "1m", [(10, 12), (80, 85)])
     code, doc = h.tc_json("gaps", "-t", "1m", "--pairs", "BTC/USDT")
-    assert [(x["start"], x["end"]) for x in doc["files"][0]["holes"]] == [(cut[0], cut[1]), (cut[2], cut[-1])]
+    holes = [(x["start"], x["end"]) for x in doc["files"][0]["holes"] if x["start"] < h.outage_start]
+    assert holes == [(cut[0], cut[1]), (cut[2], cut[-1])]  # (late in the hour the outage is in the file too)
     code, doc = h.tc_json("gaps", "-t", "1m", "--pairs", "BTC/USDT", "--timerange", f"{cut[2] + 120}-{cut[-1]}")
     assert [(x["start"], x["end"]) for x in doc["files"][0]["holes"]] == [(cut[2] + 120, cut[-1] - 60)]
     out = h.tc("gaps", "--pairs", "DOGE/USDT")
