@@ -5,6 +5,7 @@ for every normal client, no `ingest_closed` passes its bound, and no hostile cli
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -29,16 +30,20 @@ from tradecanvas_ext.testing import ManualClock
 
 SID = "binance:spot:BTC/USDT:1m"  # the ingested series
 BIG = "binance:spot:ETH/USDT:1m"  # a static series with a long store: a catch-up that fills any socket
+FLOOD = "binance:spot:LTC/USDT:1m"  # only a stalled client follows it: bursts until the byte bound drops it
 TF = 60
 LAST_CLOSED = NOW // TF * TF - TF
-SLOTS = 12_000
+SLOTS = 30_000
 BASE = LAST_CLOSED - (SLOTS - 1) * TF  # ingest slot k is the candle at BASE + k * TF
 BIG_CANDLES = 20_000  # ~2.2 MB as candle_closed messages
 BARRIER = LAST_CLOSED + 10_000 * TF  # forming candles far after every closed one: sent to every subscription
 INGEST_BOUND_S = 1.0  # a bound check (contract section 4, item 6), not a speed claim
 SEND_TIMEOUT_S = 1.0  # the server's WS_SEND_TIMEOUT_S here: a stalled client is dropped in seconds
 PING_INTERVAL_S = 2.0  # the WebSocket ping period here: a client that sends no pong is closed in seconds
-PENDING_BYTES = 1 << 20  # the hub's MAX_PENDING_BYTES here: the byte bound is reached by live bursts
+PENDING_BYTES = 512 * 1024  # the hub's MAX_PENDING_BYTES here: above a catch-up page plus a burst (~430 KB)
+BURST = 1500  # candles in the largest ingest: ~255 KB as candle_closed messages
+FLOOD_BURSTS = 40  # ~10 MB: past the kernel's socket buffers (up to 4 MB each way) and the byte bound
+FLOOD_BASE = LAST_CLOSED - (FLOOD_BURSTS + 1) * BURST * TF
 _BIG_DB: dict[str, Path] = {}
 
 
@@ -239,6 +244,21 @@ class SlowReader:
         self.sock.close()
 
 
+class _DropCounter(logging.Handler):
+    """Counts the hub's "dropping a client with over N bytes unsent" warnings: the byte bound at work."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record):
+        if record.getMessage().startswith("dropping a WebSocket client with over"):
+            self.count += 1
+
+
+DROPS = _DropCounter()
+
+
 def rst_close(sock: socket.socket) -> None:
     """Close with a reset (SO_LINGER 0), as a crashed client or a dropped network does."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -267,7 +287,7 @@ class HostileMachine(RuleBasedStateMachine):
         db = Path(self.tmp.name) / "h.sqlite"
         shutil.copy(big_store_file(), db)
         self.clock = ManualClock(NOW)
-        cfg = {"tradecanvas": {"enabled": True, "listen_port": 0, "series": [SID, BIG],
+        cfg = {"tradecanvas": {"enabled": True, "listen_port": 0, "series": [SID, BIG, FLOOD],
                                "ccxt_config": {"urls": {"api": {"public": "http://127.0.0.1:9/api/v3"}}},
                                "ccxt_timeout_ms": 1000, "db_url": f"sqlite:///{db}",
                                "enable_market_gap_backfill": False, "enable_market_auto_tail_backfill": False,
@@ -281,6 +301,7 @@ class HostileMachine(RuleBasedStateMachine):
         self.other: list[socket.socket] = []  # hostile sockets that only need closing (half-sent requests)
         self.barriers = 0
         self.ingest_times: list[float] = []
+        self.flooded = False
 
     def teardown(self):
         if not hasattr(self, "rt"):
@@ -295,7 +316,7 @@ class HostileMachine(RuleBasedStateMachine):
         self.tmp.cleanup()
 
     # ---- the bot: ingest ------------------------------------------------------------------------------
-    @rule(skip=st.integers(0, 2), n=st.sampled_from([1, 1, 2, 5, 60, 400, 1500]))
+    @rule(skip=st.integers(0, 2), n=st.sampled_from([1, 1, 2, 5, 60, 400, BURST]))
     def ingest(self, skip, n):
         first = self.next_slot + skip
         last = min(SLOTS, first + n)
@@ -310,14 +331,14 @@ class HostileMachine(RuleBasedStateMachine):
         if slot >= 0:
             self._timed_ingest(synthetic(BASE + slot * TF, 1))
 
-    def _timed_ingest(self, batch) -> None:
+    def _timed_ingest(self, batch, series: str = SID) -> None:
         """On a thread, so that a hung ingest fails the test instead of hanging it."""
         box: dict = {}
 
         def run():
             t0 = time.monotonic()
             try:
-                self.rt.ingest_closed(SID, batch)
+                self.rt.ingest_closed(series, batch)
             except BaseException as exc:
                 box["error"] = exc
             box["took"] = time.monotonic() - t0
@@ -406,6 +427,33 @@ class HostileMachine(RuleBasedStateMachine):
         self.stalled.append(stalled_client(self.url, {"type": "subscribe", "series_id": BIG, "since": 0,
                                                       "supports_batch": batch}, live))
 
+    @rule()
+    def stall_past_the_byte_bound(self):
+        """A stalled client whose sends never time out, on a series of its own taking bursts until its
+        unsent data passes the byte bound (after the kernel's socket buffers, which take megabytes): the
+        hub drops it, from outside any lock, and every ingest call stays bounded, the next one too."""
+        if self.flooded:
+            return
+        self.flooded = True
+        from tradecanvas_ext.web import server
+
+        server.WS_SEND_TIMEOUT_S = 600.0  # read at each upgrade: only the byte bound can drop this one
+        try:
+            s = stalled_client(self.url, {"type": "subscribe", "series_id": FLOOD},
+                               {"type": "subscribe", "series_id": SID, "since": BASE + (self.next_slot - 1) * TF})
+        finally:
+            server.WS_SEND_TIMEOUT_S = SEND_TIMEOUT_S
+        self.stalled.append(s)
+        wait_for(lambda: self.rt.hub.subscription_count(SeriesId.parse(FLOOD)) == 1, 10, interval=0.01,
+                 what="the stalled client's subscription")
+        drops = DROPS.count
+        for k in range(FLOOD_BURSTS):  # ~255 KB each
+            self._timed_ingest(synthetic(FLOOD_BASE + k * BURST * TF, BURST), FLOOD)
+            if DROPS.count > drops:
+                break
+        wait_for(lambda: DROPS.count > drops, 30, interval=0.02, what="the byte bound to drop a stalled client")
+        self._timed_ingest(synthetic(FLOOD_BASE + FLOOD_BURSTS * BURST * TF, 1), FLOOD)
+
     @rule(since=st.one_of(st.none(), st.integers(0, SLOTS)), batch=st.booleans())
     def slow_read(self, since, batch):
         if len(self.slow) < 3:
@@ -491,6 +539,8 @@ class HostileMachine(RuleBasedStateMachine):
         wait_for(lambda: self.rt.hub.client_count == len(self.normal), 30, interval=0.05,
                  what=f"the hub to keep only the {len(self.normal)} normal clients "
                       f"({len(self.stalled)} stalled)")
+        wait_for(lambda: self.rt.server.connection_count() == len(self.normal), 30, interval=0.05,
+                 what="the server to hold only the normal clients' connections (threads, max_connections)")
 
     def _barrier(self):
         """A forming candle that every normal subscription must send: a subscription handles its events in
@@ -534,6 +584,7 @@ def test_hostile_clients_never_break_the_guarantee_or_hold_ingest_back(monkeypat
     from tradecanvas_ext.web import server, ws
 
     monkeypatch.setattr(server, "WS_SEND_TIMEOUT_S", SEND_TIMEOUT_S)
+    candle_hub.log.addHandler(DROPS)
     monkeypatch.setattr(candle_hub, "MAX_PENDING_BYTES", PENDING_BYTES)
     monkeypatch.setitem(ws.SERVER_OPTIONS, "ping_interval", PING_INTERVAL_S)  # copied by each app
 
@@ -545,6 +596,30 @@ def test_hostile_clients_never_break_the_guarantee_or_hold_ingest_back(monkeypat
             finally:
                 super().teardown()
 
-    hs.run_state_machine_as_test(Final, settings=settings(
-        max_examples=6, stateful_step_count=12, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    try:
+        hs.run_state_machine_as_test(Final, settings=settings(
+            max_examples=6, stateful_step_count=12, deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    finally:
+        candle_hub.log.removeHandler(DROPS)
+
+
+def test_oversized_frames_never_hold_a_connection(make_runtime):
+    """A frame over the size cap closes its socket, and its connection's thread and place under
+    max_connections are given back (simple_websocket alone can leave the route's receive() waiting)."""
+    rt = make_runtime(serve=True, enable_market_gap_backfill=False)
+    for _ in range(20):
+        s = stalled_client(rt.url, {"type": "subscribe", "series_id": "binance:spot:BTC/USDT:1m"}, rcvbuf=1 << 20)
+        s.sendall(frame(json.dumps({"type": "ping", "pad": "x" * 70_000})))
+        s.settimeout(15)
+        try:
+            while s.recv(1 << 16):
+                pass
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            raise AssertionError("the server kept a socket open after an oversized frame") from None
+        finally:
+            s.close()
+    wait_for(lambda: rt.server.connection_count() == 0, 15, interval=0.05, what="every connection to end")
+    assert rt.hub.client_count == 0

@@ -22,6 +22,10 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 # flask-sock hands these to simple_websocket.Server: pings find dead peers, a size cap bounds memory.
 SERVER_OPTIONS = {"ping_interval": 25, "max_message_size": 64 * 1024}
+# simple_websocket (1.x) can miss waking a blocked receive() when its reader thread refuses a frame over
+# max_message_size (it signals before it marks the socket closed): receive() would then wait forever,
+# holding the connection's thread and its place under max_connections. So it waits this long at most.
+RECEIVE_POLL_S = 1.0
 
 
 class OpenWebSockets:
@@ -88,8 +92,10 @@ def market_ws(ws) -> None:
         client = hub.connect(send=ws.send, close=lambda: _cut(ws))
         try:
             while True:
-                text = ws.receive()
+                text = ws.receive(timeout=RECEIVE_POLL_S)
                 if text is None:
+                    if ws.connected:
+                        continue
                     break
                 if isinstance(text, (bytes, bytearray)):
                     client.send_error("bad_request", "binary frames are not supported; send JSON text frames")
