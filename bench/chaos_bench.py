@@ -78,7 +78,8 @@ def get_json(url: str, timeout: float = 10.0):
 
 # ---- the bot -----------------------------------------------------------------------------------------------
 class Bot:
-    def __init__(self, tmp: Path, emu: ExchangeEmulator, pairs: list[str], throttle_s: float):
+    def __init__(self, tmp: Path, emu: ExchangeEmulator, pairs: list[str], throttle_s: int, env: dict[str, str]):
+        self.env = env
         self.tmp, self.port = tmp, free_port()
         self.userdir = tmp / "user_data"
         (self.userdir / "data").mkdir(parents=True, exist_ok=True)
@@ -110,7 +111,7 @@ class Bot:
                "--strategy-path", str(STRATEGY_DIR), "--userdir", str(self.userdir)]
         self._out = open(self.tmp / "stdout.log", "w")
         self.proc = subprocess.Popen(cmd, cwd=self.tmp, stdout=self._out, stderr=subprocess.STDOUT,
-                                     env=subprocess_env(PYTHONUNBUFFERED="1"),
+                                     env=subprocess_env(PYTHONUNBUFFERED="1", **self.env),
                                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         return self
 
@@ -389,13 +390,16 @@ def main() -> None:
     ap.add_argument("--flood-per-s", type=float, default=20.0, help="frames a second of a subscribe flood")
     ap.add_argument("--settle-s", type=float, default=120.0,
                     help="wait after the startup sync before anything is measured (default 120)")
+    ap.add_argument("--malloc-arena-max", type=int, default=None,
+                    help="MALLOC_ARENA_MAX for the bot process (glibc; default: glibc's own, 8 per core)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tc-chaos-bench-"))
     pairs = list(PAIRS[:args.pairs])
     emu = ExchangeEmulator(seed=11, symbols=pairs).start()
-    bot = Bot(tmp, emu, pairs, args.throttle_s).start()
+    env = {} if args.malloc_arena_max is None else {"MALLOC_ARENA_MAX": str(args.malloc_arena_max)}
+    bot = Bot(tmp, emu, pairs, args.throttle_s, env).start()
     normals: list[Normal] = []
     hostiles: list[Hostile] = []
     sampler = None
@@ -468,7 +472,11 @@ def main() -> None:
         "rss_base_mb": round(rss_base / 1024, 1), "rss_max_mb": round(rss_max / 1024, 1),
         "rss_growth_mb": round((rss_max - rss_base) / 1024, 1),
         "rss_end_mb": round(samples[-1][1] / 1024, 1), "goal_rss_growth_mb": 50,
+        "rss_mb_every_30s": [round(s[1] / 1024) for s in samples[::30]],
+        "rss_end_a_mb": round(sampler.between(t_a0, t_a1)[-1][1] / 1024, 1),
+        "malloc_arena_max": args.malloc_arena_max,
         "max_threads": max(s[2] for s in sampler.samples),
+        "threads_end": samples[-1][2],
         "max_threads_a": max(s[2] for s in sampler.between(t_a0, t_a1)),
         "max_threads_b": max(s[2] for s in sampler.between(t_b0, t_b1)),
         "guarantee_violations": len(violations), "goal_violations": 0,

@@ -43,7 +43,8 @@ class WS:
     def until(self, pred, timeout: float = 10.0) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            msg = self.recv(max(0.05, deadline - time.monotonic()))
+            # a few seconds at most per read: the server's pings (every 25 s) would restart a longer one
+            msg = self.recv(min(5.0, max(0.05, deadline - time.monotonic())))
             if msg is not None and pred(msg):
                 return msg
         raise AssertionError(f"timed out; received {self.received[-5:]}")

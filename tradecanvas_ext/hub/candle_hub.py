@@ -242,6 +242,7 @@ class CandleHub:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tc-hub")
         self._recovery_pool = ThreadPoolExecutor(recovery_workers, thread_name_prefix="tc-hub-recovery")
         self.recoveries_started = 0
+        self.catchups_paused = 0  # catch-up pages that waited for the budget
         self._closed = False
         self._waker = threading.Thread(target=self._wake_paused, name="tc-hub-waker", daemon=True)
         self._waker.start()
@@ -400,6 +401,7 @@ class CandleHub:
 
     def _catch_up(self, sub: Subscription) -> Future | _Pause | None:
         if self._budget.wait_s() > 0:
+            self.catchups_paused += 1
             sub.push_front(CatchUp())  # read once the budget allows; live events queue behind it
             return _PAUSE
         if sub.since is None and sub.cursor is None:
