@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import subprocess_env  # noqa: E402
-from tests.wsclient import WS, check_guarantee, events, frame  # noqa: E402
+from tests.wsclient import WS, check_guarantee, events, frame, read_up_to  # noqa: E402
 from tradecanvas_ext.testing import ExchangeEmulator  # noqa: E402
 
 FREQTRADE = str(Path(sys.executable).with_name("freqtrade"))
@@ -317,13 +317,7 @@ class Hostile(threading.Thread):
         s = raw_upgrade(self.port)
         self.connections += 1
         self._subscribe_all(s, since=0, batch=random.random() < 0.5)
-        want = random.randint(0, 64 * 1024)
-        got = 0
-        while got < want:
-            chunk = s.recv(want - got)
-            if not chunk:
-                break
-            got += len(chunk)
+        read_up_to(s, random.randint(0, 64 * 1024))
         if random.random() < 0.5:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()

@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from tests.conftest import NOW, wait_for
 from tests.test_hub_flow_control import synthetic
-from tests.wsclient import WS, check_guarantee, events, frame, stalled_client
+from tests.wsclient import WS, check_guarantee, events, frame, read_up_to, stalled_client
 from tradecanvas_ext import Runtime, Settings
 from tradecanvas_ext.domain import SeriesId
 from tradecanvas_ext.store import open_store
@@ -480,12 +480,7 @@ class HostileMachine(RuleBasedStateMachine):
         for _ in range(n):
             s = stalled_client(self.url, {"type": "subscribe", "series_id": BIG, "since": 0},
                                {"type": "subscribe", "series_id": SID, "since": 0}, rcvbuf=65536)
-            got = 0
-            while got < read:
-                chunk = s.recv(read - got)
-                if not chunk:
-                    break
-                got += len(chunk)
+            read_up_to(s, read)
             (rst_close if reset else socket.socket.close)(s)
 
     @rule(kind=st.sampled_from(["oversized", "unmasked", "bad_opcode", "garbage"]))

@@ -139,6 +139,17 @@ def stalled_client(url: str, *frames, rcvbuf: int = 4096) -> socket.socket:
     return sock
 
 
+def read_up_to(sock: socket.socket, n: int) -> int:
+    """Read and drop up to `n` bytes (fewer when the server closes first); returns how many came."""
+    got = 0
+    while got < n:
+        chunk = sock.recv(n - got)
+        if not chunk:
+            break
+        got += len(chunk)
+    return got
+
+
 def unread_bytes(sock: socket.socket) -> int:
     """What has arrived in `sock`'s receive buffer and was not read (FIONREAD), without reading it."""
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]

@@ -437,8 +437,7 @@ class CandleHub:
         """The waker thread: resumes paused catch-ups one at a time, each once the budget has credit."""
         while True:
             with self._paused_cv:
-                while not self._paused and not self._closed:
-                    self._paused_cv.wait()
+                self._paused_cv.wait_for(lambda: self._paused or self._closed)
                 if self._closed:
                     return
                 wait = self._budget.wait_s()
