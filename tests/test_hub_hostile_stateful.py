@@ -621,3 +621,16 @@ def test_oversized_frames_never_hold_a_connection(make_runtime):
             s.close()
     wait_for(lambda: rt.server.connection_count() == 0, 15, interval=0.05, what="every connection to end")
     assert rt.hub.client_count == 0
+
+
+def test_a_subscribe_handled_after_the_disconnect_leaves_nothing_behind(make_runtime):
+    """A client that sends its subscribes and hangs up at once: its writer fails and disconnects it while
+    the route still handles the frames it had read. Those subscriptions must not stay registered (they
+    would take every live candle, and their memory, for good) — found by the chaos bench."""
+    rt = make_runtime()
+    btc = SeriesId.parse("binance:spot:BTC/USDT:1m")
+    client = rt.hub.connect(send=lambda text: None)
+    rt.hub.disconnect(client)  # what the writer does when a send fails
+    client.handle_text(json.dumps({"type": "subscribe", "series_id": str(btc), "since": 0}))
+    assert rt.hub.subscription_count(btc) == 0
+    assert rt.hub.client_count == 0

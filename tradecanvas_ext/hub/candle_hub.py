@@ -304,7 +304,13 @@ class CandleHub:
         if old is not None:
             self._remove(old)  # a second subscribe replaces the first: its queue is dropped
         with self._lock:
-            self._by_series.setdefault(sub.series, set()).add(sub)
+            connected = client in self._clients
+            if connected:
+                self._by_series.setdefault(sub.series, set()).add(sub)
+        if not connected:  # its writer failed while frames were still being handled: disconnect is done
+            client.detach(sub.series)
+            sub.close()
+            return
         # registered first, read after: a candle stored from here on is in the catch-up read or queued
         client.send(m.subscribed(key, cmd.since, self._store.head_time(cmd.series)))
         self._start_drain(sub)  # the subscription was created DRAINING: its catch-up goes to the pool
