@@ -43,7 +43,8 @@ class WS:
     def until(self, pred, timeout: float = 10.0) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            msg = self.recv(max(0.05, deadline - time.monotonic()))
+            # a few seconds at most per read: the server's pings (every 25 s) would restart a longer one
+            msg = self.recv(min(5.0, max(0.05, deadline - time.monotonic())))
             if msg is not None and pred(msg):
                 return msg
         raise AssertionError(f"timed out; received {self.received[-5:]}")
@@ -136,6 +137,17 @@ def stalled_client(url: str, *frames, rcvbuf: int = 4096) -> socket.socket:
     for f in frames:
         sock.sendall(frame(f))
     return sock
+
+
+def read_up_to(sock: socket.socket, n: int) -> int:
+    """Read and drop up to `n` bytes (fewer when the server closes first); returns how many came."""
+    got = 0
+    while got < n:
+        chunk = sock.recv(n - got)
+        if not chunk:
+            break
+        got += len(chunk)
+    return got
 
 
 def unread_bytes(sock: socket.socket) -> int:

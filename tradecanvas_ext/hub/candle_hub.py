@@ -6,6 +6,8 @@ a jump past `cursor + tf` is recovered (store, then the backfill service, off th
 what stays missing is announced by one `gap`. Flow control: a client's unsent data is bounded in bytes
 (MAX_PENDING_BYTES, then it is dropped), and a catch-up page is read only once the writer has sent the
 previous one, so a client that keeps reading gets any catch-up; live candles never wait for a client.
+Catch-up pages, all clients together, use at most CATCHUP_CPU_SHARE of a core after a burst (budget.py):
+a page over budget parks its subscription, and one waker thread resumes them in turn.
 
 Recoveries share one budget per series: they run one at a time, in order; a jump whose range one of them
 covers waits for it, one that overlaps or touches a queued one widens it; one whose every waiting
@@ -24,6 +26,8 @@ Locks, and their order (a lock is only ever taken with the ones before it releas
   page's "taken" callback (which takes a `Subscription._lock`). A client's bell (an Event) is set after
   `_out_cv` is released.
 - `HubClient._lock` guards the client's subscription map. Taken alone.
+- `CandleHub._paused_cv` guards `_paused` (catch-ups waiting for the budget). Taken alone; inside it only
+  `CatchUpBudget._lock` (budget.py), the innermost.
 No lock is held during I/O (store reads, sends, closes, log lines) or while calling the backfill service.
 Publishing (`publish_closed`, the bot loop's `ingest_closed`) takes only `CandleHub._lock` and
 `Subscription._lock`, each held for a bounded, client-independent time: it never waits on a client. An
@@ -45,6 +49,7 @@ import numpy as np
 
 from ..domain import Candle, CandleBatch, SeriesId
 from . import messages as m
+from .budget import CatchUpBudget
 from .ports import ActiveSeries, CandleReader, GapBackfill
 from .subscription import Candles, CatchUp, Event, Forming, Subscription, SubState
 
@@ -58,6 +63,12 @@ MAX_PENDING_BYTES = 16 * 1024 * 1024  # unsent JSON past this: the client is dro
 CATCHUP_TAIL = 500
 CATCHUP_PAGE = 1000
 FORMING_MIN_INTERVAL_S = 0.25  # wall-clock throttle of candle_forming per series (not candle time)
+# Catch-up pages, hub-wide, may use this share of one core (after a burst): the bot's loop shares the
+# interpreter with the hub, and a client can subscribe again and again. A page's cost is the CPU its drain
+# spent, times COST_FACTOR for what the writer then spends framing and sending it.
+CATCHUP_CPU_SHARE = 0.05
+CATCHUP_BURST_S = 1.0
+CATCHUP_COST_FACTOR = 2.0
 
 
 class HubClient:
@@ -231,6 +242,15 @@ class _Repair:
         self.started = False
 
 
+class _Pause:
+    """What `_handle` returns when the catch-up budget says the next page must wait."""
+
+    __slots__ = ()
+
+
+_PAUSE = _Pause()
+
+
 class CandleHub:
     """`recovery_bound_s`: the longest a subscription waits for one recovery before it announces the gap
     and goes on (the runtime passes the backfill service's time bound plus a margin)."""
@@ -247,10 +267,16 @@ class CandleHub:
         self._clients: set[HubClient] = set()
         self._recoveries: dict[SeriesId, deque[_Repair]] = {}  # per series: the running one first
         self._last_forming: dict[SeriesId, tuple[float, int]] = {}
+        self._budget = CatchUpBudget(CATCHUP_CPU_SHARE, CATCHUP_BURST_S)
+        self._paused_cv = threading.Condition(threading.Lock())
+        self._paused: deque[tuple[Subscription, object]] = deque()  # catch-ups waiting for the budget
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tc-hub")
         self._recovery_pool = ThreadPoolExecutor(recovery_workers, thread_name_prefix="tc-hub-recovery")
         self.recoveries_started = 0
+        self.catchups_paused = 0  # catch-up pages that waited for the budget
         self._closed = False
+        self._waker = threading.Thread(target=self._wake_paused, name="tc-hub-waker", daemon=True)
+        self._waker.start()
 
     # ---- clients ----------------------------------------------------------------------------------
     def connect(self, send, close=None, bell: threading.Event | None = None) -> HubClient:
@@ -287,6 +313,9 @@ class CandleHub:
         with self._lock:
             clients = list(self._clients)
             self._closed = True
+        with self._paused_cv:
+            self._paused.clear()
+            self._paused_cv.notify()
         for c in clients:
             self.disconnect(c)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -307,7 +336,13 @@ class CandleHub:
         if old is not None:
             self._remove(old)  # a second subscribe replaces the first: its queue is dropped
         with self._lock:
-            self._by_series.setdefault(sub.series, set()).add(sub)
+            connected = client in self._clients
+            if connected:
+                self._by_series.setdefault(sub.series, set()).add(sub)
+        if not connected:  # its writer failed while frames were still being handled: disconnect is done
+            client.detach(sub.series)
+            sub.close()
+            return
         # registered first, read after: a candle stored from here on is in the catch-up read or queued
         client.send(m.subscribed(key, cmd.since, self._store.head_time(cmd.series)))
         self._start_drain(sub)  # the subscription was created DRAINING: its catch-up goes to the pool
@@ -368,6 +403,8 @@ class CandleHub:
                 sub.push_front(event)
                 self._start_drain(sub)
                 return
+            page = isinstance(event, CatchUp)
+            cpu = time.thread_time() if page else 0.0
             try:
                 recovery = self._handle(sub, event)
             except Exception:
@@ -378,8 +415,14 @@ class CandleHub:
                 token = sub.park(SubState.WAITING_CLIENT)
                 page_sent = partial(self._resume, sub, token)
             sub.next_page_queued = False
-            if sub.hand_over(sub.out.take(), page_sent):
+            overflowed = sub.hand_over(sub.out.take(), page_sent)
+            if page and not isinstance(recovery, _Pause):
+                self._budget.charge((time.thread_time() - cpu) * CATCHUP_COST_FACTOR)
+            if overflowed:
                 self.drop(sub.client)  # overflowed: dropped here, with no lock held
+                return
+            if isinstance(recovery, _Pause):
+                self._pause(sub)
                 return
             if recovery is not None:
                 self._wait_for(sub, recovery)
@@ -404,8 +447,9 @@ class CandleHub:
                                   and int(times[-1]) - int(times[i]) == (n - 1 - i) * sub.tf)
         return False
 
-    def _handle(self, sub: Subscription, event: Event) -> Future | None:
-        """Process one event into `sub.out`; returns the recovery to wait for, if a jump started one."""
+    def _handle(self, sub: Subscription, event: Event) -> Future | _Pause | None:
+        """Process one event into `sub.out`; returns the recovery to wait for, if a jump started one, or
+        the pause the catch-up budget asks for."""
         match event:
             case CatchUp():
                 return self._catch_up(sub)
@@ -417,7 +461,11 @@ class CandleHub:
                 return None
         raise TypeError(f"not a hub event: {event!r}")
 
-    def _catch_up(self, sub: Subscription) -> Future | None:
+    def _catch_up(self, sub: Subscription) -> Future | _Pause | None:
+        if self._budget.wait_s() > 0:
+            self.catchups_paused += 1
+            sub.push_front(CatchUp())  # read once the budget allows; live events queue behind it
+            return _PAUSE
         if sub.since is None and sub.cursor is None:
             page = self._store.read_tail(sub.series, CATCHUP_TAIL)
         else:
@@ -439,6 +487,27 @@ class CandleHub:
 
         timer.start()
         recovery.add_done_callback(done)  # runs at once when the recovery already ended
+
+    def _pause(self, sub: Subscription) -> None:
+        """Park `sub` until the catch-up budget lets the waker resume it (first paused, first resumed)."""
+        token = sub.park()
+        with self._paused_cv:
+            self._paused.append((sub, token))
+            self._paused_cv.notify()
+
+    def _wake_paused(self) -> None:
+        """The waker thread: resumes paused catch-ups one at a time, each once the budget has credit."""
+        while True:
+            with self._paused_cv:
+                self._paused_cv.wait_for(lambda: self._paused or self._closed)
+                if self._closed:
+                    return
+                wait = self._budget.wait_s()
+                if wait > 0:
+                    self._paused_cv.wait(wait)
+                    continue
+                sub, token = self._paused.popleft()
+            self._resume(sub, token)
 
     def _resume(self, sub: Subscription, token: object) -> None:
         if sub.resume(token):

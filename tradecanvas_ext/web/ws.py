@@ -24,7 +24,10 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 # flask-sock hands these to simple_websocket.Server: pings find dead peers, a size cap bounds memory.
 SERVER_OPTIONS = {"ping_interval": 25, "max_message_size": 64 * 1024}
-_IDLE_WAKE_S = 5.0  # the route's thread looks again this often even when its bell never rang
+# The route's thread looks again this often even when its bell never rang. simple_websocket (1.x) rings
+# before it marks the socket closed when its reader refuses a frame over max_message_size, so a thread
+# that only waited for the bell could wait forever, holding its place under max_connections.
+_IDLE_WAKE_S = 1.0
 _FRAMES_PER_TURN = 64  # frames handled before what is queued is written: a flood cannot starve its own writes
 
 
@@ -103,7 +106,7 @@ def market_ws(ws) -> None:
                         client.send_error("bad_request", "binary frames are not supported; send JSON text frames")
                     else:
                         client.handle_text(text)
-                if not client.write_queued():
+                if not client.write_queued() or not ws.connected:
                     break
                 if taken < _FRAMES_PER_TURN:  # else frames may be waiting that rang before the clear
                     bell.wait(_IDLE_WAKE_S)
