@@ -57,6 +57,10 @@ class MarkStrategy(TradeCanvasStrategy):
 PAIR = "BTC/USDT:USDT"
 FUT1 = f"binance:futures:{PAIR}:1m"
 MARK5 = f"binance:futures:{PAIR}:5m:mark"
+# every public USD-M path the emulator serves (routes.BinanceRoutes.route); anything else answers 404
+SERVED = {"/fapi/v1/" + k for k in ("ping", "time", "exchangeInfo", "klines", "markPriceKlines", "ticker/24hr",
+                                    "ticker", "ticker/price", "ticker/bookTicker", "depth", "premiumIndex",
+                                    "fundingRate")}
 
 
 @pytest.fixture
@@ -112,7 +116,9 @@ def test_a_futures_dry_run_follows_its_informative_mark_pair(tmp_path, usdm, bot
     mark_rows = as_rows(bot.candles(MARK5, limit=5)["candles"])
     trade_5m = usdm.candles(PAIR, "5m", mark_rows[0][0], mark_rows[-1][0])
     assert [r[1:5] for r in mark_rows] != [r[1:5] for r in trade_5m] and all(r[5] == 0 for r in mark_rows)
-    assert usdm.request_count("/fapi/v1/markPriceKlines") > 0
+    # the bot and the extension asked only what the dialect serves, mark candles from the mark endpoint
+    asked = {path for path, _ in usdm.requests}
+    assert asked <= SERVED and {"/fapi/v1/exchangeInfo", "/fapi/v1/klines", "/fapi/v1/markPriceKlines"} <= asked, asked
 
     # freqtrade's own API: the informative mark columns were marked against the mark series (the bot has
     # no futures 5m series: against that, tc_real_5m would be 0 everywhere)
