@@ -55,13 +55,14 @@ FT_E2E ?= tests/test_e2e_bot.py tests/test_e2e_follow.py tests/test_e2e_futures_
 FT_TEST_TOOLS := "pytest>=8" pytest-timeout "pytest-socket>=0.7" "websocket-client>=1.7"
 test-freqtrade-range: wheel
 	set -e; for v in $(FT_OLDEST) $(FT_NEWEST); do \
-	  venv=.venv-ft-$$v; constraints=tests/freqtrade_constraints/$$v.txt; \
+	  venv=.venv-ft-$$v; constraints=tests/freqtrade_constraints/$$v.txt; t0=$$(date +%s); \
 	  [ -x $$venv/bin/python ] || $(PYTHON) -m venv $$venv; \
 	  $$venv/bin/python -m pip install -q --upgrade pip; \
 	  $$venv/bin/python -m pip install -q $$([ -f $$constraints ] && echo "-c $$constraints") "freqtrade==$$v" \
 	    "$$(ls $(WHEEL_DIR)/tradecanvas_ext-*.whl | tail -n 1)" $(FT_TEST_TOOLS); \
-	  echo "== freqtrade $$($$venv/bin/freqtrade --version | tr '\n' ' ')"; \
+	  echo "== freqtrade $$($$venv/bin/python -c 'import freqtrade; print(freqtrade.__version__)') installed in $$(($$(date +%s) - t0)) s"; \
 	  $$venv/bin/python -m pytest -p no:cacheprovider -m slow $(FT_E2E) $(PYTEST_ARGS); \
+	  echo "== freqtrade $$v: $$(($$(date +%s) - t0)) s in all"; \
 	done
 
 $(STAMP): | $(LWC)
