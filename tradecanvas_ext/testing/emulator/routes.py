@@ -140,6 +140,15 @@ class BinanceRoutes(Dialect):
             raise ApiError(400, -1121, "Invalid symbol.")
         return mk
 
+    @classmethod
+    def _limit_param(cls, params: dict, default: int, cap: int) -> int:
+        """`limit` (1..cap, `default` when absent); Binance refuses one outside with -1130."""
+        limit = cls._int_param(params, "limit")
+        limit = default if limit is None else limit
+        if limit < 1 or limit > cap:
+            raise ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        return limit
+
     @staticmethod
     def _int_param(params: dict, name: str) -> int | None:
         raw = params.get(name)
@@ -177,11 +186,7 @@ class BinanceRoutes(Dialect):
         if interval not in TIMEFRAMES:
             raise ApiError(400, -1120, "Invalid interval.")
         tf = TIMEFRAMES[interval]
-        limit = self._int_param(params, "limit")
-        if limit is None:
-            limit = DEFAULT_KLINES_LIMIT
-        if limit < 1 or limit > self._max_limit:
-            raise ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        limit = self._limit_param(params, DEFAULT_KLINES_LIMIT, self._max_limit)
         start_ms = self._int_param(params, "startTime")
         end_ms = self._int_param(params, "endTime")
         if start_ms is not None and end_ms is not None and start_ms > end_ms:
@@ -222,10 +227,7 @@ class BinanceRoutes(Dialect):
         the first `limit` (default 100, max 1000) oldest first; without startTime the latest `limit`."""
         mk = self._param_market(params)
         assert mk is not None
-        limit = self._int_param(params, "limit")
-        limit = 100 if limit is None else limit
-        if limit < 1 or limit > 1000:
-            raise ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        limit = self._limit_param(params, 100, 1000)
         start_ms, end_ms = self._int_param(params, "startTime"), self._int_param(params, "endTime")
         first = self.truth.first_open(mk, FUNDING_INTERVAL_S)
         hi = math.floor((now if end_ms is None else min(now, end_ms / 1000)) / FUNDING_INTERVAL_S)
@@ -408,10 +410,7 @@ class BinanceRoutes(Dialect):
     def _depth(self, params: dict, now: float) -> dict:
         mk = self._param_market(params)
         assert mk is not None
-        limit = self._int_param(params, "limit")
-        limit = 100 if limit is None else limit
-        if limit < 1 or limit > 5000:
-            raise ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        limit = self._limit_param(params, 100, 5000)
         last = self._last_price_units(mk, now)
         tick = mk.tick_units
         lvl = np.arange(limit, dtype=np.int64)
