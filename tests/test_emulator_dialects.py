@@ -73,7 +73,7 @@ def test_every_dialect_is_registered_with_its_rules():
     assert set(SPECS) == set(DIALECTS) >= {"binance", "binanceusdm", "bybit", "okx", "kraken", "gate",
                                            "hyperliquid", "coinbase"}
     caps = {name: {ep.kind: ep.page_cap for ep in spec.endpoints} for name, spec in SPECS.items()}
-    assert caps["binance"] == {"klines": 1000} and caps["binanceusdm"] == {"klines": 1500}
+    assert caps["binance"] == {"klines": 1000} and caps["binanceusdm"] == {"klines": 1500, "markPriceKlines": 1500}
     assert caps["okx"] == {"market/candles": 300, "market/history-candles": 100}
     assert caps["coinbase"] == {"market/products/candles": 350} and caps["kraken"] == {"OHLC": 720}
     reach = {name: spec.endpoints[0].reach for name, spec in SPECS.items()}
@@ -300,6 +300,36 @@ def test_binance_usdm_pages_at_1500_through_ccxt(clock):
         got = as_truth(ex.parse_ohlcvs(rows, ex.market("BTC/USDT:USDT"), "1m"))
         assert got == emu.candles("BTC/USDT:USDT", "1m", since, since + 1499 * 60)
         assert len(ex.fetch_ohlcv("BTC/USDT:USDT", "1m", since=since * 1000, limit=1500)) == 1000
+
+
+def test_binance_usdm_mark_price_klines_funding_and_premium_index(clock):
+    """USD-M's mark-price klines (ccxt `price="mark"` -> /fapi/v1/markPriceKlines) are the truth's trade
+    candles lifted by the mark basis, volume 0, on the same times (outages too); premiumIndex and the
+    funding-rate history parse through ccxt."""
+    with ExchangeEmulator(clock=clock, dialect="binanceusdm") as emu:
+        emu.faults.outage(NOW - 30 - 40 * 60, NOW - 30 - 30 * 60)
+        ex = exchange_for(emu)
+        since = NOW - 30 - 120 * 60
+        for tf in ("1m", "5m"):
+            mark = as_truth(ex.fetch_ohlcv("BTC/USDT:USDT", tf, since=since * 1000, limit=200,
+                                           params={"price": "mark"}))
+            trades = emu.candles("BTC/USDT:USDT", tf, since, NOW)
+            assert mark[:-1] == emu.candles("BTC/USDT:USDT", tf, since, NOW, price="mark")  # the last is forming
+            assert [r[0] for r in mark[:-1]] == [r[0] for r in trades] and all(r[5] == 0 for r in mark)
+            lifted = [tuple(round(p * 1e8) * 10_004 // 10_000 / 1e8 for p in t[1:5]) for t in trades]
+            assert [m[1:5] for m in mark[:-1]] == lifted  # 4 basis points up, floored to 1e-8
+        status, _, body = raw(emu, "/fapi/v1/markPriceKlines", symbol="BTCUSDT", interval="1m", limit=1501)
+        assert status == 400 and body["code"] == -1130
+        assert emu.request_count("/fapi/v1/markPriceKlines") == 3 and emu.request_count("klines") == 3
+        rate = ex.fetch_funding_rate("BTC/USDT:USDT")
+        assert rate["fundingRate"] == 0.0001 and rate["fundingTimestamp"] == (NOW // 28800 + 1) * 28800 * 1000
+        assert rate["markPrice"] > rate["indexPrice"]
+        history = ex.fetch_funding_rate_history("BTC/USDT:USDT", since=(NOW - 3 * 86400) * 1000)
+        funding_times = list(range(NOW - 30 - 3 * 86400 + 28800, NOW, 28800))  # every 8 h since `since`
+        assert [h["timestamp"] // 1000 for h in history] == funding_times and len(funding_times) == 9
+        assert all(h["fundingRate"] == 0.0001 and h["info"]["markPrice"] for h in history)
+    with ExchangeEmulator(clock=clock) as spot:  # spot Binance has no mark prices
+        assert raw(spot, "/api/v3/markPriceKlines", symbol="BTCUSDT", interval="1m")[0] == 404
 
 
 # ------------------------------------------------------------------------------------------ errors

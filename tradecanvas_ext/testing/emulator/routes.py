@@ -1,5 +1,6 @@
 """The Binance dialects: spot (/api/v3) and USD-M futures (/fapi/v1) public REST endpoints (klines,
-exchangeInfo, time, tickers, depth) as JSON-ready payloads, read from the truth model with the armed faults
+exchangeInfo, time, tickers, depth; on USD-M also mark-price klines, premiumIndex and fundingRate) as
+JSON-ready payloads, read from the truth model with the armed faults
 applied. Knows nothing of sockets or threads serving them."""
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from .dialect import Answer, Dialect, DialectSpec, Endpoint, apply_row_faults, f
 from .dialect import ApiError as DialectError
 from .faults import API_PREFIX, FaultDecision, binance_error_body
 from .markets import GOLDEN, UNIT, Market, mix64, unit_float
-from .truth import Truth
+from .truth import MARK_BASIS_BP, Truth
 
 MAX_KLINES_LIMIT = 1000
 DEFAULT_KLINES_LIMIT = 500
 MAX_FAPI_KLINES_LIMIT = 1500
 FAPI_PREFIX = "/fapi/v1/"
+FUNDING_INTERVAL_S = 8 * 3600  # Binance USD-M funds every 8 hours (00:00, 08:00, 16:00 UTC)
+# the funding rate the emulator reports: Binance's default interest rate 0.01% per 8h, with the premium
+# clamped away (the basis of truth.MARK_BASIS_BP is inside the +-0.05% band that clamp leaves at 0)
+FUNDING_RATE = "0.00010000"
 
 _BINANCE_TIMEFRAMES = {tf: tf for tf in TIMEFRAMES}
 
@@ -32,7 +37,9 @@ BINANCE_SPOT = DialectSpec(
 BINANCE_USDM = DialectSpec(
     name="binanceusdm", ccxt_id="binanceusdm", market_type="swap",
     endpoints=(Endpoint("klines", FAPI_PREFIX + "klines", MAX_FAPI_KLINES_LIMIT, DEFAULT_KLINES_LIMIT,
-                        limit_refused=True),),
+                        limit_refused=True),
+               Endpoint("markPriceKlines", FAPI_PREFIX + "markPriceKlines", MAX_FAPI_KLINES_LIMIT,
+                        DEFAULT_KLINES_LIMIT, limit_refused=True)),
     time_unit="ms", newest_first=False, omits_quiet=False, timeframes=_BINANCE_TIMEFRAMES, retry_after=True)
 
 
@@ -104,6 +111,12 @@ class BinanceRoutes(Dialect):
             return self._exchange_info(now, params)
         if kind == "klines":
             return self.klines(params, now, decision, salt)
+        if self.futures and kind == "markPriceKlines":
+            return self.klines(params, now, decision, salt, price="mark")
+        if self.futures and kind == "premiumIndex":
+            return self._tickers(params, now, self._premium_index)
+        if self.futures and kind == "fundingRate":
+            return self._funding_rate_history(params, now)
         if kind in ("ticker/24hr", "ticker"):
             return self._tickers(params, now, self._ticker_24hr)
         if kind == "ticker/price":
@@ -126,6 +139,15 @@ class BinanceRoutes(Dialect):
         if mk is None:
             raise ApiError(400, -1121, "Invalid symbol.")
         return mk
+
+    @classmethod
+    def _limit_param(cls, params: dict, default: int, cap: int) -> int:
+        """`limit` (1..cap, `default` when absent); Binance refuses one outside with -1130."""
+        limit = cls._int_param(params, "limit")
+        limit = default if limit is None else limit
+        if limit < 1 or limit > cap:
+            raise ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        return limit
 
     @staticmethod
     def _int_param(params: dict, name: str) -> int | None:
@@ -152,8 +174,10 @@ class BinanceRoutes(Dialect):
         return wanted
 
     # ------------------------------------------------------------------ klines
-    def klines(self, params: dict, now: float, decision: FaultDecision, salt: int = 0) -> list:
-        """GET klines: the candles the truth model has, in Binance's row format."""
+    def klines(self, params: dict, now: float, decision: FaultDecision, salt: int = 0,
+               price: str | None = None) -> list:
+        """GET klines (`price="mark"`: markPriceKlines): the candles the truth model has, in Binance's row
+        format (a mark row has "0" in the volume and quote-volume fields and the count of its samples)."""
         mk = self._param_market(params)
         assert mk is not None
         interval = params.get("interval")
@@ -162,11 +186,7 @@ class BinanceRoutes(Dialect):
         if interval not in TIMEFRAMES:
             raise ApiError(400, -1120, "Invalid interval.")
         tf = TIMEFRAMES[interval]
-        limit = self._int_param(params, "limit")
-        if limit is None:
-            limit = DEFAULT_KLINES_LIMIT
-        if limit < 1 or limit > self._max_limit:
-            raise ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        limit = self._limit_param(params, DEFAULT_KLINES_LIMIT, self._max_limit)
         start_ms = self._int_param(params, "startTime")
         end_ms = self._int_param(params, "endTime")
         if start_ms is not None and end_ms is not None and start_ms > end_ms:
@@ -174,7 +194,7 @@ class BinanceRoutes(Dialect):
         tf_ms = tf * 1000
         hi = math.floor(now / tf) * tf if end_ms is None else (end_ms // tf_ms) * tf
         lo = 0 if start_ms is None else -(-start_ms // tf_ms) * tf
-        rows = self.truth.rows(mk, tf, lo, hi, now, limit, from_end=start_ms is None)
+        rows = self.truth.rows(mk, tf, lo, hi, now, limit, from_end=start_ms is None, price=price)
         return apply_row_faults(self._format_klines(rows, tf), decision, self.seed, salt)
 
     @staticmethod
@@ -190,6 +210,37 @@ class BinanceRoutes(Dialect):
                 rows.v.tolist(), rows.quote.tolist(), rows.trades.tolist(), rows.taker_base.tolist(),
                 rows.taker_quote.tolist(), strict=True)
         ]
+
+    # ------------------------------------------------------------------ mark price and funding (USD-M)
+    def _premium_index(self, mk: Market, now: float) -> dict:
+        """GET /fapi/v1/premiumIndex of one market: the forming 1m mark price, the index it sits
+        MARK_BASIS_BP above, the funding rate and the next funding time."""
+        last = self._last_price_units(mk, now)
+        mark = last * (10_000 + MARK_BASIS_BP) // 10_000
+        next_funding = (math.floor(now / FUNDING_INTERVAL_S) + 1) * FUNDING_INTERVAL_S
+        return {"symbol": mk.id, "markPrice": _fmt(mark), "indexPrice": _fmt(last),
+                "estimatedSettlePrice": _fmt(last), "lastFundingRate": FUNDING_RATE, "interestRate": "0.00010000",
+                "nextFundingTime": next_funding * 1000, "time": int(now * 1000)}
+
+    def _funding_rate_history(self, params: dict, now: float) -> list:
+        """GET /fapi/v1/fundingRate: the funding events (every 8 h after the listing) in [startTime, endTime],
+        the first `limit` (default 100, max 1000) oldest first; without startTime the latest `limit`."""
+        mk = self._param_market(params)
+        assert mk is not None
+        limit = self._limit_param(params, 100, 1000)
+        start_ms, end_ms = self._int_param(params, "startTime"), self._int_param(params, "endTime")
+        first = self.truth.first_open(mk, FUNDING_INTERVAL_S)
+        hi = math.floor((now if end_ms is None else min(now, end_ms / 1000)) / FUNDING_INTERVAL_S)
+        lo = max(first // FUNDING_INTERVAL_S, 0 if start_ms is None else -(-start_ms // (FUNDING_INTERVAL_S * 1000)))
+        events = list(range(lo, hi + 1))
+        events = events[:limit] if start_ms is not None else events[-limit:]
+        out = []
+        for k in events:
+            t = k * FUNDING_INTERVAL_S
+            rows = self.truth.rows(mk, 60, t - 60, t - 60, now, price="mark")
+            mark = _fmt(int(rows.c[0])) if len(rows) else ""
+            out.append({"symbol": mk.id, "fundingTime": t * 1000, "fundingRate": FUNDING_RATE, "markPrice": mark})
+        return out
 
     # ------------------------------------------------------------------ exchangeInfo
     def _exchange_info(self, now: float, params: dict) -> dict:
@@ -359,10 +410,7 @@ class BinanceRoutes(Dialect):
     def _depth(self, params: dict, now: float) -> dict:
         mk = self._param_market(params)
         assert mk is not None
-        limit = self._int_param(params, "limit")
-        limit = 100 if limit is None else limit
-        if limit < 1 or limit > 5000:
-            raise ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        limit = self._limit_param(params, 100, 5000)
         last = self._last_price_units(mk, now)
         tick = mk.tick_units
         lvl = np.arange(limit, dtype=np.int64)

@@ -248,12 +248,15 @@ class ExchangeEmulator:
         mk = self.dialect.market_of_symbol(symbol)
         return mk if mk is not None else self._markets.find(symbol)
 
-    def candles(self, symbol: str, timeframe: str, start: float, end: float) -> list[tuple]:
+    def candles(self, symbol: str, timeframe: str, start: float, end: float, price: str | None = None
+                ) -> list[tuple]:
         """The truth: closed candles (t, o, h, l, c, v) with open time t (seconds) in [start, end],
         ascending (listing and outages applied, quiet candles flat with volume 0), as ccxt parses them
-        (floats). `symbol` may be the spot symbol or the dialect's ("BTC/USDT:USDT")."""
+        (floats). `symbol` may be the spot symbol or the dialect's ("BTC/USDT:USDT"); `price="mark"`: the
+        mark-price candles (truth.mark_of) a futures dialect serves."""
         mk = self._find(symbol)
-        return self.truth.closed(mk, timeframe_seconds(timeframe), start, end, float(self.clock())).as_tuples()
+        return self.truth.closed(mk, timeframe_seconds(timeframe), start, end, float(self.clock()),
+                                 price=price).as_tuples()
 
     def served(self, symbol: str, timeframe: str, start: float, end: float) -> list[tuple]:
         """What this exchange answers for [start, end] inside its reach: `candles` without the quiet

@@ -1,17 +1,34 @@
 """The one truth model every dialect serves from: per market and timeframe, which candles exist at a given
-"now" (listing time, outages cut out, quiet stretches flat with volume 0) and what they are. Holds no
-lock of its own (the data faults are read through `FaultController`); never formats an exchange answer."""
+"now" (listing time, outages cut out, quiet stretches flat with volume 0), what they are, and the mark prices
+derived from them (`mark_of`). Holds no lock of its own (the data faults are read through
+`FaultController`); never formats an exchange answer."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .candles import Rows, build_rows, minute_block, present_times
 from .faults import FaultController
 from .markets import Market, Markets
+
+# Mark prices: the trade candle's open/high/low/close times (1 + MARK_BASIS_BP / 10^4), floored to 1e-8 (monotonic, so
+# high stays the highest); no volume; Binance's "number of basic data" = one sample a second of the bucket.
+# The same times as the trade candles (listing, outages, quiet stretches alike).
+MARK_BASIS_BP = 4  # basis points: a perpetual trading slightly above its index
+PRICES = (None, "mark")
+
+
+def mark_of(rows: Rows, tf: int) -> Rows:
+    """The mark-price candles of trade candles `rows` (timeframe `tf` seconds)."""
+    def up(col: np.ndarray) -> np.ndarray:
+        return col * (10_000 + MARK_BASIS_BP) // 10_000
+    zero = np.zeros(len(rows), dtype=np.int64)
+    return replace(rows, o=up(rows.o), h=up(rows.h), l=up(rows.l), c=up(rows.c), v=zero,
+                   quote=np.zeros(len(rows), dtype=np.float64), trades=np.full(len(rows), tf, dtype=np.int64),
+                   taker_base=zero, taker_quote=np.zeros(len(rows), dtype=np.float64))
 
 
 @dataclass(frozen=True)
@@ -48,10 +65,12 @@ class Truth:
         return max(0, math.ceil(self._faults.listed_at(mk.symbol) / tf) * tf)
 
     def rows(self, mk: Market, tf: int, lo: int, hi: int, now: float, limit: int | None = None,
-             from_end: bool = False) -> Rows:
+             from_end: bool = False, price: str | None = None) -> Rows:
         """The candles with open time in [lo, hi] (any ints; the forming candle is the latest there is),
         ascending: the first (or, `from_end`, the last) `limit` of them. Quiet candles are included (volume
-        0); a dialect that omits them filters on `Rows.v`."""
+        0); a dialect that omits them filters on `Rows.v`. `price="mark"`: their mark-price candles."""
+        if price not in PRICES:
+            raise ValueError(f"price {price!r} must be one of {PRICES}")
         lo = max(math.ceil(lo / tf) * tf, self.first_open(mk, tf))
         hi = min(math.floor(hi / tf) * tf, math.floor(now / tf) * tf)
         outages = self._faults.outage_intervals(mk.symbol)
@@ -59,12 +78,13 @@ class Truth:
             times = np.empty(0, dtype=np.int64)
         else:
             times = present_times(tf, lo, hi, outages, limit, from_end)
-        return build_rows(mk, tf, times, now, outages, self._faults.quiet_intervals(mk.symbol))
+        rows = build_rows(mk, tf, times, now, outages, self._faults.quiet_intervals(mk.symbol))
+        return rows if price is None else mark_of(rows, tf)
 
-    def closed(self, mk: Market, tf: int, start: float, end: float, now: float) -> Rows:
-        """Closed candles with open time in [start, end]."""
+    def closed(self, mk: Market, tf: int, start: float, end: float, now: float, price: str | None = None) -> Rows:
+        """Closed candles with open time in [start, end] (`price="mark"`: their mark prices)."""
         hi = min(math.floor(end / tf) * tf, math.floor(now / tf) * tf - tf)
-        return self.rows(mk, tf, math.ceil(start / tf) * tf, hi, now)
+        return self.rows(mk, tf, math.ceil(start / tf) * tf, hi, now, price=price)
 
     def forming(self, mk: Market, tf: int, now: float) -> Rows:
         """The candle containing `now` (partial): one row, or none inside an outage or before the listing."""
