@@ -213,7 +213,7 @@ def test_faults_leave_a_clean_store_and_a_later_call_completes(make_runtime, exc
     res = rt.backfill.ensure_tail_coverage(SID, 1500, to_time=LAST)
     assert_store_clean(rt, SID, exchange)
     if fault in ("duplicate", "out_of_order"):
-        assert res.complete  # repaired rows are fine to use once cleaned
+        assert res.complete, (res.errors, res.holes)  # repaired rows are fine to use once cleaned
     else:
         assert not res.complete and res.errors and res.note == "tail_coverage_best_effort_failed"
     f.clear()

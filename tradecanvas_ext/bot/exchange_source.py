@@ -15,12 +15,12 @@ from collections.abc import Callable
 from ..domain import Hole, SeriesId
 from ..domain.clock import SYSTEM_CLOCK, Clock
 from ..sources.base import CandleSource, SourceResult, closed_hole_ranges
+from ..sources.exchange_facts import OMITS_EMPTY, known_reach, late_candle_grace_s
 from ..sources.range_walk import Page, RangeWalk, RetryPolicy, TimeBound, Transient
 
 log = logging.getLogger(__name__)
 
 LOCK_WAIT_CAP_S = 30.0  # longest wait for the bot's `_loop_lock` before a page is given up
-DEFAULT_GRACE_S = 15.0  # freqtrade's ohlcv_late_candle_grace_secs, when the exchange object does not say
 
 
 def candle_type_for(series: SeriesId):
@@ -62,8 +62,8 @@ class BotExchangeSource:
     serve — or every series while nothing is bound — go to `fallback` (our own CcxtSource).
 
     Each page is one `fetch_ohlcv` through freqtrade's `_async_get_candle_history(..., count=0)` on the
-    exchange's own event loop, under its `_loop_lock`, asking for at most `ohlcv_candle_limit - 1`
-    candles; freqtrade's retries are switched off for it (they would run inside the lock) and ours run
+    exchange's own event loop, under its `_loop_lock`, asking `ohlcv_candle_limit` rows from the page
+    start (freqtrade sends no end bound); freqtrade's retries are switched off for it (they would run inside the lock) and ours run
     outside the lock with backoff. The raw rows are used as the exchange sent them: no fill-up filter
     (a real zero-volume candle looks like a fill-up one), only closed candles inside the asked hole, and
     the just-closed candle only when it is final (a newer row came with it, or the grace period passed).
@@ -137,7 +137,7 @@ class BotExchangeSource:
         tf = series.tf_seconds
         transport = FreqtradeTransport(ex, series, lambda: self._exchange is ex)
         self._walk.walk(transport, closed_hole_ranges(holes, tf, now), tf, now, deadline, result,
-                        "time bound reached or exchange detached")
+                        "time bound reached or exchange detached", reach=known_reach(series.exchange))
         if result.requests:
             log.debug("bot exchange %s: %d candle(s), %d void range(s) in %d request(s)", series,
                       len(result.candles), len(result.voids), result.requests)
@@ -157,6 +157,7 @@ class FreqtradeTransport:
         self._ct = candle_type_for(series)
         self._bound = bound  # False once the exchange was detached: no new request then
         self.grace_s = _grace_s(exchange, series)
+        self.omits_empty = series.exchange in OMITS_EMPTY
 
     def page_limit(self, since: int) -> int:
         try:
@@ -192,4 +193,4 @@ def _grace_s(exchange, series: SeriesId) -> float:
     try:
         return exchange._ohlcv_candle_grace_ms(series.timeframe) / 1000.0
     except Exception:  # a freqtrade without the setting
-        return min(DEFAULT_GRACE_S, series.tf_seconds / 2)
+        return late_candle_grace_s(series.tf_seconds)

@@ -14,6 +14,7 @@ from ..domain import (
     expected_latest_closed_time,
     merge_ranges,
 )
+from .reach import Reach
 
 
 @dataclass
@@ -22,12 +23,16 @@ class SourceResult:
 
     `candles` are closed candles inside the asked holes only (the service still validates them);
     `voids` are inclusive (start, end) ranges the source confirmed it has no data for;
+    `unavailable` are inclusive ranges older than what the exchange serves (its reach: never a void), and
+    `reach` the reach the source learned on the way (None: nothing new);
     `errors` are human-readable problems that did not stop the source; `requests` counts remote calls,
     `retries` the transient failures retried among them.
     """
 
     candles: CandleBatch = field(default_factory=CandleBatch.empty)
     voids: list[tuple[int, int]] = field(default_factory=list)
+    unavailable: list[tuple[int, int]] = field(default_factory=list)
+    reach: Reach | None = None
     errors: list[str] = field(default_factory=list)
     requests: int = 0
     retries: int = 0

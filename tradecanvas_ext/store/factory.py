@@ -10,6 +10,7 @@ from .candle_store import CandleStore
 from .dialect import Dialect, dialect_for
 from .leases import Leases
 from .listener import CandleListener, NoListener, OnWrite
+from .reach_rows import ReachRows
 from .series_keys import SeriesKeys
 from .tracker_rows import TrackerRows
 
@@ -37,5 +38,5 @@ def open_store(db_url: str, origin: str, *, create: bool = True) -> Store:
     if create:
         dialect.create_schema()
     keys = SeriesKeys(dialect)
-    return Store(dialect, CandleStore(dialect, keys, origin), TrackerRows(dialect, keys),
+    return Store(dialect, CandleStore(dialect, keys, origin, ReachRows(dialect)), TrackerRows(dialect, keys),
                  dialect.leases(keys), origin)

@@ -63,3 +63,23 @@ tracker = Table(
     Column("note", Text),
     Column("error", Text),
 )
+
+# Ranges older than what the exchange serves (its history reach): never voids; re-checked like them.
+unavailable = Table(
+    "tc_unavailable", metadata,
+    Column("series_key", Integer, primary_key=True),
+    Column("start_time", BigInteger, primary_key=True),
+    Column("end_time", BigInteger, nullable=False),
+    Column("source", String(50), nullable=False),
+    Column("checked_at", Float, nullable=False),
+)
+
+# The history reach of each exchange, market and timeframe that an answer showed (latest N candles).
+reach = Table(
+    "tc_reach", metadata,
+    Column("exchange", String(64), primary_key=True),
+    Column("market", String(16), primary_key=True),
+    Column("timeframe", String(16), primary_key=True),
+    Column("candles", BigInteger, nullable=False),
+    Column("learned_at", Float, nullable=False),
+)
