@@ -71,7 +71,7 @@ def test_real_answers_validate_against_the_document(api):
     for resp, schema in checks:
         validator(schema).validate(resp.json())
     assert checks[0][0].json()["holes"] == [{"start": LAST - 99 * 60, "end": LAST - 91 * 60,
-                                              "missing_candles": 9, "void": False}]
+                                              "missing_candles": 9, "void": False, "unavailable": False}]
 
 
 _garbage = st.one_of(st.text(max_size=12), st.integers(-10**20, 10**20).map(str),

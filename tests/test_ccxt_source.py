@@ -103,10 +103,10 @@ def test_result_and_requests_are_limited_to_the_hole(emulator, source):
     res = source.fetch(BTC_1M, [hole(start, end)], NOW)
     times = res.candles.times.tolist()
     assert times == list(range(start, end + 1, 60))
-    for p in klines_params(emulator):
-        assert int(p["startTime"]) >= start * 1000
-        assert int(p["endTime"]) < (end + 60) * 1000
-        assert int(p["limit"]) <= 100
+    for p in klines_params(emulator):  # the hole and its two neighbour candles (issue 13: void evidence)
+        assert int(p["startTime"]) >= (start - 60) * 1000
+        assert int(p["endTime"]) < (end + 2 * 60) * 1000
+        assert int(p["limit"]) <= 102
 
 
 # ---------------------------------------------------------------------------------------------- economy
@@ -170,15 +170,22 @@ def test_an_outage_at_the_start_of_a_hole_with_a_candle_before_it_is_a_void(emul
     res = source.fetch(BTC_1M, [hole(start, end)], NOW)
     assert res.errors == [] and res.voids == [(start, start + 4 * 60)]
     assert res.candles.rows() == oracle(emulator, BTC_1M, start, end)
-    assert res.requests == 2  # the page, then its stretch before the first row with the candle before it
+    assert res.requests == 1  # the page asked the neighbour candles too: one answer sees both sides
 
 
-def test_a_fully_empty_past_range_is_no_void_and_no_error(emulator, source):
-    # issue 13: an empty page is an answer (no error), never evidence
+def test_a_fully_empty_past_range_between_two_candles_is_one_void(emulator, source):
     start, end = OLD_END - 49 * 60, OLD_END
     emulator.faults.outage(start, end + 60)
     res = source.fetch(BTC_1M, [hole(start, end)], NOW)
-    assert (len(res.candles), res.voids, res.errors) == (0, [], [])
+    assert (len(res.candles), res.voids, res.errors) == (0, [(start, end)], [])
+
+
+def test_a_fully_empty_past_range_with_no_candle_around_is_no_void_and_no_error(emulator, source):
+    # issue 13: an empty page is an answer (no error), never evidence
+    start, end = OLD_END - 49 * 60, OLD_END
+    emulator.faults.outage(start - 600, end + 600)
+    res = source.fetch(BTC_1M, [hole(start, end)], NOW)
+    assert (len(res.candles), res.voids, res.errors, res.requests) == (0, [], [], 1)
 
 
 def test_recent_missing_candles_are_not_voids(emulator, source):

@@ -394,9 +394,10 @@ def test_a_range_refused_as_too_old_is_unavailable_and_the_recent_part_filled(na
     t = ScriptedTransport(every(T0, forming), 1000, refuse_before=oldest, named=named)
     start = LATEST - 12_499 * TF
     res, _ = run(t, start, LATEST)
-    assert res.errors == [] and res.voids == []
-    assert res.candles.times.tolist() == every(oldest if named else start + 3000 * TF, LATEST)
-    assert res.unavailable == [(start, (oldest if named else start + 3000 * TF) - TF)]
+    assert res.errors == [] and res.voids == [] and len(res.unavailable) == 1
+    first = res.unavailable[0][1] + TF  # named: exactly the reach; not named: past each refused page
+    assert res.unavailable[0][0] == start and (first == oldest if named else oldest <= first < oldest + 1000 * TF)
+    assert res.candles.times.tolist() == every(first, LATEST)
 
 
 def test_an_exchange_that_omits_no_trade_candles_proves_a_quiet_stretch_void():

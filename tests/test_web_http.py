@@ -128,18 +128,18 @@ def test_candles_holes_are_strictly_inside_the_returned_range_and_flag_voids(api
     a.rt.store.record_void(BTC, t0 + 13 * TF, t0 + 13 * TF, "ccxt", checked_at=NOW)
     r = a.get("/api/market/candles", {"series_id": SID, "limit": 100})
     assert r.json()["holes"] == [
-        {"start": t0 + 3 * TF, "end": t0 + 4 * TF, "missing_candles": 2, "void": False},
-        {"start": t0 + 8 * TF, "end": t0 + 8 * TF, "missing_candles": 1, "void": True},
-        {"start": t0 + 12 * TF, "end": t0 + 12 * TF, "missing_candles": 1, "void": False},
-        {"start": t0 + 13 * TF, "end": t0 + 13 * TF, "missing_candles": 1, "void": True},
-        {"start": t0 + 14 * TF, "end": t0 + 14 * TF, "missing_candles": 1, "void": False},
+        {"start": t0 + 3 * TF, "end": t0 + 4 * TF, "missing_candles": 2, "void": False, "unavailable": False},
+        {"start": t0 + 8 * TF, "end": t0 + 8 * TF, "missing_candles": 1, "void": True, "unavailable": False},
+        {"start": t0 + 12 * TF, "end": t0 + 12 * TF, "missing_candles": 1, "void": False, "unavailable": False},
+        {"start": t0 + 13 * TF, "end": t0 + 13 * TF, "missing_candles": 1, "void": True, "unavailable": False},
+        {"start": t0 + 14 * TF, "end": t0 + 14 * TF, "missing_candles": 1, "void": False, "unavailable": False},
     ]
     # the hole before the first returned candle and the one after the last are not inside the range
     r = a.get("/api/market/candles", {"series_id": SID, "since": t0 + 4 * TF, "limit": 3})
     assert times_of(r) == [t0 + 5 * TF, t0 + 6 * TF, t0 + 7 * TF] and r.json()["holes"] == []
     r = a.get("/api/market/candles", {"series_id": SID, "since": t0 + 6 * TF, "limit": 2})
     assert times_of(r) == [t0 + 7 * TF, t0 + 9 * TF]
-    assert r.json()["holes"] == [{"start": t0 + 8 * TF, "end": t0 + 8 * TF, "missing_candles": 1, "void": True}]
+    assert r.json()["holes"] == [{"start": t0 + 8 * TF, "end": t0 + 8 * TF, "missing_candles": 1, "void": True, "unavailable": False}]
     # a single candle has no inside
     r = a.get("/api/market/candles", {"series_id": SID, "since": t0 + 6 * TF, "limit": 1})
     assert r.json()["holes"] == []
@@ -277,11 +277,11 @@ def test_gaps_lists_every_hole_in_the_window_with_voids(api, exchange):
     r = a.get("/api/market/gaps", {"series_id": SID, "start": t0 - 2 * TF, "end": LAST})
     assert r.status_code == 200
     assert r.json() == {"series_id": SID, "start": t0 - 2 * TF, "end": LAST, "holes": [
-        {"start": t0 - 2 * TF, "end": t0 - TF, "missing_candles": 2, "void": False},
-        {"start": t0 + 5 * TF, "end": t0 + 5 * TF, "missing_candles": 1, "void": False},
-        {"start": t0 + 6 * TF, "end": t0 + 6 * TF, "missing_candles": 1, "void": True},
-        {"start": t0 + 7 * TF, "end": t0 + 7 * TF, "missing_candles": 1, "void": False},
-        {"start": t0 + 20 * TF, "end": t0 + 20 * TF, "missing_candles": 1, "void": False},
+        {"start": t0 - 2 * TF, "end": t0 - TF, "missing_candles": 2, "void": False, "unavailable": False},
+        {"start": t0 + 5 * TF, "end": t0 + 5 * TF, "missing_candles": 1, "void": False, "unavailable": False},
+        {"start": t0 + 6 * TF, "end": t0 + 6 * TF, "missing_candles": 1, "void": True, "unavailable": False},
+        {"start": t0 + 7 * TF, "end": t0 + 7 * TF, "missing_candles": 1, "void": False, "unavailable": False},
+        {"start": t0 + 20 * TF, "end": t0 + 20 * TF, "missing_candles": 1, "void": False, "unavailable": False},
     ], "missing_candles": 6}
 
 
@@ -291,8 +291,8 @@ def test_gaps_default_window_runs_from_the_first_stored_candle_to_the_latest_clo
     body = a.get("/api/market/gaps", {"series_id": SID}).json()
     assert body["start"] == LAST - 10 * TF and body["end"] == LAST
     assert body["holes"] == [
-        {"start": LAST - 8 * TF, "end": LAST - 6 * TF, "missing_candles": 3, "void": False},
-        {"start": LAST - 4 * TF, "end": LAST, "missing_candles": 5, "void": False},
+        {"start": LAST - 8 * TF, "end": LAST - 6 * TF, "missing_candles": 3, "void": False, "unavailable": False},
+        {"start": LAST - 4 * TF, "end": LAST, "missing_candles": 5, "void": False, "unavailable": False},
     ]
     assert body["missing_candles"] == 8
 
@@ -309,7 +309,7 @@ def test_gaps_default_window_is_cut_to_its_newest_five_million_candles(api, exch
     body = a.get("/api/market/gaps", {"series_id": SID}).json()
     assert body["start"] == LAST - (5_000_000 - 1) * TF and body["end"] == LAST
     assert body["holes"] == [{"start": body["start"], "end": LAST - TF, "missing_candles": 4_999_999,
-                              "void": False}]
+                              "void": False, "unavailable": False}]
 
 
 # ---- POST /api/market/backfill --------------------------------------------------------------------------

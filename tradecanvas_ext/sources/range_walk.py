@@ -3,8 +3,8 @@ page is an answer, never evidence; a cut page is asked again), void evidence, hi
 learned from an answer or a refusal), retry policy (backoff, Retry-After, deadline) and result bookkeeping,
 over a `Transport` that makes the calls.
 
-It must never talk to an exchange itself, raise out of `walk`, ask older than the reach, or call a missing
-candle a void without one answer's evidence. It holds no lock: a transport serialises its own calls.
+It must never talk to an exchange itself, raise out of `walk`, ask beyond a hole's neighbour candles or
+older than the reach, or call a missing candle a void without one answer's evidence. It holds no lock: a transport serialises its own calls.
 """
 from __future__ import annotations
 
@@ -305,8 +305,8 @@ class RangeWalk:
         """Walk one hole into `found`; False when time ran out. An error retries did not cure ends this hole
         only. Every ask either gets rows (and shrinks) or ends; a missing stretch is re-asked with the known
         row before it, so an outage across a page boundary is still seen from both sides in one answer."""
-        stack = [_Ask(start, end)]
         latest = expected_latest_closed_time(now, tf)
+        stack = [self._first_ask(transport, start, end, tf, latest, state.oldest(now, tf))]
         while stack:
             ask = stack.pop()
             oldest = state.oldest(now, tf)
@@ -368,11 +368,22 @@ class RangeWalk:
         return True
 
     @staticmethod
+    def _first_ask(transport: Transport, start: int, end: int, tf: int, latest: int, oldest: int | None) -> _Ask:
+        """The whole hole, with its neighbour candles when they fit in the pages it needs anyway: then one
+        answer can see an outage at either edge from both sides, at no extra request."""
+        n = (end - start) // tf + 1
+        limit = max(1, transport.page_limit(start))
+        if n + 1 > limit * math.ceil(n / limit) or (oldest is not None and start - tf < oldest) or start - tf < 0:
+            return _Ask(start, end)
+        return _Ask(start, end, start - tf, end + tf if end + tf <= latest else None)
+
+    @staticmethod
     def _next_asks(ask: _Ask, page: Page, seen: np.ndarray, inside: np.ndarray, covered: int, n_raw: int,
                    tf: int, state: WalkState, now: float) -> list[_Ask]:
         """What is still unknown of `ask` after one answer, oldest first."""
         if not len(inside) or int(inside[0]) > covered:
-            if ask.left is not None and n_raw >= page.asked:  # the known row(s) used the page up: without
+            if ask.left is not None and ask.left in seen.tolist() and n_raw >= page.asked:  # the known
+                # row(s) used the page up: again without
                 return [_Ask(ask.lo, ask.hi, None, ask.right)]
             if len(inside):  # rows only past the page: go on after them
                 last = int(inside[-1])

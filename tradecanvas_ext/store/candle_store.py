@@ -260,6 +260,9 @@ class CandleStore:
     def unavailable(self, sid: SeriesId, start: int | None = None, end: int | None = None) -> list[Void]:
         return self._ranges(U, sid, start, end)
 
+    def clear_unavailable(self, sid: SeriesId, start: int, end: int) -> int:
+        return self._clear_ranges(U, sid, start, end)
+
     def _record_ranges(self, table, sid: SeriesId, ranges: Iterable[tuple[int, int]], source: str,
                        checked_at: float) -> None:
         key = self.series_key(sid)
