@@ -1,6 +1,20 @@
-"""Test helpers: a Binance-format exchange emulator (never to be used as, or against, a real exchange)."""
+"""Test helpers: an exchange emulator speaking Binance's and other exchanges' public REST dialects (never to
+be used as, or against, a real exchange)."""
 from __future__ import annotations
 
-from .emulator import TIMEFRAMES, ExchangeEmulator, FaultController, ManualClock, main
+from .emulator import (
+    DIALECTS,
+    SPECS,
+    TIMEFRAMES,
+    DialectSpec,
+    Endpoint,
+    ExchangeEmulator,
+    FaultController,
+    ManualClock,
+    ccxt_config_for,
+    dialect_spec,
+    main,
+)
 
-__all__ = ["ExchangeEmulator", "FaultController", "ManualClock", "TIMEFRAMES", "main"]
+__all__ = ["DIALECTS", "SPECS", "DialectSpec", "Endpoint", "ExchangeEmulator", "FaultController", "ManualClock",
+           "TIMEFRAMES", "ccxt_config_for", "dialect_spec", "main"]

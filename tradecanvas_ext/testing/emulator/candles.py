@@ -159,10 +159,24 @@ def present_times(tf: int, lo: int, hi: int, outages: Sequence[tuple[float, floa
     return np.concatenate(parts)
 
 
+def _quiet_prices(m: Market, quiet: Sequence[tuple[float, float]]) -> list[tuple[int, int, int]]:
+    """(first minute, end minute, flat price) per quiet stretch: no trade, so every minute in it is
+    flat at the price the market stood at when the stretch began (the open of its first minute)."""
+    out = []
+    for s, e in quiet:
+        q0, q1 = math.ceil(s / 60), math.ceil(e / 60)
+        if q1 > q0:
+            price = int(minute_block(m, np.array([[q0, q0 + 1]], dtype=np.int64))[0][0, 0])
+            out.append((q0, q1, price))
+    return out
+
+
 def build_rows(m: Market, tf: int, times: np.ndarray, now: float,
-               outages: Sequence[tuple[float, float]]) -> Rows:
+               outages: Sequence[tuple[float, float]], quiet: Sequence[tuple[float, float]] = ()) -> Rows:
     """Candles of timeframe `tf` at the given open times (none may be in an outage or after `now`),
-    aggregated from the 1m candles; the 1m candle containing `now` is partial, later ones absent."""
+    aggregated from the 1m candles; the 1m candle containing `now` is partial, later ones absent.
+    Minutes in a `quiet` stretch had no trade: flat at the stretch's price, volume 0."""
+    flat = _quiet_prices(m, quiet)
     n = int(times.shape[0])
     times = times.astype(np.int64)
     out = {name: np.empty(n, dtype=np.int64) for name in ("o", "h", "l", "c", "v")}
@@ -174,6 +188,13 @@ def build_rows(m: Market, tf: int, times: np.ndarray, now: float,
         grid = (t // 60)[:, None] + cols[None, :]
         o, hi, lo, c, v = minute_block(m, grid)
         first, last_start = int(t[0]), int(t[-1]) + tf - 60
+        hushed = [(q0, q1, p) for q0, q1, p in flat if q0 * 60 <= last_start + 60 and q1 * 60 > first]
+        if hushed:  # p is the open of the stretch's first minute, i.e. the close of the one before it
+            o, hi, lo, c, v = o.copy(), hi.copy(), lo.copy(), c.copy(), v.copy()
+            for q0, q1, p in hushed:
+                cell = (grid[:, :-1] >= q0) & (grid[:, :-1] < q1)
+                o[cell] = hi[cell] = lo[cell] = c[cell] = p
+                v[cell] = 0
         masked = last_start > now - 60 or any(s <= last_start and e > first for s, e in outages)
         sl = slice(a, a + t.shape[0])
         if not masked:
@@ -199,7 +220,8 @@ def build_rows(m: Market, tf: int, times: np.ndarray, now: float,
             c[partial] = pc2
             hi[partial] = np.maximum(po, pc2) + np.floor(up * f).astype(np.int64) * tick
             lo[partial] = np.maximum(np.minimum(po, pc2) - np.floor(dn * f).astype(np.int64) * tick, tick)
-            v[partial] = np.maximum(np.floor(v[partial] * f).astype(np.int64), 1)
+            pv = v[partial]
+            v[partial] = np.where(pv > 0, np.maximum(np.floor(pv * f).astype(np.int64), 1), 0)
         last = k - 1 - np.argmax(present[:, ::-1], axis=1)
         out["o"][sl] = o[:, 0]
         out["c"][sl] = c[np.arange(t.shape[0]), last]
@@ -209,7 +231,7 @@ def build_rows(m: Market, tf: int, times: np.ndarray, now: float,
     # per-candle extras (not part of the OHLCV contract): quote volume, trades, taker volumes
     avg_price = (out["o"] + out["h"] + out["l"] + out["c"]).astype(np.float64) / (4.0 * UNIT)
     quote = out["v"].astype(np.float64) / UNIT * avg_price
-    trades = np.maximum(1, np.floor(quote / 60.0)).astype(np.int64)
+    trades = np.where(out["v"] > 0, np.maximum(1, np.floor(quote / 60.0)), 0).astype(np.int64)
     taker_base = out["v"] * 12 // 25
     taker_quote = taker_base.astype(np.float64) / UNIT * avg_price
     return Rows(times, out["o"], out["h"], out["l"], out["c"], out["v"], quote, trades, taker_base, taker_quote)

@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from .dialects import DIALECTS
 from .markets import DEFAULT_SYMBOLS
 from .server import ExchangeEmulator
 
@@ -31,8 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9999)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--symbols", default=",".join(DEFAULT_SYMBOLS),
-                        help="comma separated ccxt spot symbols (default: %(default)s)")
+    parser.add_argument("--dialect", default="binance", choices=DIALECTS,
+                        help="the exchange whose REST API is emulated (default: %(default)s)")
+    parser.add_argument("--symbols", default=None,
+                        help="comma separated ccxt spot symbols (default: the dialect's, for binance "
+                             f"{','.join(DEFAULT_SYMBOLS)})")
     parser.add_argument("--outage", action="append", default=[], metavar="START:END",
                         type=lambda s: _parse_pair(s, "--outage"),
                         help="candles with open time in [START, END) (unix seconds) do not exist; repeatable")
@@ -45,10 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    symbols = None if args.symbols is None else [s.strip() for s in args.symbols.split(",") if s.strip()]
     try:
         emu = ExchangeEmulator(seed=args.seed, symbols=symbols, port=args.port, host=args.host,
-                               max_requests_per_second=args.rate_limit)
+                               max_requests_per_second=args.rate_limit, dialect=args.dialect)
         for start, end in args.outage:
             emu.faults.outage(start, end)
         t0 = emu.clock()
@@ -65,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    print(f"exchange emulator (binance format, seed {args.seed}) listening on {emu.url}", flush=True)
+    print(f"exchange emulator ({args.dialect} format, seed {args.seed}) listening on {emu.url}", flush=True)
     try:
         while not stop.wait(0.5):
             pass

@@ -1,5 +1,5 @@
-"""Faults the emulator injects: data faults (outages, downtimes) and request faults (HTTP errors, slow,
-malformed, duplicated or shuffled klines), armed by tests. One lock, `FaultController._lock`, guards all
+"""Faults the emulator injects: data faults (outages, quiet stretches without trades, listing times,
+downtimes) and request faults (HTTP errors, slow, malformed, duplicated or shuffled klines), armed by tests. One lock, `FaultController._lock`, guards all
 armed faults; it is never held while calling anything else."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 #: Requests are keyed by kind: the path after this prefix ("klines", "ticker/24hr", ...).
@@ -29,7 +29,7 @@ ERROR_BODIES: dict[int, object] = {
 
 @dataclass
 class FaultRule:
-    kind: str  # http_error | slow | malformed | duplicate | out_of_order
+    kind: str  # http_error | rate_limit | slow | malformed | duplicate | out_of_order
     path: str | None  # request kind ("klines", "exchangeInfo", ...) or None for every request
     remaining: int | None  # None: until cleared
     status: int = 0
@@ -44,6 +44,7 @@ class FaultDecision:
 
     delay_s: float = 0.0
     error: FaultRule | None = None
+    rate_limited: bool = False
     malformed: bool = False
     duplicate: bool = False
     out_of_order: bool = False
@@ -59,10 +60,15 @@ def request_kind(path: str | None) -> str | None:
     return path.strip("/")
 
 
-def http_error_answer(rule: FaultRule) -> tuple[int, str, dict[str, str]]:
-    """(status, body, headers) of an `http_error` rule: its body, or Binance's for the status."""
-    body = rule.body if rule.body is not None else ERROR_BODIES.get(
-        rule.status, {"code": -1000, "msg": f"HTTP {rule.status}"})
+def binance_error_body(status: int) -> object:
+    """Binance's answer body for an HTTP error status."""
+    return ERROR_BODIES.get(status, {"code": -1000, "msg": f"HTTP {status}"})
+
+
+def http_error_answer(rule: FaultRule, error_body: Callable[[int], object] = binance_error_body
+                      ) -> tuple[int, str, dict[str, str]]:
+    """(status, body, headers) of an `http_error` rule: its body, or the exchange's for the status."""
+    body = rule.body if rule.body is not None else error_body(rule.status)
     headers: dict[str, str] = {}
     if isinstance(body, str):
         if body.lstrip().startswith("<"):
@@ -105,6 +111,8 @@ class FaultController:
         self._rules: list[FaultRule] = []
         self._outages: list[tuple[float, float, str | None]] = []
         self._downtimes: list[tuple[float, float]] = []
+        self._quiet: list[tuple[float, float, str | None]] = []
+        self._listings: dict[str, float] = {}
 
     # -- data faults
     def outage(self, start: float, end: float, symbol: str | None = None) -> None:
@@ -120,6 +128,25 @@ class FaultController:
     def clear_outages(self) -> None:
         with self._lock:
             self._outages.clear()
+
+    def quiet(self, start: float, end: float, symbol: str | None = None) -> None:
+        """No trade in [start, end) (seconds), for `symbol` or every symbol: the 1m candles in it exist, flat
+        at the price the stretch began with and with volume 0 (an exchange that omits candles without
+        trades, such as Coinbase, serves none of those whose whole bucket is quiet)."""
+        start, end = float(start), float(end)
+        if not (math.isfinite(start) and math.isfinite(end)) or end <= start:
+            raise ValueError(f"quiet needs start < end, got [{start}, {end})")
+        with self._lock:
+            self._quiet.append((start, end, symbol))
+
+    def listing(self, symbol: str, time: float) -> None:
+        """`symbol` was listed at `time` (seconds): no candle opens before it (the first one is the first
+        bucket opening at or after it)."""
+        time = float(time)
+        if not math.isfinite(time) or time < 0:
+            raise ValueError(f"listing time must be a finite time >= 0, got {time!r}")
+        with self._lock:
+            self._listings[symbol] = time
 
     def downtime(self, start: float, end: float) -> None:
         """While the emulator clock is in [start, end), every request is answered 503 -1001."""
@@ -141,6 +168,13 @@ class FaultController:
         with self._lock:
             self._rules.append(FaultRule("http_error", request_kind(path), _check_n(n), status=status,
                                          retry_after=retry_after, body=body))
+
+    def rate_limit(self, n: int | None = 1, path: str | None = "klines") -> None:
+        """Answer the next `n` matching requests with the exchange's own rate-limit answer (the dialect's
+        status, body and headers: Binance 429 -1003 with Retry-After, Bybit 200 retCode 10006, Kraken
+        EAPI:Rate limit exceeded, ...), as its server does to a client over the limit."""
+        with self._lock:
+            self._rules.append(FaultRule("rate_limit", request_kind(path), _check_n(n)))
 
     def slow(self, delay_s: float, n: int | None = 1, path: str | None = "klines") -> None:
         """Wait `delay_s` seconds before answering (to go past a client's timeout)."""
@@ -170,6 +204,8 @@ class FaultController:
             self._rules.clear()
             self._outages.clear()
             self._downtimes.clear()
+            self._quiet.clear()
+            self._listings.clear()
 
     def active(self) -> list[dict]:
         """A description of the faults still armed (for logs and debugging)."""
@@ -178,6 +214,8 @@ class FaultController:
                           delay_s=r.delay_s or None) for r in self._rules]
             rules += [dict(kind="outage", start=s, end=e, symbol=sym) for s, e, sym in self._outages]
             rules += [dict(kind="downtime", start=s, end=e) for s, e in self._downtimes]
+            rules += [dict(kind="quiet", start=s, end=e, symbol=sym) for s, e, sym in self._quiet]
+            rules += [dict(kind="listing", symbol=sym, time=t) for sym, t in self._listings.items()]
         return rules
 
     # -- read by the server for every request
@@ -187,24 +225,38 @@ class FaultController:
             items = [(s, e) for s, e, sym in self._outages if sym is None or sym == symbol]
         return _merge(items)
 
+    def quiet_intervals(self, symbol: str) -> list[tuple[float, float]]:
+        """The quiet stretches of `symbol` (and of every symbol), merged and sorted."""
+        with self._lock:
+            items = [(s, e) for s, e, sym in self._quiet if sym is None or sym == symbol]
+        return _merge(items)
+
+    def listed_at(self, symbol: str) -> float:
+        """When `symbol` was listed (0: always was)."""
+        with self._lock:
+            return self._listings.get(symbol, 0.0)
+
     def is_down(self, now: float) -> bool:
         with self._lock:
             return any(s <= now < e for s, e in self._downtimes)
 
-    def take(self, kind: str) -> FaultDecision:
-        """The faults for one request of `kind`, counting it against each matching rule's `n`."""
+    def take(self, kind: str, alias: str | None = None) -> FaultDecision:
+        """The faults for one request of `kind` (or of its `alias`: "klines" for every dialect's candle
+        endpoints), counting it against each matching rule's `n`."""
         d = FaultDecision()
         with self._lock:
             for rule in list(self._rules):
-                if rule.path is not None and rule.path != kind:
+                if rule.path is not None and rule.path not in (kind, alias):
                     continue
                 if rule.kind == "slow":
                     d.delay_s += rule.delay_s
-                elif rule.kind in ("http_error", "malformed"):
-                    if d.error is not None or d.malformed:
+                elif rule.kind in ("http_error", "rate_limit", "malformed"):
+                    if d.error is not None or d.rate_limited or d.malformed:
                         continue
                     if rule.kind == "http_error":
                         d.error = rule
+                    elif rule.kind == "rate_limit":
+                        d.rate_limited = True
                     else:
                         d.malformed = True
                 elif rule.kind == "duplicate":

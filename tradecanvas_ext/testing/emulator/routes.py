@@ -1,54 +1,101 @@
-"""Binance's public spot REST endpoints (klines, exchangeInfo, tickers, depth) as JSON-ready payloads,
-read from the truth model with the armed faults applied. Knows nothing of sockets or threads serving them."""
+"""The Binance dialects: spot (/api/v3) and USD-M futures (/fapi/v1) public REST endpoints (klines,
+exchangeInfo, time, tickers, depth) as JSON-ready payloads, read from the truth model with the armed faults
+applied. Knows nothing of sockets or threads serving them."""
 
 from __future__ import annotations
 
 import json
 import math
-import threading
 from collections.abc import Callable
 
 import numpy as np
 
-from .candles import TIMEFRAMES, Rows, build_rows, minute_block, present_times
-from .faults import API_PREFIX, FaultController, FaultDecision
-from .markets import GOLDEN, UNIT, Market, Markets, mix64, unit_float
+from .candles import TIMEFRAMES, Rows
+from .dialect import Answer, Dialect, DialectSpec, Endpoint, apply_row_faults, fmt8, fmt_float, ok
+from .dialect import ApiError as DialectError
+from .faults import API_PREFIX, FaultDecision, binance_error_body
+from .markets import GOLDEN, UNIT, Market, mix64, unit_float
+from .truth import Truth
 
 MAX_KLINES_LIMIT = 1000
 DEFAULT_KLINES_LIMIT = 500
+MAX_FAPI_KLINES_LIMIT = 1500
+FAPI_PREFIX = "/fapi/v1/"
+
+_BINANCE_TIMEFRAMES = {tf: tf for tf in TIMEFRAMES}
+
+BINANCE_SPOT = DialectSpec(
+    name="binance", ccxt_id="binance", market_type="spot",
+    endpoints=(Endpoint("klines", API_PREFIX + "klines", MAX_KLINES_LIMIT, DEFAULT_KLINES_LIMIT,
+                        limit_refused=True),),
+    time_unit="ms", newest_first=False, omits_quiet=False, timeframes=_BINANCE_TIMEFRAMES, retry_after=True)
+BINANCE_USDM = DialectSpec(
+    name="binanceusdm", ccxt_id="binanceusdm", market_type="swap",
+    endpoints=(Endpoint("klines", FAPI_PREFIX + "klines", MAX_FAPI_KLINES_LIMIT, DEFAULT_KLINES_LIMIT,
+                        limit_refused=True),),
+    time_unit="ms", newest_first=False, omits_quiet=False, timeframes=_BINANCE_TIMEFRAMES, retry_after=True)
 
 
-class ApiError(Exception):
+class ApiError(DialectError):
     """A Binance error answer: HTTP `status` with body {"code": code, "msg": msg}."""
 
     def __init__(self, status: int, code: int, msg: str) -> None:
-        super().__init__(msg)
-        self.status, self.code, self.msg = status, code, msg
+        super().__init__(status, {"code": code, "msg": msg})
+        self.code, self.msg = code, msg
 
 
-def _fmt(units: int) -> str:
-    """An integer count of 1e-8 as Binance's fixed 8-decimal string."""
-    sign = "-" if units < 0 else ""
-    units = abs(int(units))
-    return f"{sign}{units // UNIT}.{units % UNIT:08d}"
+_fmt = fmt8
+_fmt_float = fmt_float
 
 
-def _fmt_float(value: float) -> str:
-    return f"{value:.8f}"
+def binance_api_urls(u: str) -> dict[str, str]:
+    """Every binance API url key of ccxt's binance classes, pointed at base url `u`."""
+    return {
+        "public": u + "/api/v3", "private": u + "/api/v3", "v1": u + "/api/v1",
+        "sapi": u + "/sapi/v1", "sapiV2": u + "/sapi/v2", "sapiV3": u + "/sapi/v3", "sapiV4": u + "/sapi/v4",
+        "dapiPublic": u + "/dapi/v1", "dapiPrivate": u + "/dapi/v1", "dapiPrivateV2": u + "/dapi/v2",
+        "dapiData": u + "/futures/data", "eapiPublic": u + "/eapi/v1", "eapiPrivate": u + "/eapi/v1",
+        "fapiPublic": u + "/fapi/v1", "fapiPublicV2": u + "/fapi/v2", "fapiPublicV3": u + "/fapi/v3",
+        "fapiPrivate": u + "/fapi/v1", "fapiPrivateV2": u + "/fapi/v2", "fapiPrivateV3": u + "/fapi/v3",
+        "fapiData": u + "/futures/data", "papi": u + "/papi/v1", "papiV2": u + "/papi/v2",
+    }
 
 
-class BinanceRoutes:
-    """The payload of each request kind. `_lock` guards only the counter that salts shuffled klines."""
+class BinanceRoutes(Dialect):
+    """Binance spot (`futures=False`) or USD-M futures: the payload of each request kind."""
 
-    def __init__(self, markets: Markets, seed: int, faults: FaultController) -> None:
-        self._markets = markets
-        self._seed = seed
-        self._faults = faults
-        self._lock = threading.Lock()
-        self._update_id = 0
+    def __init__(self, truth: Truth, seed: int, futures: bool = False) -> None:
+        super().__init__(truth, seed)
+        self.futures = futures
+        self.spec = BINANCE_USDM if futures else BINANCE_SPOT
+        self.prefix = FAPI_PREFIX if futures else API_PREFIX
+        self._max_limit = MAX_FAPI_KLINES_LIMIT if futures else MAX_KLINES_LIMIT
+        self._markets = truth.markets
 
-    def route(self, kind: str, params: dict, now: float, decision: FaultDecision):
-        """The payload for a GET of `API_PREFIX + kind`; raises ApiError for Binance's error answers."""
+    # ------------------------------------------------------------------ the dialect interface
+    def unified_symbol(self, mk: Market) -> str | None:
+        return f"{mk.symbol}:{mk.quote}" if self.futures else mk.symbol
+
+    def error_body(self, status: int) -> object:
+        return binance_error_body(status)
+
+    def ccxt_config(self, base_url: str) -> dict:
+        api = binance_api_urls(base_url)
+        return {
+            "urls": {"api": dict(api), "test": dict(api), "demo": dict(api)},
+            "options": {"fetchMarkets": {"types": ["linear" if self.futures else "spot"]},
+                        "fetchCurrencies": False, "fetchMargins": False},
+        }
+
+    def answer(self, method: str, kind: str, path: str, params: dict, body: object, now: float,
+               decision: FaultDecision, salt: int) -> Answer:
+        return ok(self.route(kind, params, now, decision, salt))
+
+    def unknown(self, method: str, path: str) -> ApiError:
+        return ApiError(404, -5000, f"Path {path}, Method {method} is invalid")
+
+    def route(self, kind: str, params: dict, now: float, decision: FaultDecision, salt: int = 0):
+        """The payload for a GET of the prefix + `kind`; raises ApiError for Binance's error answers."""
         if kind == "ping":
             return {}
         if kind == "time":
@@ -56,7 +103,7 @@ class BinanceRoutes:
         if kind == "exchangeInfo":
             return self._exchange_info(now, params)
         if kind == "klines":
-            return self.klines(params, now, decision)
+            return self.klines(params, now, decision, salt)
         if kind in ("ticker/24hr", "ticker"):
             return self._tickers(params, now, self._ticker_24hr)
         if kind == "ticker/price":
@@ -66,7 +113,7 @@ class BinanceRoutes:
             return self._tickers(params, now, self._book_ticker)
         if kind == "depth":
             return self._depth(params, now)
-        raise ApiError(404, -5000, f"Path {API_PREFIX}{kind}, Method GET is invalid")
+        raise ApiError(404, -5000, f"Path {self.prefix}{kind}, Method GET is invalid")
 
     # ------------------------------------------------------------------ parameters
     def _param_market(self, params: dict, required: bool = True) -> Market | None:
@@ -105,8 +152,8 @@ class BinanceRoutes:
         return wanted
 
     # ------------------------------------------------------------------ klines
-    def klines(self, params: dict, now: float, decision: FaultDecision) -> list:
-        """GET /api/v3/klines: the candles the truth model has, in Binance's row format."""
+    def klines(self, params: dict, now: float, decision: FaultDecision, salt: int = 0) -> list:
+        """GET klines: the candles the truth model has, in Binance's row format."""
         mk = self._param_market(params)
         assert mk is not None
         interval = params.get("interval")
@@ -118,37 +165,17 @@ class BinanceRoutes:
         limit = self._int_param(params, "limit")
         if limit is None:
             limit = DEFAULT_KLINES_LIMIT
-        if limit < 1 or limit > MAX_KLINES_LIMIT:
+        if limit < 1 or limit > self._max_limit:
             raise ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
         start_ms = self._int_param(params, "startTime")
         end_ms = self._int_param(params, "endTime")
         if start_ms is not None and end_ms is not None and start_ms > end_ms:
             raise ApiError(400, -1023, "Start time is greater than end time.")
         tf_ms = tf * 1000
-        now_open = math.floor(now / tf) * tf
-        hi = now_open if end_ms is None else min(now_open, (end_ms // tf_ms) * tf)
+        hi = math.floor(now / tf) * tf if end_ms is None else (end_ms // tf_ms) * tf
         lo = 0 if start_ms is None else -(-start_ms // tf_ms) * tf
-        outages = self._faults.outage_intervals(mk.symbol)
-        times = present_times(tf, lo, hi, outages, limit, from_end=start_ms is None)
-        rows = build_rows(mk, tf, times, now, outages)
-        out = self._format_klines(rows, tf)
-        if decision.duplicate and out:
-            dup: list = []
-            for i, row in enumerate(out):
-                dup.append(row)
-                if i % 3 == 0:
-                    dup.append(list(row))
-            out = dup
-        if decision.out_of_order and len(out) >= 2:
-            with self._lock:
-                self._update_id += 1
-                salt = self._update_id
-            rng = np.random.default_rng([self._seed, salt])
-            perm = rng.permutation(len(out))
-            if np.all(perm == np.arange(len(out))):
-                perm = perm[::-1]
-            out = [out[i] for i in perm]
-        return out
+        rows = self.truth.rows(mk, tf, lo, hi, now, limit, from_end=start_ms is None)
+        return apply_row_faults(self._format_klines(rows, tf), decision, self.seed, salt)
 
     @staticmethod
     def _format_klines(rows: Rows, tf: int) -> list:
@@ -166,6 +193,8 @@ class BinanceRoutes:
 
     # ------------------------------------------------------------------ exchangeInfo
     def _exchange_info(self, now: float, params: dict) -> dict:
+        if self.futures:
+            return self._futures_exchange_info(now)
         wanted: list[Market] = list(self._markets)
         if params.get("symbol"):
             wanted = [self._param_market(params)]  # type: ignore[list-item]
@@ -233,6 +262,48 @@ class BinanceRoutes:
             "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
         }
 
+    def _futures_exchange_info(self, now: float) -> dict:
+        """GET /fapi/v1/exchangeInfo: every market as a USD-M perpetual settled in its quote asset."""
+        symbols = []
+        for mk in self._markets:
+            tick, step = _fmt(mk.tick_units), _fmt(mk.step_units)
+            symbols.append({
+                "symbol": mk.id, "pair": mk.id, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
+                "onboardDate": int(self.truth.first_open(mk, 60) * 1000), "status": "TRADING",
+                "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
+                "baseAsset": mk.base, "quoteAsset": mk.quote, "marginAsset": mk.quote,
+                "pricePrecision": max(0, 8 - len(str(mk.tick_units)) + 1),
+                "quantityPrecision": max(0, 8 - len(str(mk.step_units)) + 1),
+                "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN", "underlyingSubType": [],
+                "triggerProtect": "0.0500", "liquidationFee": "0.012500", "marketTakeBound": "0.05",
+                "maxMoveOrderLimit": 10000,
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": _fmt(10**6 * UNIT), "tickSize": tick},
+                    {"filterType": "LOT_SIZE", "minQty": step, "maxQty": "1000.00000000", "stepSize": step},
+                    {"filterType": "MARKET_LOT_SIZE", "minQty": step, "maxQty": "120.00000000", "stepSize": step},
+                    {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                    {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+                    {"filterType": "MIN_NOTIONAL", "notional": "100"},
+                    {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
+                     "multiplierDecimal": "4"},
+                ],
+                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
+                               "TRAILING_STOP_MARKET"],
+                "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+            })
+        return {
+            "timezone": "UTC", "serverTime": int(now * 1000), "futuresType": "U_MARGINED",
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
+                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
+            ],
+            "exchangeFilters": [],
+            "assets": [{"asset": q, "marginAvailable": True, "autoAssetExchange": "-10000"}
+                       for q in sorted({mk.quote for mk in self._markets})],
+            "symbols": symbols,
+        }
+
     # ------------------------------------------------------------------ tickers and depth
     def _tickers(self, params: dict, now: float, one: Callable[[Market, float], dict]):
         mk = self._param_market(params, required=False)
@@ -242,28 +313,13 @@ class BinanceRoutes:
             return [one(m, now) for m in self._symbols_param(params["symbols"])]
         return [one(m, now) for m in self._markets]
 
-    def _day_rows(self, mk: Market, now: float) -> Rows:
-        now_open = math.floor(now / 60) * 60
-        outages = self._faults.outage_intervals(mk.symbol)
-        times = present_times(60, max(0, now_open - 1439 * 60), now_open, outages, None, False)
-        return build_rows(mk, 60, times, now, outages)
-
     def _last_price_units(self, mk: Market, now: float) -> int:
-        rows = self._day_rows(mk, now)
-        if len(rows):
-            return int(rows.c[-1])
-        return int(minute_block(mk, np.array([[int(now // 60), int(now // 60) + 1]], dtype=np.int64))[0][0, 0])
+        return self.truth.day(mk, now).last
 
     def _ticker_24hr(self, mk: Market, now: float) -> dict:
-        rows = self._day_rows(mk, now)
+        day = self.truth.day(mk, now)
         t_ms = int(now * 1000)
-        if len(rows):
-            o, last = int(rows.o[0]), int(rows.c[-1])
-            hi, lo, vol = int(rows.h.max()), int(rows.l.min()), int(rows.v.sum())
-            qv, count = float(rows.quote.sum()), int(rows.trades.sum())
-        else:
-            o = last = hi = lo = self._last_price_units(mk, now)
-            vol, qv, count = 0, 0.0, 0
+        o, last, hi, lo, vol, qv, count = day.open, day.last, day.high, day.low, day.volume, day.quote_volume, day.trades
         tick = mk.tick_units
         bid, ask = max(tick, last - tick), last + tick
         change = last - o

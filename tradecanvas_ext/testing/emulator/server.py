@@ -1,9 +1,10 @@
-"""The emulator's HTTP side: `ExchangeEmulator` serves `BinanceRoutes` on 127.0.0.1 from a daemon thread,
-counts requests, rate-limits and applies the request faults. Never to be pointed at, or used as, a real exchange.
+"""The emulator's HTTP side: `ExchangeEmulator` serves one exchange dialect (Binance's by default) on
+127.0.0.1 from a daemon thread, counts requests, rate-limits and applies the request faults. Never to be
+pointed at, or used as, a real exchange.
 
 Locks: `ExchangeEmulator._life_lock` serialises start/stop; `ExchangeEmulator._lock` guards the request log,
-the counts, the weight and the token bucket; `_Server.conn_lock` the open connections. None is held while
-another is taken, nor while answering a request."""
+the counts, the weight, the shuffle salt and the token bucket; `_Server.conn_lock` the open connections.
+None is held while another is taken, nor while answering a request."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 from ...domain.clock import SYSTEM_CLOCK, Clock
-from .candles import closed_candles, forming_candle, timeframe_seconds
-from .faults import API_PREFIX, ERROR_BODIES, FaultController, http_error_answer, request_kind
-from .markets import DEFAULT_SYMBOLS, Markets
-from .routes import ApiError, BinanceRoutes
+from .candles import timeframe_seconds
+from .dialect import ApiError, Dialect
+from .dialects import build_dialect, dialect_spec
+from .faults import FaultController, http_error_answer, request_kind
+from .markets import Market, Markets
+from .truth import Truth
 
 log = logging.getLogger(__name__)
 
@@ -95,22 +98,31 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ExchangeEmulator:
-    """Binance-format public spot REST API with deterministic candles and switchable faults.
+    """One exchange's public REST API (`dialect`: "binance" spot by default, see `dialects.DIALECTS`) with
+    deterministic candles and switchable faults.
 
     >>> emu = ExchangeEmulator(seed=1, clock=lambda: 1_700_006_430.0); emu.start()
     >>> ex = ccxt.binance(emu.ccxt_config())   # ccxt now talks to emu.url only
+    >>> bybit = ExchangeEmulator(dialect="bybit", clock=...).start()
+    >>> ex = ccxt.bybit({**bybit.ccxt_config(), "enableRateLimit": False})
     """
 
-    def __init__(self, seed: int = 1, symbols: Iterable[str] = DEFAULT_SYMBOLS,
+    def __init__(self, seed: int = 1, symbols: Iterable[str] | None = None,
                  clock: Clock = SYSTEM_CLOCK, port: int = 0, host: str = "127.0.0.1",
-                 max_requests_per_second: float | None = None) -> None:
+                 max_requests_per_second: float | None = None, dialect: str = "binance",
+                 listings: dict[str, float] | None = None) -> None:
         self.seed = int(seed)
         self.clock = clock
         self.host = host
         self._requested_port = int(port)
-        self._markets = Markets(symbols, self.seed)
+        spec = dialect_spec(dialect)
+        self._markets = Markets(spec.default_symbols if symbols is None else symbols, self.seed)
         self.faults = FaultController()
-        self.routes = BinanceRoutes(self._markets, self.seed, self.faults)
+        for symbol, listed in (listings or {}).items():
+            self.faults.listing(self._markets.find(symbol).symbol, listed)
+        self.truth = Truth(self._markets, self.faults)
+        self.dialect: Dialect = build_dialect(dialect, self.truth, self.seed)
+        self.routes = self.dialect  # the old name (Binance's routes)
         self.max_requests_per_second = max_requests_per_second
         if max_requests_per_second is not None and not max_requests_per_second > 0:
             raise ValueError("max_requests_per_second must be > 0 or None")
@@ -121,6 +133,7 @@ class ExchangeEmulator:
         self._tokens_at = time.monotonic()
         self._weight_minute = -1
         self._weight_used = 0
+        self._salt = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
@@ -186,27 +199,20 @@ class ExchangeEmulator:
 
     @property
     def symbols(self) -> list[str]:
+        """The configured markets' spot symbols ("BTC/USDT"), the truth model's keys."""
         return self._markets.symbols
 
+    @property
+    def listed_symbols(self) -> list[str]:
+        """The ccxt symbols the dialect lists them under ("BTC/USDT:USDT" on a futures dialect)."""
+        return [sym for sym, _ in self.dialect.listed()]
+
     def ccxt_config(self) -> dict:
-        """Options to deep-merge into `ccxt.binance({...})` (sync or async) so that every REST call goes
-        to this emulator: all of binance's API url keys (also the sandbox/demo sets) point here, and
-        `load_markets` fetches spot markets only (one GET /api/v3/exchangeInfo)."""
-        u = self.url
-        api = {
-            "public": u + "/api/v3", "private": u + "/api/v3", "v1": u + "/api/v1",
-            "sapi": u + "/sapi/v1", "sapiV2": u + "/sapi/v2", "sapiV3": u + "/sapi/v3", "sapiV4": u + "/sapi/v4",
-            "dapiPublic": u + "/dapi/v1", "dapiPrivate": u + "/dapi/v1", "dapiPrivateV2": u + "/dapi/v2",
-            "dapiData": u + "/futures/data", "eapiPublic": u + "/eapi/v1", "eapiPrivate": u + "/eapi/v1",
-            "fapiPublic": u + "/fapi/v1", "fapiPublicV2": u + "/fapi/v2", "fapiPublicV3": u + "/fapi/v3",
-            "fapiPrivate": u + "/fapi/v1", "fapiPrivateV2": u + "/fapi/v2", "fapiPrivateV3": u + "/fapi/v3",
-            "fapiData": u + "/futures/data", "papi": u + "/papi/v1", "papiV2": u + "/papi/v2",
-        }
-        return {
-            "urls": {"api": dict(api), "test": dict(api), "demo": dict(api)},
-            "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
-                        "fetchMargins": False},
-        }
+        """Options to deep-merge into the dialect's ccxt class (`self.dialect.spec.ccxt_id`, sync or
+        async) so that every REST call goes to this emulator (see `dialects.ccxt_config_for`). For Binance:
+        all of its API url keys (also the sandbox/demo sets) point here, and `load_markets` fetches spot
+        markets only (one GET /api/v3/exchangeInfo)."""
+        return self.dialect.ccxt_config(self.url)
 
     # ------------------------------------------------------------------ counters
     @property
@@ -217,11 +223,19 @@ class ExchangeEmulator:
 
     def request_count(self, kind: str | None = None) -> int:
         """Requests served (faulted ones too): all, or of one kind ("klines", "exchangeInfo", "time",
-        "ping", "depth", "ticker/24hr", ... or a full path "/api/v3/klines")."""
+        "ping", "depth", "ticker/24hr", ... or a full path "/api/v3/klines"). On every dialect "klines"
+        counts the requests to all its candle endpoints; a dialect's own kinds ("market/history-candles")
+        or full paths ("/api/v5/market/history-candles") count one endpoint."""
+        if kind is not None and kind.startswith("/"):
+            kind = self.dialect.kind("GET", kind, None)
+        elif kind is not None:
+            kind = request_kind(kind) or ""
         with self._lock:
             if kind is None:
                 return sum(self._counts.values())
-            return self._counts.get(request_kind(kind) or "", 0)
+            if kind == "klines":
+                return sum(self._counts.get(k, 0) for k in self.dialect.spec.candle_kinds | {"klines"})
+            return self._counts.get(kind, 0)
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -229,20 +243,30 @@ class ExchangeEmulator:
             self._counts.clear()
 
     # ------------------------------------------------------------------ data (the test oracle)
+    def _find(self, symbol: str) -> Market:
+        """The market of a spot symbol, an exchange id or the dialect's unified symbol."""
+        mk = self.dialect.market_of_symbol(symbol)
+        return mk if mk is not None else self._markets.find(symbol)
+
     def candles(self, symbol: str, timeframe: str, start: float, end: float) -> list[tuple]:
-        """Closed candles (t, o, h, l, c, v) with open time t (seconds) in [start, end], ascending, exactly
-        as klines serves them (outages applied), as ccxt parses them (floats)."""
-        mk = self._markets.find(symbol)
-        tf = timeframe_seconds(timeframe)
-        now = float(self.clock())
-        return closed_candles(mk, tf, start, end, now, self.faults.outage_intervals(mk.symbol))
+        """The truth: closed candles (t, o, h, l, c, v) with open time t (seconds) in [start, end],
+        ascending (listing and outages applied, quiet candles flat with volume 0), as ccxt parses them
+        (floats). `symbol` may be the spot symbol or the dialect's ("BTC/USDT:USDT")."""
+        mk = self._find(symbol)
+        return self.truth.closed(mk, timeframe_seconds(timeframe), start, end, float(self.clock())).as_tuples()
+
+    def served(self, symbol: str, timeframe: str, start: float, end: float) -> list[tuple]:
+        """What this exchange answers for [start, end] inside its reach: `candles` without the quiet
+        buckets on a dialect that omits those (Coinbase)."""
+        mk = self._find(symbol)
+        rows = self.truth.closed(mk, timeframe_seconds(timeframe), start, end, float(self.clock()))
+        return self.dialect.served(rows).as_tuples()
 
     def forming(self, symbol: str, timeframe: str) -> tuple | None:
         """The still-forming candle klines serves now (partial), or None inside an outage."""
-        mk = self._markets.find(symbol)
-        tf = timeframe_seconds(timeframe)
-        now = float(self.clock())
-        return forming_candle(mk, tf, now, self.faults.outage_intervals(mk.symbol))
+        mk = self._find(symbol)
+        rows = self.truth.forming(mk, timeframe_seconds(timeframe), float(self.clock())).as_tuples()
+        return rows[0] if rows else None
 
     # ------------------------------------------------------------------ request handling
     def _handle(self, h: _Handler, method: str) -> None:
@@ -250,15 +274,15 @@ class ExchangeEmulator:
             parts = urlsplit(h.path)
             path = parts.path
             params = dict(parse_qsl(parts.query, keep_blank_values=True))
-            if path.startswith(API_PREFIX):
-                kind = path[len(API_PREFIX):].strip("/")
-            else:
-                kind = path
+            body = self._read_body(h)
+            kind = self.dialect.kind(method, path, body)
             with self._lock:
-                self._requests.append((path, params))
+                self._requests.append((path, params if body is None else {**params, "body": body}))
                 self._counts[kind] += 1
                 weight = self._add_weight(_WEIGHTS.get(kind, 1))
-            status, body, headers = self._respond(method, path, kind, params, h.server.stopping)
+                self._salt += 1
+                salt = self._salt
+            status, body, headers = self._respond(method, path, kind, params, body, salt, h.server.stopping)
         except Exception as exc:  # never let a bug kill the connection silently
             log.exception("emulator: error answering %s", h.path)
             status, body, headers = 500, json.dumps({"code": -1000, "msg": f"emulator error: {exc}"}), {}
@@ -271,8 +295,9 @@ class ExchangeEmulator:
             h.send_response(status)
             h.send_header("Content-Type", headers.pop("Content-Type", "application/json;charset=UTF-8"))
             h.send_header("Content-Length", str(len(data)))
-            h.send_header("x-mbx-used-weight", str(weight))
-            h.send_header("x-mbx-used-weight-1m", str(weight))
+            if self.dialect.spec.ccxt_id.startswith("binance"):
+                h.send_header("x-mbx-used-weight", str(weight))
+                h.send_header("x-mbx-used-weight-1m", str(weight))
             for k, v in headers.items():
                 h.send_header(k, v)
             h.end_headers()
@@ -280,6 +305,18 @@ class ExchangeEmulator:
             h.wfile.flush()
         except OSError:  # the client went away (timeout) or the emulator stopped
             h.close_connection = True
+
+    @staticmethod
+    def _read_body(h: _Handler) -> object:
+        """A request's JSON body (Hyperliquid's POST /info), or None."""
+        length = int(h.headers.get("Content-Length") or 0)
+        if length <= 0:
+            return None
+        raw = h.rfile.read(length)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode("utf-8", "replace")
 
     def _add_weight(self, w: int) -> int:
         """Called with `_lock` held."""
@@ -303,27 +340,39 @@ class ExchangeEmulator:
                 return False
             return True
 
-    def _respond(self, method: str, path: str, kind: str, params: dict, stopping: threading.Event):
+    def _respond(self, method: str, path: str, kind: str, params: dict, body: object, salt: int,
+                 stopping: threading.Event):
+        dialect = self.dialect
         if self._rate_limited():
             retry = max(1, math.ceil(1.0 / float(self.max_requests_per_second or 1)))
-            return 429, json.dumps(ERROR_BODIES[429]), {"Retry-After": str(retry)}
+            return self._encode(dialect.rate_limit_answer(retry))
         if self.faults.is_down(float(self.clock())):
-            return 503, json.dumps(ERROR_BODIES[503]), {}
-        decision = self.faults.take(kind)
+            return 503, json.dumps(dialect.error_body(503)), {}
+        candle = kind in dialect.spec.candle_kinds
+        decision = self.faults.take(kind, "klines" if candle else None)
         if decision.delay_s > 0 and stopping.wait(decision.delay_s):
             return None, b"", {}
         if decision.error is not None:
-            return http_error_answer(decision.error)
+            return http_error_answer(decision.error, dialect.error_body)
+        if decision.rate_limited:
+            return self._encode(dialect.rate_limit_answer(1))
         try:
-            if method != "GET" or not path.startswith(API_PREFIX):
-                raise ApiError(404, -5000, f"Path {path}, Method {method} is invalid")
-            payload = self.routes.route(kind, params, float(self.clock()), decision)
-            body = json.dumps(payload, separators=(",", ":"))
-            status = 200
+            status, payload, headers = self._encode(
+                dialect.respond(method, kind, path, params, body, float(self.clock()), decision, salt))
         except ApiError as err:
-            status, body = err.status, json.dumps({"code": err.code, "msg": err.msg})
+            status, payload, headers = self._encode((err.status, err.body, err.headers))
         if decision.malformed:
-            body = body[: max(1, len(body) // 2)]
-            if status == 200 and body.endswith(("]", "}")):
-                body = body[:-1]
-        return status, body, {}
+            payload = payload[: max(1, len(payload) // 2)]
+            if status == 200 and payload.endswith(("]", "}")):
+                payload = payload[:-1]
+        return status, payload, headers
+
+    @staticmethod
+    def _encode(answer) -> tuple[int, str, dict[str, str]]:
+        status, payload, headers = answer
+        headers = dict(headers)
+        if isinstance(payload, str):
+            if payload.lstrip().startswith("<"):
+                headers.setdefault("Content-Type", "text/html")
+            return status, payload, headers
+        return status, json.dumps(payload, separators=(",", ":")), headers
