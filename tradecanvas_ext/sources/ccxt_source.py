@@ -166,12 +166,12 @@ class CcxtTransport:
 
     def fetch_page(self, page: Page, remaining_s: float | None) -> list:
         sid, tf = self._series, self._series.tf_seconds
-        params = self._facts.params(page.start, page.end, page.asked, self._clock(), tf)
+        now = self._clock()
 
         def klines(ex):
             try:
-                return _checked_page(ex, ex.fetch_ohlcv(sid.symbol, sid.timeframe, since=page.start * 1000,
-                                                        limit=page.asked, params=params))
+                return _checked_page(ex, self._facts.fetch(ex, sid.symbol, sid.timeframe, page.start, page.end,
+                                                           page.asked, now, tf))
             except ccxt.BadRequest as exc:
                 refused = too_old(exc)
                 if refused is not None:

@@ -21,9 +21,11 @@ from .reach import Reach
 DEFAULT_CANDLE_LIMIT = 500  # when ccxt does not state the exchange's klines limit
 LATE_CANDLE_GRACE_S = 15.0  # freqtrade's ohlcv_late_candle_grace_secs (clamped to half a candle)
 
-# Pages above ccxt's stated limit that the exchange documents (sent as the exchange's own `limit`, which
-# overrides ccxt's clamp): Binance USD-M futures /fapi/v1/klines "limit default 500, max 1500".
+# Pages above ccxt's stated limit that the exchange documents: Binance USD-M futures /fapi/v1/klines "limit
+# default 500, max 1500". ccxt's binance fetch_ohlcv clamps every class to 1000 and trims the parsed rows to
+# that, so these pages go through ccxt's own implicit endpoint method and row parser instead (`RAW_KLINES`).
 RAW_PAGE_LIMITS: dict[tuple[str, str], int] = {("binance", "futures"): 1500, ("binanceusdm", "futures"): 1500}
+RAW_KLINES: dict[str, str] = {"binance": "fapiPublicGetKlines", "binanceusdm": "fapiPublicGetKlines"}
 
 # Latest-N windows (the forming candle included): freqtrade marks these `ohlcv_has_history: False`.
 # Kraken OHLC "returns up to 720 of the most recent entries"; Hyperliquid candleSnapshot "only the most
@@ -114,6 +116,17 @@ class ExchangeFacts:
     def _okx_history(self, since: int, now: float, tf: int) -> bool:
         return since < now - OKX_HISTORY_BORDER_CANDLES * tf
 
+    def fetch(self, exchange, symbol: str, timeframe: str, start: int, end: int, asked: int, now: float,
+              tf: int) -> list:
+        """One page of raw rows [ms, o, h, l, c, v] through ccxt, with only the parameters its class reads."""
+        if self.raw_limit and exchange.market(symbol).get("linear"):
+            method = getattr(exchange, RAW_KLINES[self.exchange_id])
+            answer = method({"symbol": exchange.market_id(symbol), "interval": exchange.timeframes[timeframe],
+                             "startTime": start * 1000, "endTime": (end + tf) * 1000 - 1, "limit": asked})
+            return exchange.parse_ohlcvs(answer, exchange.market(symbol), timeframe, start * 1000, None)
+        return exchange.fetch_ohlcv(symbol, timeframe, since=start * 1000, limit=asked,
+                                    params=self.params(start, end, asked, now, tf))
+
     def params(self, start: int, end: int, asked: int, now: float, tf: int) -> dict:
         """fetch_ohlcv params for the page [start, end]: only what this exchange's ccxt class reads."""
         out: dict = {}
@@ -121,8 +134,6 @@ class ExchangeFacts:
             # the close (ms) of the page's last candle: right whether the exchange treats it as inclusive
             # or exclusive, and whether it filters by open or close time
             out["until"] = (end + tf) * 1000 - 1
-        if self.raw_limit:
-            out["limit"] = asked
         if self.okx_history:
             out["type"] = "HistoryCandles" if self._okx_history(start, now, tf) else "Candles"
         return out
