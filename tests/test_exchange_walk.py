@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tradecanvas_ext.domain import Hole, SeriesId
 from tradecanvas_ext.sources import exchange_facts
@@ -194,3 +196,64 @@ def test_okx_history_candles_at_100_a_page_fill_the_hole_completely():
     finally:
         pool.close()
         emu.stop()
+
+
+# ---------------------------------------------------------------------------------------------- property
+
+@pytest.fixture(scope="module", params=ALL)
+def shared(request):
+    """One emulator and one pool per dialect for the property (faults cleared per example)."""
+    e = ExchangeEmulator(seed=9, clock=ManualClock(NOW), dialect=request.param).start()
+    pool = ExchangePool(e.ccxt_config(), timeout_ms=5000)
+    yield request.param, e, CcxtSource(pool, e.clock, sleep=lambda s: None)
+    pool.close()
+    e.stop()
+
+
+SPAN = 12_000  # candles back from the latest: past every reach (Gate 10000) and OKX's 1440
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_property_random_truths_and_holes_on_every_dialect(shared, data):
+    """After a walk: every candle equals the truth, every void is a range the truth has no candle in (or,
+    on an exchange that omits them, only no-trade candles), every unavailable range is older than the
+    reach, and every servable truth candle of the holes is there."""
+    dialect, emu, source = shared
+    emu.faults.clear()
+    sid = sid_of(dialect)
+    base = LATEST - (SPAN - 1) * TF
+    listed = base + data.draw(st.integers(0, SPAN), label="listing") * TF
+    emu.faults.listing(sid.symbol.split(":")[0], listed)
+    for a, n in data.draw(st.lists(st.tuples(st.integers(0, SPAN), st.integers(1, 300)), max_size=3), label="out"):
+        emu.faults.outage(base + a * TF, base + (a + n) * TF)
+    for a, n in data.draw(st.lists(st.tuples(st.integers(0, SPAN), st.integers(1, 300)), max_size=2), label="q"):
+        emu.faults.quiet(base + a * TF, base + (a + n) * TF)
+    raw = sorted(data.draw(st.lists(st.tuples(st.integers(0, SPAN - 1), st.integers(0, 2500)), min_size=1,
+                                    max_size=3), label="holes"))
+    wanted, cursor = [], base
+    for a, n in raw:
+        s = max(cursor, base + a * TF)
+        e = min(LATEST, s + n * TF)
+        if s <= e:
+            wanted.append(hole(s, e))
+            cursor = e + 2 * TF
+    res = source.fetch(sid, wanted, NOW)
+    assert res.errors == []
+    truth_rows = {r[0]: r for r in truth(emu, sid, base, LATEST)}
+    served = {r[0] for r in emu.served(sid.symbol, sid.timeframe, base, LATEST)}
+    for row in res.candles.rows():
+        assert truth_rows[row[0]] == row
+    for s, e in res.voids:
+        inside = [t for t in range(s, e + 1, TF) if t in truth_rows]
+        assert all(t not in served for t in inside)  # never a candle the exchange serves
+        if not SPECS[dialect].omits_quiet:
+            assert inside == []
+    oldest = oldest_served(dialect)
+    for _s, e in res.unavailable:
+        assert oldest is not None and e < oldest
+    got = set(res.candles.times.tolist())
+    for h in wanted:
+        for t in range(h.start, h.end + 1, TF):
+            if t in served and (oldest is None or t >= oldest):
+                assert t in got
