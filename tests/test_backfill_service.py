@@ -90,7 +90,7 @@ def test_rollup_fills_5m_from_stored_1m(make_runtime, exchange):
     rt.store.upsert_closed(SID, oracle(exchange, end5 - 9 * 300, end5 + 240))
     exchange.reset_counts()
     res = rt.backfill.ensure_tail_coverage(SID5, 10, to_time=end5)
-    assert res.sources == {"freqtrade": 0, "rollup": 10} and res.complete
+    assert res.sources == {"rollup": 10} and res.complete  # freqtrade has nothing to offer: skipped (issue 13)
     assert same(stored(rt, SID5), oracle(exchange, end5 - 9 * 300, end5, "5m"))
     assert exchange.request_count() == 0
 
@@ -271,6 +271,9 @@ class GatedSource:
         self.inner, self.name = inner, inner.name
         self.gate, self.fetches, self._lock = threading.Event(), 0, threading.Lock()
 
+    def offers(self, series):
+        return self.inner.offers(series)
+
     def fetch(self, series, holes, now=None, deadline=None):
         with self._lock:
             self.fetches += 1
@@ -386,6 +389,9 @@ class SlowOnTheClock:
 
     def __init__(self, inner, clock, seconds):
         self.inner, self.name, self.clock, self.seconds = inner, inner.name, clock, seconds
+
+    def offers(self, series):
+        return self.inner.offers(series)
 
     def fetch(self, series, holes, now=None, deadline=None):
         out = self.inner.fetch(series, holes, now, deadline=deadline)

@@ -295,6 +295,8 @@ class BackfillService:
                 if time.monotonic() > deadline:
                     res.errors.append(f"{sid}: time bound of {self._time_bound_s:.0f}s reached before {level}")
                     break
+                if not self._offers(source, sid):  # nothing to offer: skipped, not a repair that ran
+                    continue
                 if level == "ccxt":
                     holes = self._ccxt_holes(sid, holes, start, end, now, res)
                     if not holes:
@@ -347,6 +349,14 @@ class BackfillService:
             tf = sid.tf_seconds
             return tf > 60 and tf % 60 == 0 and tf <= self.settings.rollup_max_timeframe_s
         return True
+
+    @staticmethod
+    def _offers(source: CandleSource, sid: SeriesId) -> bool:
+        try:
+            return bool(source.offers(sid))
+        except Exception:  # the protocol says never raise; be safe anyway
+            log.exception("%s: source %s: offers() raised", sid, source.name)
+            return False
 
     @staticmethod
     def _run_source(source: CandleSource, sid, holes, now, deadline) -> SourceResult:

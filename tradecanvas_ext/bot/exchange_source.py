@@ -105,6 +105,9 @@ class BotExchangeSource:
         return self._exchange
 
     # ---- the CandleSource protocol ----------------------------------------------------------------
+    def offers(self, series: SeriesId) -> bool:
+        return True  # the bot's exchange, or the fallback's
+
     def fetch(self, series: SeriesId, holes: list[Hole], now: float | None = None,
               deadline: float | None = None) -> SourceResult:
         now = self._clock() if now is None else now

@@ -41,6 +41,12 @@ class SourceResult:
 class CandleSource(Protocol):
     name: str
 
+    def offers(self, series: SeriesId) -> bool:
+        """Whether this level has anything to offer for the series at all (a DataProvider or a history
+        file, a stored 1m series to roll up, an exchange): a level without is skipped and is not a repair.
+        Cheap and local; never raises."""
+        ...
+
     def fetch(self, series: SeriesId, holes: list[Hole], now: float,
               deadline: float | None = None) -> SourceResult:
         """Candles for `holes` (closed at `now`). Must not raise for source trouble: report it in errors.

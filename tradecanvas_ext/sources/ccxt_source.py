@@ -194,6 +194,10 @@ class CcxtSource:
         self._stats_lock = threading.Lock()  # protects `retries` only
         self.retries = 0  # transient failures retried, over the source's life (for metrics)
 
+    def offers(self, series: SeriesId) -> bool:
+        """Every exchange ccxt knows (whether ccxt may be asked is the service's switch)."""
+        return True
+
     def fetch(self, series: SeriesId, holes: list[Hole], now: float | None = None,
               deadline: float | None = None) -> SourceResult:
         result = SourceResult()

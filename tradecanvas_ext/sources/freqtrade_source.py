@@ -157,6 +157,24 @@ class FreqtradeSource:
         self._handler = None
 
     # ---- the CandleSource protocol ------------------------------------------------------------------
+    def offers(self, series: SeriesId) -> bool:
+        """A DataProvider is bound, or freqtrade's history file of the series exists."""
+        if self.exchange is not None and series.exchange != self.exchange:
+            return False
+        try:
+            if self.provider_getter() is not None:
+                return True
+            if self.datadir is None:
+                return False
+            from freqtrade.enums import CandleType
+
+            handler = self._data_handler()
+            ct = CandleType.from_string(self.candle_type_for(series))
+            return handler._pair_data_filename(handler._datadir, series.symbol, series.timeframe, ct).exists()
+        except Exception:
+            log.debug("freqtrade: offers(%s) failed", series, exc_info=True)
+            return False
+
     def fetch(self, series: SeriesId, holes: list[Hole], now: float,
               deadline: float | None = None) -> SourceResult:
         result = SourceResult()
