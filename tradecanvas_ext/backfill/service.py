@@ -24,6 +24,7 @@ from ..feed import CandleFeed
 from ..metrics import Metrics
 from ..sources.base import CandleSource, SourceResult
 from ..sources.exchange_facts import known_reach
+from ..sources.range_walk import VOID_MIN_AGE_S
 from ..sources.reach import Reach, effective_reach, split_by_reach
 from ..store.leases import Leases, LeaseTimeout
 
@@ -98,6 +99,8 @@ class BackfillService:
         self._flights_lock = threading.Lock()
         self._series_locks: dict[SeriesId, threading.Lock] = {}
         self._repaired: dict[SeriesId, list[tuple[int, int, float]]] = {}  # (start, end, ended at)
+        # young times an exchange that omits no-trade candles answered without, per series, and when
+        self._quiet_young: dict[SeriesId, tuple[list[tuple[int, int]], float]] = {}
 
     @property
     def time_bound_s(self) -> float:
@@ -139,6 +142,15 @@ class BackfillService:
 
         self._single_flight(key, sid, run)
         return self.store.read_between(sid, int(expected_next_time), last)
+
+    def answered_without(self, sid: SeriesId, now: float) -> list[tuple[int, int]]:
+        """The newest times (too young to be voids) that an exchange known to omit candles without trades
+        was asked for and answered without, in the series' last ccxt repair; until they are old enough to be
+        confirmed as voids (then the next repair records them, or fetches what came)."""
+        with self._flights_lock:
+            ranges, at = self._quiet_young.get(sid, ([], 0.0))
+        tf = sid.tf_seconds
+        return ranges if now - at <= 2 * max(VOID_MIN_AGE_S, tf) + tf else []
 
     # ---- single flight ----------------------------------------------------------------------------
     def _single_flight(self, key: tuple, series: SeriesId, fn) -> CoverageResult:
@@ -315,6 +327,9 @@ class BackfillService:
                 if out.unavailable:
                     self.store.record_unavailable(sid, _clip(out.unavailable, start, end), level, checked_at=now)
                     res.unavailable_recorded += len(out.unavailable)
+                if level == "ccxt":
+                    with self._flights_lock:
+                        self._quiet_young[sid] = (list(out.quiet_young), now)
                 if out.reach is not None:
                     self.store.reach.record_reach(sid, out.reach.candles, out.reach.learned_at)
                 holes = self._open_holes(sid, start, end, now)

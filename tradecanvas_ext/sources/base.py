@@ -33,6 +33,8 @@ class SourceResult:
     voids: list[tuple[int, int]] = field(default_factory=list)
     unavailable: list[tuple[int, int]] = field(default_factory=list)
     reach: Reach | None = None
+    # times too young to be voids that an exchange known to omit no-trade candles answered without
+    quiet_young: list[tuple[int, int]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     requests: int = 0
     retries: int = 0

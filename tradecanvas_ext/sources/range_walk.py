@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -232,6 +232,7 @@ class _Found:
     batches: list[CandleBatch]
     voids: list[tuple[int, int]]
     unavailable: list[tuple[int, int]]
+    quiet_young: list[tuple[int, int]] = field(default_factory=list)
 
 
 class RangeWalk:
@@ -272,16 +273,19 @@ class RangeWalk:
         not asked: they are reported unavailable."""
         state = WalkState(reach)
         unavailable: list[tuple[int, int]] = []
+        quiet: list[tuple[int, int]] = []
 
         def one_hole(start: int, end: int) -> tuple[CandleBatch, list[tuple[int, int]], bool]:
             found = _Found([], [], [])
             finished = self._hole(transport, start, end, tf, now, deadline, result, state, found)
             unavailable.extend(found.unavailable)
+            quiet.extend(found.quiet_young)
             return CandleBatch.concat(found.batches), found.voids, finished
 
         fetch_holes_in_order(wanted, one_hole, result, tf, transport.label, stop_reason)
         result.unavailable = merge_ranges(unavailable, tf)
         result.reach = state.learned
+        result.quiet_young = merge_ranges(quiet, tf)
         if result.unavailable:  # a void never lies in what the exchange does not serve
             result.voids = [(s, e) for s, e in result.voids
                             if not any(us <= s and e <= ue for us, ue in result.unavailable)]
@@ -349,6 +353,9 @@ class RangeWalk:
             found.voids.extend((max(s, start), min(e, end)) for s, e in void_evidence(
                 page.start, page.end, seen, tf, now, oldest, transport.omits_empty, complete)
                 if s <= end and e >= start)
+            if transport.omits_empty and complete:  # answered without: not a void yet (too young)
+                young = max(newest_void(now, tf) + tf, start, page.start)
+                found.quiet_young.extend((h.start, h.end) for h in list_holes(seen, young, min(end, page.end), tf))
             covered = min(ask.hi, page.end)
             inside = seen[(seen >= ask.lo) & (seen <= end)]
             if (not complete and len(seen) and int(seen[0]) > covered and int(seen[-1]) >= latest

@@ -1,4 +1,4 @@
-"""Table definitions shared by SQLite and PostgreSQL (SQLAlchemy Core)."""
+"""Table definitions shared by SQLite and PostgreSQL (SQLAlchemy Core), and the upgrade of an older store."""
 from __future__ import annotations
 
 from sqlalchemy import (
@@ -11,7 +11,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    inspect,
+    update,
 )
+from sqlalchemy.engine import Connection
 
 metadata = MetaData()
 
@@ -83,3 +86,14 @@ reach = Table(
     Column("candles", BigInteger, nullable=False),
     Column("learned_at", Float, nullable=False),
 )
+
+
+def upgrade(conn: Connection) -> None:
+    """Create what is missing, keeping every row. A store from before the history reach (it has tc_voids but
+    no tc_unavailable) may hold voids recorded from a short or empty exchange page, which proves nothing:
+    they are marked unchecked (checked_at 0), so the first repair that passes over them asks the exchange
+    again and keeps only what the new answers prove (contract section 5)."""
+    present = set(inspect(conn).get_table_names())
+    metadata.create_all(conn, checkfirst=True)
+    if voids.name in present and unavailable.name not in present:
+        conn.execute(update(voids).where(voids.c.source == "ccxt").values(checked_at=0.0))
