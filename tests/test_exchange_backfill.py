@@ -110,3 +110,20 @@ def test_a_store_of_the_previous_version_keeps_its_data_and_its_false_voids_clea
     assert rt.store.voids(KRAKEN) == []  # re-checked: the exchange had those candles
     assert rt.store.read_between(KRAKEN, LAST - 200 * TF, LAST).rows() == dialect_emu.candles(
         KRAKEN.symbol, "1m", LAST - 200 * TF, LAST)
+
+
+def test_weekly_candles_are_stored_and_their_holes_computed_on_the_monday_grid(tmp_path):
+    week, monday = 604_800, 1_699_833_600  # 2023-11-13 00:00 UTC, a Monday
+    sid = SeriesId.parse("binance:spot:BTC/USDT:1w")
+    s = open_store(f"sqlite:///{tmp_path / 'w.sqlite'}", origin="test")
+    try:
+        times = [monday - k * week for k in range(20, 0, -1) if k not in (5, 6, 12)]
+        up = s.candles.upsert_closed(sid, [(t, 1.0, 2.0, 0.5, 1.5, 3.0) for t in times] +
+                                     [(monday - 86400, 1.0, 2.0, 0.5, 1.5, 3.0)], now=monday + 3600)
+        assert up.accepted == len(times) and up.rejected == [(monday - 86400, "unaligned")]  # a Sunday
+        holes = [(h.start, h.end, h.missing_candles) for h in s.candles.holes(sid, monday - 20 * week + 1,
+                                                                            monday - 1)]
+        # the window is cut to the grid times inside it; the epoch-aligned grid would be three days off
+        assert holes == [(monday - 12 * week, monday - 12 * week, 1), (monday - 6 * week, monday - 5 * week, 2)]
+    finally:
+        s.close()

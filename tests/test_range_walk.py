@@ -452,3 +452,17 @@ def test_property_every_stored_candle_is_true_every_void_empty_every_unavailable
                 if x in truth and (reach_oldest is None or x >= reach_oldest)}
     assert servable <= got
     assert res.errors == []
+
+
+def test_weekly_pages_step_on_the_monday_grid():
+    week = 604_800
+    monday = 1_699_833_600  # 2023-11-13, a Monday
+    now = monday + 3 * 86400
+    times = list(range(monday - 300 * week, monday, week))
+    t = ScriptedTransport([], 1000, answer=lambda page: [[x * 1000, 1.0, 2.0, 0.5, 1.5, 1.0] for x in times
+                                                         if page.start <= x <= page.end])
+    walk = RangeWalk(RetryPolicy(), lambda s: None)
+    res = SourceResult()
+    walk.walk(t, [(monday - 200 * week, monday - week)], week, now, None, res)
+    assert res.errors == [] and res.candles.times.tolist() == times[100:]
+    assert all((p.start - 4 * 86400) % week == 0 for p in t.pages)

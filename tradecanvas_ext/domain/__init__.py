@@ -10,6 +10,7 @@ from .timeframe import (
     align_down,
     align_up,
     expected_latest_closed_time,
+    grid_offset,
     is_aligned,
     is_closed,
     timeframe_to_seconds,
@@ -18,5 +19,5 @@ from .timeframe import (
 __all__ = [
     "Candle", "CandleBatch", "InvalidCandle", "Hole", "count_covered", "list_holes", "merge_ranges",
     "split_by_voids", "MARKETS", "MAX_TIME", "SeriesId", "align_down", "align_up", "expected_latest_closed_time",
-    "is_aligned", "is_closed", "timeframe_to_seconds",
+    "grid_offset", "is_aligned", "is_closed", "timeframe_to_seconds",
 ]

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .timeframe import is_aligned, unaligned
+
 FIELDS = ("candle_time", "open", "high", "low", "close", "volume")
 
 
@@ -58,7 +60,7 @@ class Candle:
             raise InvalidCandle(*problem)
 
     def check_aligned(self, tf: int) -> None:
-        if self.candle_time % tf:
+        if not is_aligned(self.candle_time, tf):
             raise InvalidCandle("unaligned", f"candle {self.candle_time}: not aligned to {tf}s")
 
     @classmethod
@@ -148,7 +150,7 @@ class CandleBatch:
             (self.volume < 0, "negative_volume"),
             (self.low > np.minimum(self.open, self.close), "low_above_body"),
             (self.high < np.maximum(self.open, self.close), "high_below_body"),
-            (self.times % tf != 0, "unaligned"),
+            (unaligned(self.times, tf), "unaligned"),
         ]
         if now is not None:
             checks.append((self.times + tf > now, "not_closed"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..domain import CandleBatch, Hole, SeriesId
+from ..domain import CandleBatch, Hole, SeriesId, expected_latest_closed_time
 from .base import SourceResult
 from .rollup import times_in_holes
 
@@ -90,7 +90,7 @@ def batch_to_frame(batch: CandleBatch) -> pd.DataFrame:
 
 def _closed_hole_slots(holes: list[Hole], tf: int, now: float) -> int:
     """How many aligned times inside the holes are closed at `now`."""
-    last = (int(now) - tf) // tf * tf
+    last = expected_latest_closed_time(now, tf)
     return sum((min(h.end, last) - h.start) // tf + 1 for h in holes if h.start <= last)
 
 

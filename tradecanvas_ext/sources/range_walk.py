@@ -18,7 +18,14 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from ..domain import CandleBatch, expected_latest_closed_time, list_holes, merge_ranges
+from ..domain import (
+    CandleBatch,
+    align_down,
+    expected_latest_closed_time,
+    is_aligned,
+    list_holes,
+    merge_ranges,
+)
 from .base import SourceResult, fetch_holes_in_order
 from .reach import Reach, reach_from_oldest
 
@@ -135,18 +142,17 @@ def void_cutoff(now: float, tf: int) -> float:
 
 def newest_void(now: float, tf: int) -> int:
     """The newest candle time old enough to be called a void at `now`."""
-    return math.floor((void_cutoff(now, tf) - tf) / tf) * tf
+    return align_down(void_cutoff(now, tf) - tf, tf)
 
 
 def _rows(raw, tf: int):
     """(time, row) of the well-formed aligned rows, as sent."""
-    tf_ms = tf * 1000
     for r in raw or ():
         try:
             t_ms = int(r[0])
         except (TypeError, ValueError, IndexError):
             continue
-        if len(r) >= 6 and not t_ms % tf_ms:
+        if len(r) >= 6 and not t_ms % 1000 and is_aligned(t_ms // 1000, tf):
             yield t_ms // 1000, r
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..domain import align_down
+
 RELEARN_AFTER_S = 86_400.0  # a learned reach is trusted for a day, then learned again
 
 
@@ -22,7 +24,7 @@ class Reach:
 
     def oldest(self, now: float, tf: int) -> int:
         """The oldest grid time the exchange serves at `now`."""
-        return (int(now // tf) - (self.candles - 1)) * tf
+        return align_down(now, tf) - (self.candles - 1) * tf
 
     def fresh(self, now: float) -> bool:
         """A known reach always is; a learned one for a day."""
@@ -31,7 +33,7 @@ class Reach:
 
 def reach_from_oldest(oldest: int, now: float, tf: int, learned_at: float) -> Reach:
     """The reach of an exchange whose oldest served candle at `now` is `oldest`."""
-    return Reach(max(1, int(now // tf) - oldest // tf + 1), learned_at)
+    return Reach(max(1, (align_down(now, tf) - oldest) // tf + 1), learned_at)
 
 
 def effective_reach(known: Reach | None, learned: Reach | None, now: float) -> Reach | None:
