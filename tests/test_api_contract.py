@@ -77,7 +77,7 @@ def test_real_answers_validate_against_the_document(api):
 _garbage = st.one_of(st.text(max_size=12), st.integers(-10**20, 10**20).map(str),
                      st.floats(allow_nan=True).map(str), st.sampled_from(["", "1e3", "0x10", " 5", "true"]))
 _time = st.one_of(st.integers(LAST - 300 * 60, LAST + 600), _garbage)
-_series = st.one_of(st.just(SID), st.sampled_from(["binance:spot:ETH/USDT:1m", "binance:spot:BTC/USDT:1w",
+_series = st.one_of(st.just(SID), st.sampled_from(["binance:spot:ETH/USDT:1m", "binance:spot:BTC/USDT:2w",
                                                    "nope:spot:BTC/USDT:1m", "a:b", ""]), st.text(max_size=30))
 
 

@@ -233,7 +233,7 @@ def test_bad_frames_get_errors_and_the_socket_stays_open(served, exchange):
         ("[1, 2]", "bad_request", "JSON object"),
         ({"type": "dance"}, "bad_request", "unknown type"),
         ({"type": "subscribe"}, "bad_request", "series_id"),
-        ({"type": "subscribe", "series_id": "binance:spot:BTC/USDT:1w"}, "bad_request", "timeframe"),
+        ({"type": "subscribe", "series_id": "binance:spot:BTC/USDT:2w"}, "bad_request", "timeframe"),
         ({"type": "subscribe", "series_id": "nope:spot:BTC/USDT:1m"}, "bad_request", "exchange"),
         ({"type": "subscribe", "series_id": SID, "since": "5"}, "bad_request", "since"),
         ({"type": "subscribe", "series_id": SID, "since": True}, "bad_request", "since"),

@@ -336,7 +336,7 @@ BAD_SERIES = [
     ("binance:margin:BTC/USDT:1m", "market"),
     ("binance:spot::1m", "symbol"),
     ("binance:spot:BTC/USDT:", "timeframe"),
-    ("binance:spot:BTC/USDT:1w", "timeframe"),
+    ("binance:spot:BTC/USDT:2w", "timeframe"),
     ("binance:spot:BTC/USDT:1M", "timeframe"),
     ("binance:spot:BTC/USDT:0m", "timeframe"),
     ("binance:spot:BTC/USDT:5x", "timeframe"),

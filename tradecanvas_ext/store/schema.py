@@ -38,14 +38,21 @@ candles = Table(
     sqlite_with_rowid=False,
 )
 
-voids = Table(
-    "tc_voids", metadata,
-    Column("series_key", Integer, primary_key=True),
-    Column("start_time", BigInteger, primary_key=True),
-    Column("end_time", BigInteger, nullable=False),
-    Column("source", String(50), nullable=False),
-    Column("checked_at", Float, nullable=False),
-)
+def _range_table(name: str) -> Table:
+    """Inclusive [start_time, end_time] ranges of one series, with the source and when it was checked."""
+    return Table(
+        name, metadata,
+        Column("series_key", Integer, primary_key=True),
+        Column("start_time", BigInteger, primary_key=True),
+        Column("end_time", BigInteger, nullable=False),
+        Column("source", String(50), nullable=False),
+        Column("checked_at", Float, nullable=False),
+    )
+
+
+voids = _range_table("tc_voids")
+# Ranges older than what the exchange serves (its history reach): never voids; re-checked like them.
+unavailable = _range_table("tc_unavailable")
 
 tracker = Table(
     "tc_tracker", metadata,
@@ -65,16 +72,6 @@ tracker = Table(
     Column("reason", Text),
     Column("note", Text),
     Column("error", Text),
-)
-
-# Ranges older than what the exchange serves (its history reach): never voids; re-checked like them.
-unavailable = Table(
-    "tc_unavailable", metadata,
-    Column("series_key", Integer, primary_key=True),
-    Column("start_time", BigInteger, primary_key=True),
-    Column("end_time", BigInteger, nullable=False),
-    Column("source", String(50), nullable=False),
-    Column("checked_at", Float, nullable=False),
 )
 
 # The history reach of each exchange, market and timeframe that an answer showed (latest N candles).
