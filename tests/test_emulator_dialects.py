@@ -10,6 +10,8 @@ import urllib.request
 
 import ccxt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tradecanvas_ext.testing import DIALECTS, SPECS, ExchangeEmulator, ManualClock, ccxt_config_for
 
@@ -193,6 +195,7 @@ def test_kraken_serves_only_its_latest_720_whatever_since_says(clock):
         ex = exchange_for(emu)
         got = as_truth(ex.fetch_ohlcv("BTC/USD", "1m", since=(NOW - 30 - 2000 * 60) * 1000))
         start = NOW - 30 - 719 * 60
+        assert emu.reach_start("1m") == start and emu.reach_start("1h") == NOW - 30 - 719 * 3600
         assert len(got) == 720 and got[0][0] == start
         assert got[:-1] == emu.candles("BTC/USD", "1m", start, NOW) and got[-1] == emu.forming("BTC/USD", "1m")
         # `since` is exclusive, and the answer carries `last` (the latest committed candle)
@@ -214,6 +217,7 @@ def test_gate_refuses_ranges_older_than_its_latest_10000_points(clock):
     with _reach_emu("gate", clock) as emu:
         ex = exchange_for(emu)
         oldest = NOW - 30 - 9999 * 60
+        assert emu.reach_start("1m") == oldest
         got = as_truth(ex.fetch_ohlcv("BTC/USDT", "1m", since=oldest * 1000, limit=1000))
         assert len(got) == 1000 and got == emu.candles("BTC/USDT", "1m", oldest, oldest + 999 * 60)
         with pytest.raises(ccxt.BadRequest, match="Candlestick too long ago"):
@@ -228,6 +232,7 @@ def test_okx_history_candles_at_100_a_page_and_candles_reach(clock):
     with _reach_emu("okx", clock) as emu:
         ex = exchange_for(emu)
         since = NOW - 30 - 3000 * 60
+        assert emu.reach_start("1m") == NOW - 30 - 1439 * 60 and emu.reach_start("1m", "market/history-candles") is None
         got = as_truth(ex.fetch_ohlcv("BTC/USDT", "1m", since=since * 1000, limit=300))
         path, params = emu.requests[-1]
         assert path == "/api/v5/market/history-candles" and params["limit"] == "300"
@@ -374,3 +379,69 @@ def test_command_line_speaks_a_dialect():
         proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+@pytest.mark.parametrize("dialect", [d for d in ALL if d != "binance"])
+def test_freqtrades_exchange_class_loads_on_the_dialect(tmp_path, clock, dialect):
+    """freqtrade builds its Exchange for the class (markets validated, whitelist checked) against the
+    emulator through `ccxt_config` only, and prices from its ticker (USD-M: from its order book, as
+    freqtrade requires for Binance futures)."""
+    from freqtrade.enums import RunMode
+    from freqtrade.resolvers import ExchangeResolver
+
+    sym = SYMBOL[dialect]
+    futures = ":" in sym
+    book = dialect == "binanceusdm"
+    with ExchangeEmulator(seed=3, clock=clock, dialect=dialect) as emu:
+        pricing = {"price_side": "same", "use_order_book": book, "order_book_top": 1}
+        cfg = {"exchange": {"name": SPECS[dialect].ccxt_id, "enable_ws": False, "key": "", "secret": "",
+                            "ccxt_config": emu.ccxt_config(), "ccxt_async_config": emu.ccxt_config(),
+                            "pair_whitelist": [sym]},
+               "dry_run": True, "runmode": RunMode.DRY_RUN, "stake_currency": sym.split("/")[1].split(":")[0],
+               "timeframe": "1m", "datadir": tmp_path, "dataformat_ohlcv": "feather",
+               "entry_pricing": pricing, "exit_pricing": dict(pricing),
+               "trading_mode": "futures" if futures else "spot", "margin_mode": "isolated" if futures else "",
+               "candle_type_def": "futures" if futures else "spot"}
+        ex = ExchangeResolver.load_exchange(cfg, load_leverage_tiers=False)
+        try:
+            assert sym in ex.markets
+            price = ex.fetch_l2_order_book(sym, 5)["bids"][0][0] if book else ex.fetch_ticker(sym)["last"]
+            assert price == pytest.approx(emu.forming(sym, "1m")[4], rel=1e-3)
+        finally:
+            ex.close()
+
+
+# ------------------------------------------------------------------------------------------ property
+
+@pytest.mark.parametrize("dialect", ALL)
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(listed_ago=st.integers(0, 3000), outages=st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 300)),
+                                                          max_size=3),
+       quiet=st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 300)), max_size=3),
+       back=st.integers(1, 2900), limit=st.integers(1, 100), timeframe=st.sampled_from(["1m", "5m"]))
+def test_random_truths_are_served_exactly(clock, dialect, listed_ago, outages, quiet, back, limit, timeframe):
+    """Random listing, outages and quiet stretches: what ccxt gets for (since, limit) is exactly the
+    exchange's view of the truth from max(since, reach) on, with nothing skipped at its start; an empty
+    answer means there was nothing to serve in the range asked for."""
+    tf = ccxt.Exchange.parse_timeframe(timeframe)
+    now_open = NOW - 30
+    with ExchangeEmulator(seed=7, clock=clock, dialect=dialect) as emu:
+        sym, spot = SYMBOL[dialect], emu.symbols[0]
+        emu.faults.listing(spot, now_open - listed_ago * 60)
+        for off, n in outages:
+            emu.faults.outage(now_open - off * 60, now_open - off * 60 + n * 60)
+        for off, n in quiet:
+            emu.faults.quiet(now_open - off * 60, now_open - off * 60 + n * 60, symbol=spot)
+        since = now_open // tf * tf - back * tf
+        ex = exchange_for(emu)
+        got = as_truth(ex.fetch_ohlcv(sym, timeframe, since=since * 1000, limit=limit))
+        lo = max(since, emu.reach_start(timeframe) or 0)
+        closed_end = now_open // tf * tf - tf
+        assert all(c[0] >= since for c in got) and len(got) <= limit
+        if got:
+            if got[-1][0] > closed_end:  # the forming candle: compare it with the forming truth
+                assert got[-1] == emu.forming(sym, timeframe)
+                got = got[:-1]
+            assert got == emu.served(sym, timeframe, lo, got[-1][0] if got else lo - 1)
+        else:
+            assert emu.served(sym, timeframe, lo, since + (limit - 1) * tf) == []

@@ -262,6 +262,13 @@ class ExchangeEmulator:
         rows = self.truth.closed(mk, timeframe_seconds(timeframe), start, end, float(self.clock()))
         return self.dialect.served(rows).as_tuples()
 
+    def reach_start(self, timeframe: str, kind: str | None = None) -> int | None:
+        """The oldest open time the dialect's candle endpoint `kind` (its first one by default) serves now,
+        or None when it serves all history (after the listing)."""
+        spec = self.dialect.spec
+        ep = spec.endpoints[0] if kind is None else spec.endpoint(kind)
+        return ep.reach_start(timeframe_seconds(timeframe), float(self.clock()))
+
     def forming(self, symbol: str, timeframe: str) -> tuple | None:
         """The still-forming candle klines serves now (partial), or None inside an outage."""
         mk = self._find(symbol)
