@@ -7,10 +7,13 @@ request by `FreqtradeTransport` (bounded wait), never while `_cond` is held.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import threading
 import time
 from collections.abc import Callable
+
+import ccxt
 
 from ..domain import Hole, SeriesId
 from ..domain.clock import SYSTEM_CLOCK, Clock
@@ -181,10 +184,20 @@ class FreqtradeTransport:
             timeout_s = float(getattr(ex._api_async, "timeout", 10000)) / 1000.0 + 1.0
             if remaining_s is not None:
                 timeout_s = max(0.5, min(timeout_s, remaining_s))
+            if page.asked < self.page_limit(page.start):
+                # the walk learned the exchange cuts pages below freqtrade's limit (OKX history-candles):
+                # freqtrade's call always asks its own limit, so ask the bot's async ccxt object directly,
+                # with freqtrade's ohlcv params, for the rows the walk wants
+                coro = ex._api_async.fetch_ohlcv(sid.symbol, timeframe=sid.timeframe, since=page.start * 1000,
+                                                 limit=page.asked,
+                                                 params=copy.deepcopy(ex._ft_has.get("ohlcv_params", {})))
+                return list(ex.loop.run_until_complete(asyncio.wait_for(coro, timeout_s)) or [])
             coro = ex._async_get_candle_history(sid.symbol, sid.timeframe, self._ct, page.start * 1000,
                                                 count=0)  # count=0: freqtrade's retrier off
             response = ex.loop.run_until_complete(asyncio.wait_for(coro, timeout_s))
             return list(response[3] or [])
+        except ccxt.OperationFailed as exc:  # the direct call's transient errors, untranslated by freqtrade
+            raise Transient(exc, rate_limited=isinstance(exc, ccxt.DDoSProtection)) from exc
         except (TemporaryError, TimeoutError) as exc:
             raise Transient(exc, rate_limited=isinstance(exc, DDosProtection)) from exc
         finally:

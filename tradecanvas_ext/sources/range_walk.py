@@ -216,6 +216,7 @@ class _Ask:
     right: int | None = None
     proof: int | None = None
     parent_rows: int | None = None
+    newest_kept: bool = False  # the answer before this one ended exactly at its page end: maybe cut newest-first
 
 
 @dataclass
@@ -377,6 +378,13 @@ class RangeWalk:
             if ask.proof is not None and ask.parent_rows and ask.proof in seen.tolist():
                 # the answer before this one was cut at its row count: ask no more per page from now on
                 state.cap = min(ask.parent_rows, state.cap or ask.parent_rows)
+            elif (transport.open_ended and ask.newest_kept and ask.parent_rows and ask.parent_rows < limit
+                  and ask.left not in seen.tolist() and not len(seen[(seen >= ask.lo) & (seen <= ask.hi)])):
+                # open-ended (the window is `limit` rows from `since`, we cannot bound it): the stretch before
+                # a cut answer came back as the same newest rows, so ask it again in pages of the cut
+                state.cap = ask.parent_rows
+                stack.append(ask)
+                continue
             stack.extend(reversed(self._next_asks(ask, page, seen, inside, covered, len(raw), tf, state, now)))
         return True
 
@@ -409,7 +417,7 @@ class RangeWalk:
             left = ask.lo - tf
             oldest = state.oldest(now, tf)
             out.append(_Ask(ask.lo, first - tf, left if oldest is None or left >= oldest else None, first,
-                            first - tf, n_raw))
+                            first - tf, n_raw, int(seen[-1]) == page.end))
         if last >= ask.hi:
             return out
         if last >= covered:  # the answer reached its page end
