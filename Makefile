@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install clean bench screenshots
+.PHONY: run test lint install clean bench screenshots wheel test-freqtrade-range
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,31 @@ $(LWC): $(NPM_STAMP)
 
 vendor: $(LWC)
 
+# The wheel users install next to their freqtrade (a venv, the Docker image of docs/Dockerfile): built after
+# vendoring, so it carries the chart script and its licence; the build fails when either is missing from it.
+WHEEL_DIR := dist
+wheel: $(STAMP) $(LWC)
+	rm -rf build *.egg-info $(WHEEL_DIR)/tradecanvas_ext-*.whl  # stale ones would hide a missing file
+	$(PY) -m pip wheel --no-deps --no-build-isolation -w $(WHEEL_DIR) .
+	$(PY) -c "import sys, zipfile, glob; names = set(zipfile.ZipFile(sorted(glob.glob('$(WHEEL_DIR)/tradecanvas_ext-*.whl'))[-1]).namelist()); \
+	  need = {'tradecanvas_ext/web/static/vendor/lightweight-charts.standalone.production.js', 'tradecanvas_ext/web/static/vendor/lightweight-charts.LICENSE'}; \
+	  sys.exit(f'the wheel lacks {sorted(need - names)}') if need - names else print('wheel ok: chart script and licence inside')"
+
+# The oldest and the newest freqtrade of setup.cfg's range, each in its own venv with the built wheel, running the
+# bot end-to-end tests. Slow (two freqtrade installs, then the e2e tests twice): see notes / BENCHMARKS for the cost.
+FT_OLDEST ?= 2026.1
+FT_NEWEST ?= 2026.9
+FT_E2E ?= tests/test_e2e_bot.py tests/test_e2e_follow.py tests/test_wheel.py
+test-freqtrade-range: wheel
+	set -e; for v in $(FT_OLDEST) $(FT_NEWEST); do \
+	  venv=.venv-ft-$$v; \
+	  [ -x $$venv/bin/python ] || $(PYTHON) -m venv $$venv; \
+	  $$venv/bin/python -m pip install -q --upgrade pip; \
+	  $$venv/bin/python -m pip install -q "freqtrade[hyperopt]==$$v" "$$(ls $(WHEEL_DIR)/tradecanvas_ext-*.whl | tail -n 1)[dev]"; \
+	  echo "== freqtrade $$v"; \
+	  $$venv/bin/python -m pytest -p no:cacheprovider -m slow $(FT_E2E) $(PYTEST_ARGS); \
+	done
+
 $(STAMP): | $(LWC)
 
 lint: $(STAMP)
@@ -56,4 +81,4 @@ bench: $(STAMP)
 	$(PY) bench/store_bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-ft-* build dist *.egg-info

@@ -40,7 +40,7 @@ def run_ours(emu: ExchangeEmulator, syms: list[str], rate: float, workdir: Path)
         # call, and binance's klines cost is 0.4, so this is one klines request per 1/rate seconds
         "ccxt_config": {**emu.ccxt_config(), "rateLimit": math.ceil(1000 / rate / klines_cost())},
     }}
-    rt = Runtime(Settings.from_config(cfg, env={})).start(serve=False)
+    rt = Runtime(Settings.from_config(cfg, env={})).start(serve=False, startup_sync=False)
     emu.reset_counts()
     t0 = time.perf_counter()
     out = rt.run_startup_sync()

@@ -22,7 +22,7 @@ def worker(cfg_json: str, serve: bool) -> int:
     """A runtime in its own process: `sync` runs the startup sync, `ingest` stores candles."""
     from tradecanvas_ext import Runtime, Settings
 
-    rt = Runtime(Settings.from_config(json.loads(cfg_json), env={})).start(serve=serve)
+    rt = Runtime(Settings.from_config(json.loads(cfg_json), env={})).start(serve=serve, startup_sync=False)
     print(json.dumps({"url": rt.url}), flush=True)
     for line in sys.stdin:
         msg = json.loads(line)
@@ -61,7 +61,7 @@ def reset(url: str) -> None:
 
     e = create_engine(url)
     with e.begin() as c:
-        c.execute(text("DROP TABLE IF EXISTS tc_candles, tc_voids, tc_tracker, tc_series CASCADE"))
+        c.execute(text("DROP TABLE IF EXISTS tc_candles, tc_voids, tc_tracker, tc_series, tc_coverage, tc_store_state, tc_write_seq, tc_unavailable, tc_reach CASCADE"))
     e.dispose()
 
 

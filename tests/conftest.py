@@ -53,7 +53,7 @@ def pg_url_or_skip() -> str:
 def reset_pg(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS tc_candles, tc_voids, tc_tracker, tc_series CASCADE"))
+        conn.execute(text("DROP TABLE IF EXISTS tc_candles, tc_voids, tc_tracker, tc_series, tc_coverage, tc_store_state, tc_write_seq, tc_unavailable, tc_reach CASCADE"))
     engine.dispose()
 
 
@@ -110,13 +110,14 @@ def exchange(clock):
 
 @pytest.fixture
 def make_runtime(tmp_path, clock, exchange):
-    """Build and start runtimes (serve=False unless asked); all are stopped at teardown."""
+    """Build and start runtimes (serve=False and no background startup sync unless asked; startup_sync=None:
+    the settings decide); all are stopped at teardown."""
     from tradecanvas_ext import Runtime, Settings
 
     made = []
 
     def make(serve: bool = False, env: dict | None = None, db_url: str | None = None, sources=None,
-             time_bound_s: float | None = None, **section):
+             time_bound_s: float | None = None, startup_sync: bool | None = False, **section):
         tc = {"enabled": True, "listen_port": 0, "ccxt_config": exchange.ccxt_config(),
               "ccxt_timeout_ms": 2000, "series": ["binance:spot:BTC/USDT:1m"],
               "db_url": db_url or f"sqlite:///{tmp_path / 'tc.sqlite'}"}
@@ -126,7 +127,7 @@ def make_runtime(tmp_path, clock, exchange):
         settings = Settings.from_config({"tradecanvas": tc, "user_data_dir": str(tmp_path)}, env=env or {})
         extra = {} if sources is None else {"sources": sources}
         rt = Runtime(settings, clock=clock, time_bound_s=time_bound_s, **extra)
-        rt.start(serve=serve)
+        rt.start(serve=serve, startup_sync=startup_sync)  # tests run the sync themselves
         made.append(rt)
         return rt
 

@@ -16,7 +16,7 @@ from tradecanvas_ext.domain import SeriesId
 def main() -> int:
     cfg = json.loads(sys.argv[1])
     serve = sys.argv[2] == "serve"
-    rt = Runtime(Settings.from_config(cfg, env={})).start(serve=serve)
+    rt = Runtime(Settings.from_config(cfg, env={})).start(serve=serve, startup_sync=False)
     print(json.dumps({"ready": True, "url": rt.url, "owner": rt.tracker.owner}), flush=True)
     for line in sys.stdin:
         msg = json.loads(line)

@@ -89,3 +89,46 @@ def test_mark_equals_reference(frame, real, voids):
     for t, ri, vi in zip(times.tolist(), r.tolist(), v.tolist(), strict=True):
         assert ri == (t in set(real_t.tolist()))
         assert vi == (not ri and any(a <= t <= b for a, b in vr))
+
+
+def test_annotate_takes_the_timeframe_from_metadata(tmp_path, glue):
+    """Inside an @informative('5m') function freqtrade passes {"pair", "timeframe": "5m"}: the rows are
+    marked against the 5m series, not the strategy's 1m one (which holds none of these times here)."""
+    cfg = ft_config(tmp_path, section={"series": [str(SID), "binance:spot:BTC/USDT:5m"]})
+    s = make_strategy(PlainTradeCanvasStrategy, cfg, offline_exchange(cfg))
+    s.ft_bot_start()
+    five = SeriesId.parse("binance:spot:BTC/USDT:5m")
+    start = (T // 300) * 300
+    times5 = list(range(start, start + 6 * 300, 300))
+    stored = [t for i, t in enumerate(times5) if i != 2]
+    glue.runtime.ingest_closed(five, [{"candle_time": t, "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5,
+                                       "volume": 1.0} for t in stored])
+    df = pd.DataFrame({"date": pd.to_datetime(times5, unit="s", utc=True), "close": 1.0})
+    s.tradecanvas.annotate(df, {"pair": "BTC/USDT", "timeframe": "5m"})
+    assert df["tc_real"].tolist() == [1, 1, 0, 1, 1, 1]
+    s.tradecanvas.annotate(df, {"pair": "BTC/USDT"})  # the strategy's 1m series: none of these times
+    assert df["tc_real"].tolist() == [0] * 6
+
+
+def test_backtesting_marks_the_voids_recorded_in_the_store_read_only(tmp_path):
+    """No runtime (backtesting): tc_void comes from the store the section names, opened read-only; a
+    missing store is not created."""
+    from tradecanvas_ext.store import open_store
+
+    cfg = ft_config(tmp_path, runmode=RunMode.BACKTEST)
+    db = tmp_path / "tc.sqlite"
+    s = make_strategy(PlainTradeCanvasStrategy, cfg, None)
+    s.ft_bot_start()
+    filled = cache_frame(REAL)
+    s.tradecanvas.annotate(filled, {"pair": "BTC/USDT"})
+    assert filled["tc_void"].sum() == 0 and not db.exists()  # no store: nothing recorded, nothing created
+
+    storage = open_store(f"sqlite:///{db}", origin="test")
+    storage.candles.record_void(SID, HOLE[1], HOLE[2], "ccxt", checked_at=NOW)
+    storage.close()
+    size = db.stat().st_size
+    filled = cache_frame(REAL)
+    s.tradecanvas.annotate(filled, {"pair": "BTC/USDT"})
+    times = filled["date"].dt.as_unit("s").astype("int64").tolist()
+    assert [t for t, v in zip(times, filled["tc_void"], strict=True) if v == 1] == HOLE[1:]
+    assert db.stat().st_size == size

@@ -26,8 +26,9 @@ ALLOWED = {
     "core": CORE | {"store", "sources", "backfill", "hub"},
     "runtime": CORE | {"core", "backfill", "web"},
     "web": CORE | {"store", "hub", "backfill"},
-    "bot": CORE | {"core", "runtime", "store", "sources", "backfill", "hub"},
-    "cli": CORE | {"core", "runtime", "store", "backfill", "bot", "testing"},
+    "bot": CORE | {"core", "runtime", "store", "sources", "backfill", "hub", "history"},
+    "history": {"domain", "series_ids", "store", "sources"},
+    "cli": CORE | {"core", "runtime", "store", "backfill", "bot", "history", "testing"},
     "testing": {"domain"},
 }
 

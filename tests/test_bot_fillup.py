@@ -6,6 +6,8 @@ The cache is filled by freqtrade's own code path (`Exchange._process_ohlcv_df`, 
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 from freqtrade.enums import CandleType
@@ -40,8 +42,11 @@ def refresh(exchange, times) -> None:
         rows[i] = r
     if not hasattr(exchange, "_startup_candle_count"):  # set by validate_config, which validate=False skips
         exchange._startup_candle_count = 0
+    since = {"fetch_start_ms": NOW * 1000}  # a parameter of later freqtrade releases (not 2026.1)
+    if "fetch_start_ms" not in inspect.signature(exchange._process_ohlcv_df).parameters:
+        since = {}
     exchange._process_ohlcv_df("BTC/USDT", "1m", CandleType.SPOT, rows, cache=True, drop_incomplete=False,
-                               fetch_start_ms=NOW * 1000)
+                               **since)
 
 
 def test_live_cache_fillup_rows_are_never_stored(tmp_path, glue):

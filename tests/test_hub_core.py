@@ -126,3 +126,92 @@ def test_a_hole_left_inside_a_recovered_range_gets_its_own_gap(sqlite_url):
     finally:
         hub.close()
         storage.close()
+
+
+# -- messages written once -------------------------------------------------------------------------------------
+
+def test_candle_texts_are_the_messages_the_dict_builders_describe():
+    """The shared JSON (one orjson call cut into objects) says what messages.closed / messages.batch say,
+    for awkward floats and a series id that needs escaping; every text is ASCII (the byte bound counts it)."""
+    import numpy as np
+
+    from tradecanvas_ext.domain import CandleBatch
+    from tradecanvas_ext.hub import messages as m
+
+    t = T + np.arange(5, dtype=np.int64) * TF
+    b = CandleBatch(t, np.array([1e-7, 1e16, 0.1, 123456.789, 5.0]), np.array([2e-7, 2e16, 0.2, 123457.0, 6.0]),
+                    np.array([1e-8, 1.0, 0.05, 1.0, 4.0]), np.array([1.5e-7, 3.0, 0.15, 2.0, 5.5]),
+                    np.array([0.0, 1e-300, 7.0, 8.0, 9.0]))
+    series = "binance:spot:币安/USDT:1m"
+    texts = m.CandleTexts(series, b)
+    dicts = b.to_dicts()
+    for i in range(5):
+        msg = texts.closed(i)
+        assert msg.text.isascii() and msg.type == "candle_closed"
+        assert json.loads(msg.text) == m.closed(series, dicts[i])
+        assert texts.closed(i) is msg  # written once, then shared
+    out = m.Outbox(series, TF, supports_batch=True)
+    out.candles(texts, 0, 3)
+    out.add(m.gap(series, T + 3 * TF, T + 4 * TF, TF, "void"))
+    out.candles(texts, 4)
+    sent = out.take()
+    assert [json.loads(x.text) for x in sent] == [m.batch(series, dicts[:3]),
+                                                  m.gap(series, T + 3 * TF, T + 4 * TF, TF, "void"),
+                                                  m.closed(series, dicts[4])]
+    assert sent[1].gap == (series, "void") and all(x.text.isascii() for x in sent)
+    assert m.CandleTexts(series, CandleBatch.empty()).objects() == []
+
+
+class HeldReads:
+    """The real store, but a catch-up read of `held`, and any read of a range, wait until the test
+    releases them."""
+
+    def __init__(self, store, held: SeriesId):
+        self.store, self.held = store, held
+        self.release, self.reading = threading.Event(), threading.Event()
+
+    def read_tail(self, series_id, limit):
+        if series_id == self.held:
+            self.reading.set()
+            self.release.wait(30)
+        return self.store.read_tail(series_id, limit)
+
+    def read_between(self, series_id, start, end):
+        self.release.wait(30)
+        return self.store.read_between(series_id, start, end)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_live_candle_reaches_an_idle_subscription_without_a_worker(hub_parts):
+    """The only pool worker is held by another socket's catch-up: a live candle that goes on from an idle
+    subscription's cursor is still delivered (by the publisher's thread), and a jump still waits for it."""
+    store, backfill, _ = hub_parts
+    eth = SeriesId.parse("binance:spot:ETH/USDT:1m")
+    reads = HeldReads(store, eth)
+    hub = CandleHub(reads, backfill, SeriesRegistry([SID, eth]), gap_backfill=False, metrics=Metrics(),
+                    recovery_bound_s=30.0, workers=1)
+    try:
+        store.upsert_closed(SID, [row(T)])
+        sock = Socket()
+        client = hub.connect(sock.send)
+        client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
+        sock.until(lambda m: m["type"] == "subscribed")
+        other = hub.connect(Socket().send)
+        other.handle_text(json.dumps({"type": "subscribe", "series_id": str(eth)}))
+        assert reads.reading.wait(10)  # the one worker, done with the first catch-up, is now held
+        hub.publish_closed(SID, [row(T + TF)])
+        got = sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + TF, timeout=5)
+        assert events(got) == [("c", T + TF)]
+        jump = threading.Thread(target=hub.publish_closed, args=(SID, [row(T + 3 * TF)]), daemon=True)
+        jump.start()  # a jump reads the store: the publisher leaves it to the (held) worker and returns
+        jump.join(10)
+        assert not jump.is_alive(), "the publisher waited on a store read"
+        reads.release.set()
+        got = sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 3 * TF)
+        assert events(got) == [("c", T + TF), ("gap", T + 2 * TF, T + 3 * TF, 1, "backfill_disabled"),
+                               ("c", T + 3 * TF)]
+    finally:
+        reads.release.set()
+        hub.close()

@@ -81,12 +81,12 @@ def test_a_client_without_batches_that_keeps_reading_gets_a_100k_catch_up(runtim
     sent, read, early = [0], [0], []
     real_connect, real_read = rt.hub.connect, rt.store.read_after
 
-    def counting_connect(send, close=None):
+    def counting_connect(send, close=None, bell=None):
         def counted(text):
             send(text)
             sent[0] += text.startswith('{"type":"candle_closed"')  # once the socket took it
 
-        return real_connect(counted, close)
+        return real_connect(counted, close, bell)
 
     def paced_read(series, after, limit):
         if sent[0] < read[0]:

@@ -34,7 +34,7 @@ class HubMachine(RuleBasedStateMachine):
         cfg = {"tradecanvas": {"enabled": True, "listen_port": 0, "series": [SID],
                                "ccxt_config": self.emu.ccxt_config(), "ccxt_timeout_ms": 2000,
                                "db_url": f"sqlite:///{self.tmp.name}/h.sqlite"}}
-        self.rt = Runtime(Settings.from_config(cfg, env={}), clock=self.clock).start(serve=True)
+        self.rt = Runtime(Settings.from_config(cfg, env={}), clock=self.clock).start(serve=True, startup_sync=False)
         self.truth = {r[0]: r for r in self.emu.candles("BTC/USDT", "1m", BASE, BASE + SLOTS * TF)}
         self.next_slot = 0
         self.clients: dict[int, dict] = {}  # id -> {"ws": WS, "segments": [(since, start_index)]}

@@ -55,6 +55,43 @@ def test_catch_up_then_live(served, exchange):
     assert events(ws.received) == [("c", T + 60), ("c", T + 120), ("c", T + 180)]
 
 
+def test_a_websocket_costs_two_threads_its_request_thread_writes(served, exchange):
+    """Per socket: werkzeug's request thread (frames in, messages out) and simple_websocket's reader; no
+    writer thread of its own."""
+    rt = served()
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T, T + 60))
+    before = set(threading.enumerate())
+    socks = [served.client(rt) for _ in range(3)]
+    for ws in socks:
+        ws.subscribe(SID, since=T)
+        ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 60)
+    rt.ingest_closed(SID, candles(exchange, T + 120))
+    for ws in socks:
+        ws.until(lambda m: m.get("candle", {}).get("candle_time") == T + 120)
+    mine = [t.name for t in set(threading.enumerate()) - before
+            if t.name.startswith(("tc-web-conn", "tc-ws")) or "simple_websocket" in t.name]
+    assert sorted(n.split("-")[2] if n.startswith("tc-") else "reader" for n in mine) == ["conn"] * 3 + ["reader"] * 3
+
+
+def test_a_burst_of_frames_is_answered_whole_in_turns(served, monkeypatch):
+    """150 pings in one TCP write are all answered, in order: the socket's thread handles them 64 at a
+    time, writing between turns, and does not sleep on its bell while frames wait (when the reader had
+    them all queued before a turn, a wrong sleep would outlast the timeout)."""
+    import websocket
+
+    from tradecanvas_ext.web import ws as ws_route
+
+    monkeypatch.setattr(ws_route, "_IDLE_WAKE_S", 60.0)  # a wrong wait would outlast the test's timeout
+    rt = served()
+    ws = served.client(rt)
+    frames = [websocket.ABNF.create_frame('{"type":"ping"}', websocket.ABNF.OPCODE_TEXT).format()
+              for _ in range(150)]
+    assert sum(map(len, frames)) < 4096  # simple_websocket can read them in one recv
+    ws.ws.sock.sendall(b"".join(frames))
+    for _ in range(150):
+        assert ws.until(lambda m: True, timeout=10) == {"type": "pong"}
+
+
 def test_catch_up_with_batch(served, exchange):
     rt = served()
     rt.store.upsert_closed(BTC_ID, candles(exchange, T, T + 60, T + 120))
@@ -379,7 +416,7 @@ def test_a_client_dropped_for_a_full_queue_never_blocks_publishing(served, excha
     release = threading.Event()
     real_connect = rt.hub.connect
 
-    def connect_stuck_first(send, close=None):
+    def connect_stuck_first(send, close=None, bell=None):
         """The first socket never drains after its subscribe reply: its writer blocks in send."""
         passed = []
 
@@ -390,7 +427,7 @@ def test_a_client_dropped_for_a_full_queue_never_blocks_publishing(served, excha
             send(text)
 
         monkeypatch.setattr(rt.hub, "connect", real_connect)
-        return real_connect(stuck_send, close)
+        return real_connect(stuck_send, close, bell)
 
     monkeypatch.setattr(rt.hub, "connect", connect_stuck_first)
     try:

@@ -52,3 +52,18 @@ def test_lagging_when_ccxt_is_off(make_runtime, exchange):
                       sources=lambda ctx: [s for s in default_sources(ctx) if s.name != "freqtrade"])
     out = rt.run_startup_sync()
     assert out["series_lagging"] == 1 and out["series_results"][0]["error"] is None
+
+
+def test_runtime_start_runs_the_startup_sync_in_the_background(make_runtime, exchange):
+    """Contract section 6: an embedder's `Runtime.start()` with the switch on syncs every series, and health
+    carries the result; with the switch off nothing syncs."""
+    rt = make_runtime(series=[BTC, ETH, BTC5], startup_sync_target_candles=300, startup_sync=None)
+    out = rt.wait_startup_sync(60)
+    assert out is not None and out["series_total"] == out["series_synced"] == 3, out
+    assert rt.health()["startup_sync"] is out
+    for sid in (BTC, ETH, BTC5):
+        assert rt.health(sid)["status"] == "green"
+    off = make_runtime(series=[BTC], enable_startup_kline_sync=False, startup_sync=None,
+                       db_url=f"sqlite:///{rt.settings.user_data_dir}/off.db")
+    assert off.wait_startup_sync(5) is None and off.health()["startup_sync"] is None
+    assert off.store.head_time(off.series_ids[0]) is None

@@ -145,6 +145,24 @@ def test_candles_holes_are_strictly_inside_the_returned_range_and_flag_voids(api
     assert r.json()["holes"] == []
 
 
+def test_candles_holes_with_the_tail_coverage_on(api, exchange):
+    """The read path's coverage check stands in for the holes only when its window was whole and holds
+    the whole batch: a batch reaching before the window, or a hole in it, is listed as without it."""
+    a = api(enable_ccxt_backfill=False, auto_tail_backfill_max_candles=5)  # the check sees the last 5
+    t0 = LAST - 19 * TF
+    seed(a.rt, exchange, [t0 + i * TF for i in range(20) if i not in (3, 4)])
+    r = a.get("/api/market/candles", {"series_id": SID, "limit": 100})  # its last 5 are whole, not the rest
+    assert r.json()["holes"] == [{"start": t0 + 3 * TF, "end": t0 + 4 * TF, "missing_candles": 2, "void": False}]
+    r = a.get("/api/market/candles", {"series_id": SID, "limit": 5})
+    assert times_of(r) == [t0 + 15 * TF + i * TF for i in range(5)] and r.json()["holes"] == []
+    assert r.json()["server_head_time"] == LAST
+    b = api(enable_ccxt_backfill=False, db_url=f"sqlite:///{a.rt.settings.user_data_dir}/other.sqlite")
+    seed(b.rt, exchange, [t0 + i * TF for i in range(20) if i != 17])
+    r = b.get("/api/market/candles", {"series_id": SID, "limit": 4})  # a hole in the checked window
+    assert times_of(r) == [t0 + 15 * TF, t0 + 16 * TF, t0 + 18 * TF, t0 + 19 * TF]
+    assert r.json()["holes"] == [{"start": t0 + 17 * TF, "end": t0 + 17 * TF, "missing_candles": 1, "void": False}]
+
+
 def test_read_path_tail_coverage_fetches_from_the_exchange(api, exchange):
     a = api(enable_ccxt_backfill_on_read=True)
     exchange.reset_counts()
@@ -260,9 +278,9 @@ def test_series_lists_the_configured_series_in_config_order(api, exchange):
     body = a.get("/api/market/series").json()
     assert body == {"series": [
         {"series_id": ETH5, "timeframe_seconds": 300, "first_time": None, "head_time": None, "candle_count": 0,
-         "status": "red", "status_reason": "missing_head"},
+         "status": "red", "status_reason": "missing_head", "active": True},
         {"series_id": SID, "timeframe_seconds": TF, "first_time": LAST - 5 * TF, "head_time": LAST,
-         "candle_count": 3, "status": "green", "status_reason": "up_to_date"},
+         "candle_count": 3, "status": "green", "status_reason": "up_to_date", "active": True},
     ]}
 
 

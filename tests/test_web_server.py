@@ -74,6 +74,9 @@ class FakeClient:
         self.errors.append((code, message))
         self.send(json.dumps({"type": "error", "code": code, "message": message}))
 
+    def write_queued(self):
+        return True  # it sends at once
+
 
 class FakeHub:
     """Stands in for the hub: the route's side of the interface only."""
@@ -83,7 +86,7 @@ class FakeHub:
         self.disconnected: list[FakeClient] = []
         self.lock = threading.Lock()
 
-    def connect(self, send, close=None):
+    def connect(self, send, close=None, bell=None):
         client = FakeClient(send, close)
         with self.lock:
             self.clients.append(client)
@@ -156,6 +159,15 @@ def test_server_starts_on_port_0_and_reports_the_real_port(make_runtime):
     port = port_of(rt.url)
     assert rt.url == f"http://127.0.0.1:{port}" and port > 0
     assert get(rt.url).status_code == 200
+
+
+def test_start_freezes_what_start_up_built_out_of_the_collectors_sight(make_runtime):
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    make_runtime(serve=True)
+    assert gc.get_freeze_count() > 0
 
 
 def test_a_busy_port_is_a_clear_error_naming_host_and_port(make_runtime):

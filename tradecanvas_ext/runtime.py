@@ -1,13 +1,16 @@
 """Runtime: the one object a bot, the CLI or a test holds (contract section 9) — a life cycle around a Core.
 
-`start()` builds the whole core (core.build_core) and, when asked, the web server; `stop()` closes them in
-reverse. `_lock` serialises start and stop only; no request path takes it.
+`start()` builds the whole core (core.build_core), when asked the web server, and with
+`enable_startup_kline_sync` on starts the startup sync in the background (contract section 6); `stop()` closes
+them in reverse. `_lock` serialises start and stop only; no request path takes it.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 
+from .backfill.health import as_inactive
 from .core import Core, SourceFactory, build_core, default_sources
 from .domain import Candle, SeriesId
 from .domain.clock import SYSTEM_CLOCK, Clock
@@ -52,9 +55,12 @@ class Runtime:
         self._core: Core | None = None
         self.server = None
         self.startup_sync_result: dict | None = None
+        self._sync_thread: threading.Thread | None = None
 
     # ---- life cycle -------------------------------------------------------------------------------
-    def start(self, serve: bool = True) -> Runtime:
+    def start(self, serve: bool = True, startup_sync: bool | None = None) -> Runtime:
+        """`startup_sync`: run the startup sync in the background (default: `enable_startup_kline_sync`);
+        `startup_sync_result` holds its result once it has run."""
         with self._lock:
             if self._core is not None:
                 return self
@@ -67,6 +73,14 @@ class Runtime:
                     self._core = None
                     core.close()
                     raise
+            sync = self.settings.enable_startup_kline_sync if startup_sync is None else startup_sync
+        # what start-up built lives as long as the process: out of the collector's sight, so a full
+        # collection walks only what came after and never stalls ingest over the whole heap
+        gc.freeze()
+        if startup_sync is None and not sync:
+            log.info("tradecanvas: startup sync is off (enable_startup_kline_sync)")
+        if sync:
+            self.start_startup_sync_in_background()
         return self
 
     def _serve(self):
@@ -129,6 +143,10 @@ class Runtime:
     def is_configured(self, series_id: SeriesId | str) -> bool:
         return self.registry.is_active(as_series_id(series_id))
 
+    def is_known(self, series_id: SeriesId | str) -> bool:
+        """Active, or inactive (left a dynamic whitelist): its stored history can still be read."""
+        return self.registry.is_known(as_series_id(series_id))
+
     def ingest_closed(self, series_id: SeriesId | str, candles) -> int:
         """validate -> store -> hub. Invalid or not-yet-closed candles are rejected; returns accepted."""
         sid = as_series_id(series_id)
@@ -152,10 +170,14 @@ class Runtime:
         self._running().hub.publish_forming(as_series_id(series_id), candle)
 
     def health(self, series_id: SeriesId | str | None = None, now_time: float | None = None) -> dict:
+        """One series' health row (`"active": false`, status `inactive` for one the bot left), or every series'."""
         core = self._running()
         if series_id is not None:
-            return core.health.one(as_series_id(series_id), now_time)
-        return core.health.all(self.registry.active(), now_time, self.startup_sync_result)
+            sid = as_series_id(series_id)
+            row = core.health.one(sid, now_time)
+            return row if self.registry.is_active(sid) else as_inactive(row)
+        return core.health.all(self.registry.active(), now_time, self.startup_sync_result,
+                               inactive=self.registry.inactive())
 
     def run_startup_sync(self, on_result=None) -> dict:
         from .backfill.startup_sync import run_startup_kline_sync
@@ -164,6 +186,36 @@ class Runtime:
         return self.startup_sync_result
 
     def start_startup_sync_in_background(self) -> threading.Thread:
-        t = threading.Thread(target=self.run_startup_sync, name="tc-startup-sync", daemon=True)
-        t.start()
+        """One background sync at a time: while one runs, that one is returned."""
+        with self._lock:
+            t = self._sync_thread
+            if t is None or not t.is_alive():
+                t = self._sync_thread = threading.Thread(target=self._background_sync, name="tc-startup-sync",
+                                                         daemon=True)
+                t.start()
         return t
+
+    def _background_sync(self) -> None:
+        from .backfill.startup_sync import format_table
+
+        log.info("tradecanvas: startup sync of %d series started in the background", len(self.series_ids))
+        try:
+            result = self.run_startup_sync()
+        except RuntimeNotStarted:  # stopped meanwhile
+            return
+        except Exception:
+            log.exception("tradecanvas: startup sync failed")
+            return
+        log.info("tradecanvas: startup sync finished\n%s", format_table(result))
+
+    @property
+    def startup_sync_running(self) -> bool:
+        t = self._sync_thread
+        return t is not None and t.is_alive()
+
+    def wait_startup_sync(self, timeout: float | None = None) -> dict | None:
+        """Wait for a background startup sync (when one was started); its result, or None."""
+        t = self._sync_thread
+        if t is not None:
+            t.join(timeout)
+        return self.startup_sync_result

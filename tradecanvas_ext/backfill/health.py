@@ -59,6 +59,14 @@ def series_health(series: SeriesId, head: int | None, now: float, tracker: dict,
     }
 
 
+INACTIVE = "inactive"
+
+
+def as_inactive(row: dict) -> dict:
+    """A series the bot no longer trades: listed with its history's figures, status `inactive`, not counted."""
+    return {**row, "status": INACTIVE, "status_reason": "not_traded", "active": False}
+
+
 # Error texts and process names (hostname:pid): left out for a caller without the token (contract section 3).
 PRIVATE_TRACKER_FIELDS = ("error", "owner")
 
@@ -106,6 +114,10 @@ class HealthService:
         return series_health(sid, head, now, self._tracker.get(sid), runtime_now,
                              self._settings.health_backfill_recent_seconds, settled)
 
-    def all(self, series_ids, now_time: float | None = None, startup_sync: dict | None = None) -> dict:
-        rows = [self.one(s, now_time) for s in series_ids]
-        return {"status": worst(r["status"] for r in rows), "series": rows, "startup_sync": startup_sync}
+    def all(self, series_ids, now_time: float | None = None, startup_sync: dict | None = None,
+            inactive=()) -> dict:
+        """The active series make the overall status; the inactive ones are listed after them."""
+        rows = [{**self.one(s, now_time), "active": True} for s in series_ids]
+        status = worst(r["status"] for r in rows)
+        rows += [as_inactive(self.one(s, now_time)) for s in inactive]
+        return {"status": status, "series": rows, "startup_sync": startup_sync}

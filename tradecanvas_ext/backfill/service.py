@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..domain import CandleBatch, Hole, SeriesId, align_down, expected_latest_closed_time
+from ..domain import CandleBatch, Hole, SeriesId, align_down, align_up, expected_latest_closed_time
 from ..domain.clock import Clock
 from ..feed import CandleFeed
 from ..metrics import Metrics
@@ -223,9 +223,12 @@ class BackfillService:
                             reason="tail_coverage", target=target, to_time=to_time)
 
     def _open_holes(self, sid: SeriesId, start: int, end: int, now: float) -> list[Hole]:
-        """Holes still worth fetching: neither voids nor unavailable, or recorded so longer ago than the
-        re-check age (`void_recheck_age_s`: a day by default, also the age a learned reach is kept)."""
-        holes = self.store.holes(sid, start, end)
+        return self._still_open(sid, self.store.holes(sid, start, end), start, end, now)
+
+    def _still_open(self, sid: SeriesId, holes: list[Hole], start: int, end: int, now: float) -> list[Hole]:
+        """Of the window's `holes`, those still worth fetching: neither voids nor unavailable, or recorded
+        so longer ago than the re-check age (`void_recheck_age_s`: a day by default, also the age a learned
+        reach is kept)."""
         if not any(h.settled for h in holes):
             return holes
         fresh = self._fresh(self.store.voids(sid, start, end), now) + self._fresh(
@@ -279,8 +282,9 @@ class BackfillService:
             return res
         now = self.clock()
         deadline = time.monotonic() + self._time_bound_s
-        if not self._open_holes(sid, start, end, now):
-            return self._measure(sid, start, end, target, to_time, into=res)
+        holes = self.store.holes(sid, start, end)
+        if not self._still_open(sid, holes, start, end, now):  # the read path's usual answer: one store read
+            return self._measured(sid, res, holes)
         try:  # one repair of a series at a time across processes sharing the store
             with self.leases.repair_lease(sid, self._time_bound_s):
                 return self._repair_leased(sid, start, end, levels, allow_ccxt, reason, res, now, deadline)
@@ -406,6 +410,16 @@ class BackfillService:
         if ranges:
             self.store.record_voids(sid, ranges, source, checked_at=now)
         return len(ranges)
+
+    @staticmethod
+    def _measured(sid: SeriesId, res: CoverageResult, holes: list[Hole]) -> CoverageResult:
+        """`res` measured from the window's holes just read: what `_measure` reads again, without reading."""
+        tf = sid.tf_seconds
+        window = (align_down(res.end, tf) - align_up(res.start, tf)) // tf + 1
+        res.covered = max(0, window) - sum(h.missing_candles for h in holes)
+        res.holes = holes
+        res.complete = not any(not h.void for h in holes)
+        return res
 
     def _measure(self, sid: SeriesId, start: int, end: int, target: int, to_time: int | None,
                  skipped: str | None = None, into: CoverageResult | None = None) -> CoverageResult:

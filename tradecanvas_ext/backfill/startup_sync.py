@@ -17,14 +17,15 @@ log = logging.getLogger(__name__)
 MAX_WORKERS = 4
 
 
-def sync_one(runtime, sid: SeriesId) -> dict:
+def sync_one(runtime, sid: SeriesId, target: int | None = None) -> dict:
+    """One series up to its latest closed candle over `target` candles (startup_sync_target_candles)."""
+    target = runtime.settings.startup_sync_target_candles if target is None else target
     target_time = expected_latest_closed_time(runtime.clock(), sid.tf_seconds)
     row = {"series_id": str(sid), "target_time": target_time, "before_head_time": None,
            "after_head_time": None, "covered_candles": 0, "error": None, "status": "errors"}
     try:
         row["before_head_time"] = runtime.store.head_time(sid)
-        res = runtime.backfill.ensure_tail_coverage(sid, runtime.settings.startup_sync_target_candles,
-                                                    to_time=target_time)
+        res = runtime.backfill.ensure_tail_coverage(sid, target, to_time=target_time)
         row["after_head_time"] = runtime.store.head_time(sid)
         row["covered_candles"] = res.covered
         if res.complete and row["after_head_time"] is not None and row["after_head_time"] >= target_time:

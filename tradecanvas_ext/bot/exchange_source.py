@@ -27,9 +27,13 @@ LOCK_WAIT_CAP_S = 30.0  # longest wait for the bot's `_loop_lock` before a page 
 
 
 def candle_type_for(series: SeriesId):
+    """freqtrade's CandleType of the series (its candle type, else its market's): the bot's cache key, and
+    the price type freqtrade's exchange fetches (mark, index, premiumIndex, funding rate)."""
     from freqtrade.enums import CandleType
 
-    return CandleType.FUTURES if series.market == "futures" else CandleType.SPOT
+    from ..sources.freqtrade_source import default_candle_type
+
+    return CandleType.from_string(default_candle_type(series))
 
 
 def exchange_matches(exchange, series: SeriesId) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..domain import SeriesId, expected_latest_closed_time
 from ..domain.clock import SYSTEM_CLOCK, Clock
+from .follow import FirstSyncs, PairKey, SeriesFollower, series_for, wanted_pairs
 
 if TYPE_CHECKING:
     from .sources import BotSources
@@ -62,32 +63,7 @@ def port_in_use(host: str, port: int) -> bool:
 def derive_series(strategy, config) -> tuple[SeriesId, ...]:
     """The bot's whitelist x the strategy timeframe, plus its informative pairs of the bot's own candle
     type, as series ids. Pairs or timeframes our series ids cannot express are skipped with a warning."""
-    from ..settings import default_series
-
-    exchange = (config.get("exchange") or {}).get("name")
-    if not exchange:
-        return ()
-    try:
-        pairs = list(strategy.dp.current_whitelist())
-    except Exception:  # no pairlist attached: the static whitelist
-        pairs = list((config.get("exchange") or {}).get("pair_whitelist") or [])
-    timeframe = getattr(strategy, "timeframe", None) or config.get("timeframe")
-    wanted: list[tuple[str, str]] = [(p, timeframe) for p in pairs]
-    try:
-        default_ct = str(getattr(config.get("candle_type_def"), "value", config.get("candle_type_def") or "spot"))
-        for pair, tf, candle_type in strategy.gather_informative_pairs():
-            if str(getattr(candle_type, "value", candle_type) or default_ct) == default_ct:
-                wanted.append((pair, tf))
-    except Exception as exc:  # a user callback
-        log.warning("tradecanvas: informative_pairs() failed (%s: %s); keeping the whitelist series only",
-                    type(exc).__name__, exc)
-    out: list[SeriesId] = []
-    for pair, tf in wanted:
-        try:
-            out.extend(default_series(config, tf, [pair]) or ())
-        except ValueError as exc:
-            log.warning("tradecanvas: %s %s is not kept: %s", pair, tf, exc)
-    return tuple(dict.fromkeys(out))
+    return series_for(wanted_pairs(strategy, config), strategy, config)
 
 
 class _LagRepairer:
@@ -165,7 +141,9 @@ class BotGlue:
         self._cursors: dict[SeriesId, int] = {}
         self._heads: dict[SeriesId, int | None] = {}
         self._repairer: _LagRepairer | None = None
-        self._sync_thread: threading.Thread | None = None
+        self._follower: SeriesFollower | None = None
+        self._following = False
+        self.first_syncs = FirstSyncs()  # series that joined while the bot runs, until their first sync
         self._atexit = False
 
     @property
@@ -193,11 +171,13 @@ class BotGlue:
             log.info("tradecanvas: run mode %s: the extension stays off (it runs only in live and dry-run)",
                      mode or "unknown")
             return
+        key: PairKey | None = None  # the pairs the series follow (None: an explicit `series`)
         try:
             settings = Settings.from_config(config)
             section = config.get("tradecanvas") or {}
             if settings.enabled and section.get("series") is None:
-                derived = derive_series(strategy, config)
+                key = wanted_pairs(strategy, config)
+                derived = series_for(key, strategy, config)
                 if derived:
                     settings = settings.with_series(derived)
         except (ConfigError, ValueError) as exc:
@@ -213,16 +193,18 @@ class BotGlue:
             log.info("tradecanvas: disabled (\"tradecanvas\": {\"enabled\": false})")
             self._shutdown_runtime()
             return
+        joined: tuple[SeriesId, ...] = ()
         with self._lock:
             rt = self.runtime
             if rt is None:
-                rt = self.runtime = self._create_runtime(settings)
+                rt = self.runtime = self._create_runtime(settings)  # starts the startup sync (section 6)
                 if rt is None:
                     return
             else:
-                self._apply_reload(rt, settings)
-            self._bind(strategy, rt)
-        self._start_sync(rt)
+                joined = self._apply_reload(rt, settings)
+            self._bind(strategy, rt, key)
+            follower = self._follower
+        follower.sync_joined(joined)
 
     def _create_runtime(self, settings):
         from ..runtime import Runtime
@@ -263,7 +245,8 @@ class BotGlue:
                  f", serving {rt.url}" if rt.url else "")
         return rt
 
-    def _apply_reload(self, rt, settings) -> None:
+    def _apply_reload(self, rt, settings) -> tuple[SeriesId, ...]:
+        """The reloaded config's series become the registry's; returns the series that joined."""
         old = rt.settings
         wanted = settings.series or ()
         change = rt.registry.replace(wanted)  # empty when the same series are kept
@@ -271,14 +254,16 @@ class BotGlue:
             log.info("tradecanvas: config reload: now keeping %d series (%d new, %d retired)", len(wanted),
                      len(change.activated), len(change.retired))
         if settings == old:
-            return
+            return change.activated
         changed = [f.name for f in fields(type(settings)) if getattr(old, f.name) != getattr(settings, f.name)]
         others = [c for c in changed if c != "series"]
         if others:
             log.warning("tradecanvas: config reload: %s changed; the server and store live for the process, "
                         "restart the bot for these to apply", ", ".join(f"tradecanvas.{k}" for k in others))
+        return change.activated
 
-    def _bind(self, strategy, rt) -> None:
+    def _bind(self, strategy, rt, key: PairKey | None = None) -> None:
+        """Attach the bot's DataProvider; with `key` (no explicit `series`) the series follow its pairs."""
         with self._lock:
             dp = getattr(strategy, "dp", None)
             self.sources.data_provider.set(dp)
@@ -289,33 +274,19 @@ class BotGlue:
             if self._repairer is not None:
                 self._repairer.stop()
             self._repairer = _LagRepairer(rt, max(rt.settings.backfill_cooldown_s, LAG_REPAIR_MIN_INTERVAL_S))
+            if self._follower is not None:
+                self._follower.stop()
+            window = int(strategy.startup_candle_count or 0) or rt.settings.startup_sync_target_candles
+            self._follower = SeriesFollower(rt, self.first_syncs, window)
+            self._following = key is not None
+            if key is not None:
+                self._follower.prime(key)
         log.info("tradecanvas: bound to the bot's DataProvider (%d series)%s", len(rt.series_ids),
                  f"; charts at {rt.url}/" if rt.url else "")
 
-    def _start_sync(self, rt) -> None:
-        if not rt.settings.enable_startup_kline_sync:
-            log.info("tradecanvas: startup sync is off (enable_startup_kline_sync)")
-            return
-        with self._lock:
-            if self._sync_thread is not None and self._sync_thread.is_alive():
-                return
-            self._sync_thread = threading.Thread(target=self._run_sync, args=(rt,), name="tc-startup-sync",
-                                                 daemon=True)
-            self._sync_thread.start()
-
-    def _run_sync(self, rt) -> None:
-        from ..backfill.startup_sync import format_table
-
-        try:
-            log.info("tradecanvas: startup sync of %d series started in the background", len(rt.series_ids))
-            result = rt.run_startup_sync()
-            log.info("tradecanvas: startup sync finished\n%s", format_table(result))
-        except Exception:
-            log.exception("tradecanvas: startup sync failed")
-
-    def sync_running(self) -> bool:
-        t = self._sync_thread
-        return t is not None and t.is_alive()
+    def wait_first_sync(self, sid: SeriesId) -> bool:
+        """Wait (bounded by the time bound) while a series that joined has its first sync; False on timeout."""
+        return self.first_syncs.wait(sid)
 
     # ---- bot_loop_start -----------------------------------------------------------------------------
     def bot_loop_start(self, strategy) -> None:
@@ -324,6 +295,11 @@ class BotGlue:
         if not self._ingest_on or rt is None or self._bound is None or self._bound() is not strategy:
             return
         dp = strategy.dp
+        if self._following and self._follower is not None:
+            try:  # first: a pair that joined is ingested by this very loop
+                self._follower.check(strategy)
+            except Exception as exc:
+                log.warning("tradecanvas: following the bot's pairs failed: %s: %s", type(exc).__name__, exc)
         exchange = self.sources.exchange.exchange
         now = rt.clock()
         series = rt.series_ids
@@ -336,9 +312,11 @@ class BotGlue:
             except Exception as exc:  # one series never stops the others
                 log.warning("tradecanvas: ingest of %s failed: %s: %s", sid, type(exc).__name__, exc)
         self._store_new(rt, ready)
-        if self.sync_running() or self._repairer is None:
+        if rt.startup_sync_running or self._repairer is None:
             return
         for sid in series:
+            if self.first_syncs.syncing(sid):  # joined moments ago: its own first sync repairs it
+                continue
             try:
                 self._check_lag(rt, sid, now)
             except Exception as exc:
@@ -419,9 +397,12 @@ class BotGlue:
                 self._cursors, self._heads = {}, {}
                 self.sources.data_provider.set(None)
                 repairer, self._repairer = self._repairer, None
+                follower, self._follower = self._follower, None
                 source = self.sources.exchange
             if repairer is not None:
                 repairer.stop()
+            if follower is not None:
+                follower.stop()
             if not source.detach():
                 log.warning("tradecanvas: a fetch through the bot's exchange was still running at cleanup")
             log.info("tradecanvas: detached from the bot (server and store stay up until the process ends)")
@@ -433,10 +414,13 @@ class BotGlue:
         with self._lock:
             rt, self.runtime = self.runtime, None
             repairer, self._repairer = self._repairer, None
+            follower, self._follower = self._follower, None
             sources, self.sources = self.sources, None
             self._ingest_on, self._bound = False, None
         if repairer is not None:
             repairer.stop()
+        if follower is not None:
+            follower.stop()
         if sources is not None:
             sources.close(wait_s=5.0)
         if rt is not None:

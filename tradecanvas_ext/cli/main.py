@@ -13,7 +13,10 @@ from ..settings import ConfigError, Settings
 
 
 def _load(args) -> Settings:
-    return Settings.from_file(args.config)
+    """The config as the bot reads it (freqtrade's loader, cli/ft_config.py)."""
+    from .ft_config import load_settings
+
+    return load_settings(args.config, args.userdir, args.datadir)[0]
 
 
 def _open_store(settings: Settings):
@@ -66,7 +69,7 @@ def cmd_gaps(args) -> int:
 def _runtime(settings: Settings):
     from ..runtime import Runtime
 
-    return Runtime(settings).start(serve=False)
+    return Runtime(settings).start(serve=False, startup_sync=False)  # the commands run it in the foreground
 
 
 def run_sync_with_progress(rt, console=None) -> dict:
@@ -191,7 +194,7 @@ def cmd_run_bot(args) -> int:
     """The emulator plus a real freqtrade dry-run bot with the extension (what `make run` does)."""
     from ..bot.demo import main as run_bot
 
-    argv = ["--config", args.config, "--userdir", args.userdir, "--outage-in", args.outage_in]
+    argv = ["--config", args.config_file, "--userdir", args.userdir, "--outage-in", args.outage_in]
     return run_bot(argv + (["--strategy", args.strategy] if args.strategy else []))
 
 
@@ -209,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, func, help: str, config: bool = True, **kw) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help, **kw)
         if config:
-            c.add_argument("--config", default="config.json")
+            add_config_options(c)
         c.set_defaults(func=func)
         return c
 
@@ -229,12 +232,27 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--poll-interval", type=float, default=5.0, dest="poll_interval",
                     help="seconds between two live tail top-ups from the exchange")
     command("demo", cmd_demo, "emulator + startup sync + health, without a bot")
-    rb = command("run-bot", cmd_run_bot, "emulator + a freqtrade dry-run bot with the extension (make run)")
+    rb = command("run-bot", cmd_run_bot, "emulator + a freqtrade dry-run bot with the extension (make run)",
+                 config=False)
+    rb.add_argument("--config", default="config.json", dest="config_file")
     rb.add_argument("--strategy", default=None)
     rb.add_argument("--userdir", default="user_data")
     rb.add_argument("--outage-in", dest="outage_in", default="240:120", metavar="SECONDS:DURATION",
                     help="scripted emulator outage ('none' for none)")
+    from .data import add_data_command
+
+    add_data_command(sub, add_config_options)
     return p
+
+
+def add_config_options(c: argparse.ArgumentParser) -> None:
+    """freqtrade's own config options: several --config (later wins), --userdir, --datadir."""
+    c.add_argument("-c", "--config", action="append", metavar="PATH",
+                   help="a freqtrade config file; give several to merge them, later wins (default: config.json)")
+    c.add_argument("--userdir", "--user-data-dir", dest="userdir", default=None,
+                   help="freqtrade's user data directory (default: the config's user_data_dir)")
+    c.add_argument("-d", "--datadir", "--data-dir", dest="datadir", default=None,
+                   help="freqtrade's history directory (default: <userdir>/data/<exchange>)")
 
 
 def main(argv=None) -> int:

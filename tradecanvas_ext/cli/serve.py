@@ -13,14 +13,12 @@ def serve(settings, poll_interval_s: float = 5.0, ready=None) -> int:
     from ..backfill.live_poller import LivePoller
     from ..runtime import Runtime
 
-    rt = Runtime(settings).start(serve=True)
+    rt = Runtime(settings).start(serve=True)  # with enable_startup_kline_sync on, the sync runs in the background
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     print(f"tradecanvas serving {len(rt.series_ids)} series at {rt.url} "
           f"(WebSocket {rt.url.replace('http', 'ws', 1)}/ws/market)", flush=True)
-    if settings.enable_startup_kline_sync:
-        rt.start_startup_sync_in_background()
     poller = LivePoller(rt, interval_s=poll_interval_s).start()
     if ready is not None:
         ready(rt)

@@ -3,8 +3,18 @@
 Pure values and functions only: no I/O, no framework, nothing else of ours imported.
 """
 from .candle import Candle, CandleBatch, InvalidCandle
-from .holes import Hole, count_covered, list_holes, merge_ranges, split_by_voids
-from .series import MARKETS, SeriesId
+from .holes import (
+    Hole,
+    count_covered,
+    covered_in_runs,
+    holes_from_runs,
+    list_holes,
+    merge_ranges,
+    merge_runs,
+    runs_of,
+    split_by_voids,
+)
+from .series import CANDLE_TYPES, MARKETS, SeriesId
 from .timeframe import (
     MAX_TIME,
     align_down,
@@ -17,7 +27,7 @@ from .timeframe import (
 )
 
 __all__ = [
-    "Candle", "CandleBatch", "InvalidCandle", "Hole", "count_covered", "list_holes", "merge_ranges",
-    "split_by_voids", "MARKETS", "MAX_TIME", "SeriesId", "align_down", "align_up", "expected_latest_closed_time",
+    "Candle", "CandleBatch", "InvalidCandle", "Hole", "count_covered", "covered_in_runs", "holes_from_runs",
+    "list_holes", "merge_ranges", "merge_runs", "runs_of", "split_by_voids", "CANDLE_TYPES", "MARKETS", "MAX_TIME", "SeriesId", "align_down", "align_up", "expected_latest_closed_time",
     "grid_offset", "is_aligned", "is_closed", "timeframe_to_seconds",
 ]

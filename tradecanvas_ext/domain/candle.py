@@ -139,19 +139,22 @@ class CandleBatch:
     def take(self, index) -> CandleBatch:
         return CandleBatch(*(getattr(self, f)[index] for f in self.__slots__))
 
-    def problems(self, tf: int, now: float | None = None) -> np.ndarray:
-        """Vectorised validation: an object array with a reason per row, '' where the row is valid."""
+    def problems(self, tf: int, now: float | None = None, signed: bool = False) -> np.ndarray:
+        """Vectorised validation: an object array with a reason per row, '' where the row is valid.
+        `signed`: values that may be zero or negative and need not form a candle body (a premium index,
+        freqtrade's funding-rate rows [rate, 0, 0, 0]): finite values, volume >= 0 and the grid only."""
         reasons = np.full(len(self), "", dtype=object)
         prices = np.vstack([self.open, self.high, self.low, self.close])
         checks = [
             (self.times < 0, "bad_time"),
             (~np.isfinite(prices).all(axis=0) | ~np.isfinite(self.volume), "non_finite"),
-            ((prices <= 0).any(axis=0), "non_positive_price"),
             (self.volume < 0, "negative_volume"),
-            (self.low > np.minimum(self.open, self.close), "low_above_body"),
-            (self.high < np.maximum(self.open, self.close), "high_below_body"),
             (unaligned(self.times, tf), "unaligned"),
         ]
+        if not signed:
+            checks[2:2] = [((prices <= 0).any(axis=0), "non_positive_price")]
+            checks[4:4] = [(self.low > np.minimum(self.open, self.close), "low_above_body"),
+                           (self.high < np.maximum(self.open, self.close), "high_below_body")]
         if now is not None:
             checks.append((self.times + tf > now, "not_closed"))
         with np.errstate(invalid="ignore"):
@@ -159,8 +162,9 @@ class CandleBatch:
                 reasons[mask] = reason
         return reasons
 
-    def split_valid(self, tf: int, now: float | None = None) -> tuple[CandleBatch, list[tuple[int, str]]]:
-        reasons = self.problems(tf, now)
+    def split_valid(self, tf: int, now: float | None = None,
+                    signed: bool = False) -> tuple[CandleBatch, list[tuple[int, str]]]:
+        reasons = self.problems(tf, now, signed)
         bad = reasons != ""
         rejected = [(int(t), str(r)) for t, r in zip(self.times[bad], reasons[bad], strict=True)]
         return self.take(~bad), rejected

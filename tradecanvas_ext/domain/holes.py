@@ -33,20 +33,64 @@ def _window(start: int, end: int, tf: int) -> tuple[int, int]:
     return align_up(start, tf), align_down(end, tf)
 
 
+def runs_of(times: Sequence[int] | np.ndarray, tf: int) -> tuple[np.ndarray, np.ndarray]:
+    """The runs of consecutive candles in `times` (sorted, aligned, unique): (starts, ends), inclusive."""
+    t = np.asarray(times, dtype=np.int64)
+    if len(t) == 0:
+        return t, t
+    brk = np.nonzero(np.diff(t) != tf)[0]
+    return np.concatenate(([t[0]], t[brk + 1])), np.concatenate((t[brk], [t[-1]]))
+
+
+def merge_runs(starts: np.ndarray, ends: np.ndarray, tf: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive [start, end] ranges merged where they overlap or touch (end + tf == next start), in
+    order. Ranges with end < start are dropped."""
+    s, e = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+    keep = e >= s
+    s, e = s[keep], e[keep]
+    if len(s) == 0:
+        return s, e
+    order = np.argsort(s, kind="stable")
+    s, e = s[order], np.maximum.accumulate(e[order])
+    new = np.concatenate(([True], s[1:] > e[:-1] + tf))
+    first = np.nonzero(new)[0]
+    last = np.concatenate((first[1:] - 1, [len(s) - 1]))
+    return s[first], e[last]
+
+
+def holes_from_runs(starts: np.ndarray, ends: np.ndarray, start: int, end: int, tf: int) -> list[Hole]:
+    """THE hole rule: every run of aligned times in [start, end] that no run (sorted, disjoint, not
+    touching, aligned) covers. Costs the number of runs given, not of candles."""
+    s, e = _window(start, end, tf)
+    if e < s:
+        return []
+    rs, re_ = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+    inside = (re_ >= s) & (rs <= e)
+    rs, re_ = np.maximum(rs[inside], s), np.minimum(re_[inside], e)
+    # Sentinel runs one step outside the window turn leading and trailing holes into inner gaps.
+    prev_end = np.concatenate(([s - tf], re_))
+    next_start = np.concatenate((rs, [e + tf]))
+    gap = next_start - prev_end > tf
+    a, b = prev_end[gap] + tf, next_start[gap] - tf
+    return [Hole(x, y, n) for x, y, n in zip(a.tolist(), b.tolist(), ((b - a) // tf + 1).tolist(), strict=True)]
+
+
 def list_holes(times: Sequence[int] | np.ndarray, start: int, end: int, tf: int) -> list[Hole]:
     """Every run of aligned times in [start, end] absent from `times` (sorted, aligned, unique)."""
     s, e = _window(start, end, tf)
     if e < s:
         return []
     t = np.asarray(times, dtype=np.int64)
-    t = t[(t >= s) & (t <= e)]
-    # Sentinels one step outside the window turn leading and trailing holes into inner gaps.
-    t = np.concatenate(([s - tf], t, [e + tf]))
-    d = np.diff(t)
-    idx = np.nonzero(d > tf)[0]
-    return [
-        Hole(int(t[i] + tf), int(t[i + 1] - tf), int((t[i + 1] - t[i]) // tf - 1)) for i in idx
-    ]
+    return holes_from_runs(*runs_of(t[(t >= s) & (t <= e)], tf), s, e, tf)
+
+
+def covered_in_runs(starts: np.ndarray, ends: np.ndarray, start: int, end: int, tf: int) -> int:
+    """How many aligned times in [start, end] the runs cover."""
+    s, e = _window(start, end, tf)
+    rs, re_ = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+    lo, hi = np.maximum(rs, s), np.minimum(re_, e)
+    n = (hi - lo) // tf + 1
+    return int(n[n > 0].sum())
 
 
 def count_covered(times: Sequence[int] | np.ndarray, start: int, end: int, tf: int) -> int:
@@ -57,13 +101,11 @@ def count_covered(times: Sequence[int] | np.ndarray, start: int, end: int, tf: i
 
 def merge_ranges(ranges: Iterable[tuple[int, int]], tf: int) -> list[tuple[int, int]]:
     """Merge inclusive [start, end] ranges that overlap or touch (end + tf == next start)."""
-    out: list[list[int]] = []
-    for s, e in sorted((int(a), int(b)) for a, b in ranges if b >= a):
-        if out and s <= out[-1][1] + tf:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return [(s, e) for s, e in out]
+    pairs = [(int(a), int(b)) for a, b in ranges]
+    if not pairs:
+        return []
+    s, e = merge_runs(*np.array(pairs, dtype=np.int64).T, tf)
+    return list(zip(s.tolist(), e.tolist(), strict=True))
 
 
 def split_by_voids(holes: Iterable[Hole], voids: Iterable[tuple[int, int]], tf: int,

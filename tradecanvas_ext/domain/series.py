@@ -1,4 +1,4 @@
-"""SeriesId: `exchange:market:symbol:timeframe`, where the symbol itself may contain ':'.
+"""SeriesId: `exchange:market:symbol:timeframe[:candle_type]`, where the symbol itself may contain ':'.
 
 The shape is checked here; whether ccxt knows the exchange is checked at the edges (series_ids.py)."""
 from __future__ import annotations
@@ -8,6 +8,18 @@ from dataclasses import dataclass
 from .timeframe import timeframe_to_seconds
 
 MARKETS = ("spot", "futures")
+# freqtrade's non-default candle types of a futures market (its CandleType values); without one a series
+# holds the market's own candles
+CANDLE_TYPES = ("mark", "index", "premiumIndex", "funding_rate")
+SIGNED_CANDLE_TYPES = ("premiumIndex", "funding_rate")  # values that may be zero or negative
+
+
+def _is_timeframe(text: str) -> bool:
+    try:
+        timeframe_to_seconds(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +28,7 @@ class SeriesId:
     market: str
     symbol: str
     timeframe: str
+    candle_type: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("exchange", "market", "symbol", "timeframe"):
@@ -33,6 +46,13 @@ class SeriesId:
             timeframe_to_seconds(self.timeframe)
         except ValueError as exc:
             raise ValueError(f"series_id: {exc}") from None
+        if self.candle_type is not None:
+            if self.candle_type not in CANDLE_TYPES:
+                raise ValueError(f"series_id: candle type {self.candle_type!r} must be one of "
+                                 f"{', '.join(CANDLE_TYPES)}")
+            if self.market != "futures":
+                raise ValueError(f"series_id: candle type {self.candle_type!r} needs the futures market, "
+                                 f"not {self.market!r}")
 
     @classmethod
     def parse(cls, text: str) -> SeriesId:
@@ -43,11 +63,20 @@ class SeriesId:
             raise ValueError(
                 f"series_id {text!r} must have 4 parts 'exchange:market:symbol:timeframe', got {len(parts)}"
             )
+        if len(parts) >= 5 and (parts[-1] in CANDLE_TYPES
+                                or (not _is_timeframe(parts[-1]) and _is_timeframe(parts[-2]))):
+            return cls(parts[0], parts[1], ":".join(parts[2:-2]), parts[-2], parts[-1])
         return cls(parts[0], parts[1], ":".join(parts[2:-1]), parts[-1])
 
     @property
     def tf_seconds(self) -> int:
         return timeframe_to_seconds(self.timeframe)
 
+    @property
+    def signed_prices(self) -> bool:
+        """premiumIndex and funding_rate values may be zero or negative (and a funding rate is one value)."""
+        return self.candle_type in SIGNED_CANDLE_TYPES
+
     def __str__(self) -> str:
-        return f"{self.exchange}:{self.market}:{self.symbol}:{self.timeframe}"
+        base = f"{self.exchange}:{self.market}:{self.symbol}:{self.timeframe}"
+        return base if self.candle_type is None else f"{base}:{self.candle_type}"

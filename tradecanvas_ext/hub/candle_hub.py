@@ -21,15 +21,17 @@ Locks, and their order (a lock is only ever taken with the ones before it releas
   released (`_drain`), never from inside it.
 - `HubClient._out_cv` guards the outgoing queue, its byte count and `_alive`; it is the innermost lock
   (after a `Subscription._lock` or alone). The writer releases it before each send and before it calls a
-  page's "taken" callback (which takes a `Subscription._lock`).
+  page's "taken" callback (which takes a `Subscription._lock`). A client's bell (an Event) is set after
+  `_out_cv` is released.
 - `HubClient._lock` guards the client's subscription map. Taken alone.
 No lock is held during I/O (store reads, sends, closes, log lines) or while calling the backfill service.
 Publishing (`publish_closed`, the bot loop's `ingest_closed`) takes only `CandleHub._lock` and
-`Subscription._lock`, each held for a bounded, client-independent time: it never waits on a client.
+`Subscription._lock`, each held for a bounded, client-independent time: it never waits on a client. An
+idle subscription's live event that needs no store read (the usual case) is handled on the publisher's
+thread, straight into the client's queue; anything else goes to the worker pool.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -38,6 +40,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..domain import Candle, CandleBatch, SeriesId
 from . import messages as m
@@ -57,35 +61,39 @@ FORMING_MIN_INTERVAL_S = 0.25  # wall-clock throttle of candle_forming per serie
 
 
 class HubClient:
-    """One WebSocket. Messages go out through one byte-bounded queue and one writer thread, in order.
-    `send(text)` may block (the socket's send timeout bounds it) and raises when the socket is broken;
-    `close()` must not block: it cuts the socket, so that a send blocked on it returns."""
+    """One WebSocket. Messages go out through one byte-bounded queue, in order, written by one thread:
+    without a `bell`, a writer thread of its own; with one (an Event that the socket's reader sets when a
+    frame arrives), the socket's own thread, which calls `write_queued()` whenever the bell rings (every
+    queued message rings it too). `send(text)` may block (the socket's send timeout bounds it) and raises
+    when the socket is broken; `close()` must not block: it cuts the socket, so that a send blocked on it
+    returns."""
 
     def __init__(self, hub: CandleHub, metrics: Metrics, send: Callable[[str], None],
-                 close: Callable[[], None] | None = None):
+                 close: Callable[[], None] | None = None, bell: threading.Event | None = None):
         self.hub = hub
         self._metrics = metrics
         self._send, self._close = send, close
+        self._bell = bell
         self._out_cv = threading.Condition(threading.Lock())
         self._out: deque[str | Callable[[], None]] = deque()  # texts, and "taken" callbacks between them
         self._out_bytes = 0
         self._alive = True  # only ever set to False (overflow or shutdown)
         self._lock = threading.Lock()
         self._subs: dict[SeriesId, Subscription] = {}
-        self._writer = threading.Thread(target=self._write_loop, name="tc-ws-writer", daemon=True)
-        self._writer.start()
+        if bell is None:
+            threading.Thread(target=self._write_loop, name="tc-ws-writer", daemon=True).start()
 
     # ---- outgoing ---------------------------------------------------------------------------------
-    def offer(self, message: dict) -> bool:
-        """Queue one message without blocking or calling out (safe under a subscription's lock).
-        Returns True when the unsent data would pass MAX_PENDING_BYTES: the caller must then drop this
-        client (`CandleHub.drop`), holding no lock."""
+    def offer(self, message: m.Text) -> bool:
+        """Queue one serialised message without blocking or calling out (safe under a subscription's
+        lock). Returns True when the unsent data would pass MAX_PENDING_BYTES: the caller must then drop
+        this client (`CandleHub.drop`), holding no lock."""
         if not self._alive:
             return False
-        self._metrics.ws_messages.labels(message["type"]).inc()
-        if message["type"] == "gap":
-            self._metrics.ws_gaps.labels(message["series_id"], message["reason"]).inc()
-        text = json.dumps(message, separators=(",", ":"))  # ASCII: its length is its size in bytes
+        self._metrics.ws_messages.labels(message.type).inc()
+        if message.gap is not None:
+            self._metrics.ws_gaps.labels(*message.gap).inc()
+        text = message.text  # ASCII: its length is its size in bytes
         with self._out_cv:
             if not self._alive:
                 return False
@@ -95,6 +103,8 @@ class HubClient:
             self._out.append(text)
             self._out_bytes += len(text)
             self._out_cv.notify()
+        if self._bell is not None:
+            self._bell.set()
         return False
 
     def when_sent(self, callback: Callable[[], None]) -> None:
@@ -104,34 +114,53 @@ class HubClient:
             if self._alive:
                 self._out.append(callback)
                 self._out_cv.notify()
+        if self._bell is not None:
+            self._bell.set()
 
     def send(self, message: dict) -> None:
         """`offer`, dropping the client when it overflows. Never call it while holding a lock."""
-        if self.offer(message):
+        if self.offer(m.encode(message)):
             self.hub.drop(self)
 
     def send_error(self, code: str, message: str, series_id: str | None = None) -> None:
         self.send(m.error(code, message, series_id))
 
     def _write_loop(self) -> None:
-        while True:
-            with self._out_cv:
-                while self._alive and not self._out:
-                    self._out_cv.wait()
-                if not self._alive:
-                    return
-                item = self._out.popleft()
-                if isinstance(item, str):
-                    self._out_bytes -= len(item)
-            if not isinstance(item, str):
-                item()  # a catch-up page was taken: the next one may be read
-                continue
-            try:
-                self._send(item)
-            except Exception:  # a dead, broken or stalled (send timeout) socket: drop this client only
-                log.debug("WebSocket send failed; dropping the client", exc_info=True)
-                self.hub.disconnect(self)
+        while (item := self._next(wait=True)) is not None:
+            if not self._write(item):
                 return
+
+    def write_queued(self) -> bool:
+        """Send what is queued, in the caller's thread (a client with a bell); False once the client is
+        dropped or its socket failed: the caller stops serving it."""
+        while (item := self._next(wait=False)) is not None:
+            if not self._write(item):
+                return False
+        return self._alive
+
+    def _next(self, wait: bool) -> str | Callable[[], None] | None:
+        """The next queued item; None when the client is dropped, or (not `wait`) nothing is queued."""
+        with self._out_cv:
+            while wait and self._alive and not self._out:
+                self._out_cv.wait()
+            if not self._alive or not self._out:
+                return None
+            item = self._out.popleft()
+            if isinstance(item, str):
+                self._out_bytes -= len(item)
+            return item
+
+    def _write(self, item: str | Callable[[], None]) -> bool:
+        if not isinstance(item, str):
+            item()  # a catch-up page was taken: the next one may be read
+            return True
+        try:
+            self._send(item)
+        except Exception:  # a dead, broken or stalled (send timeout) socket: drop this client only
+            log.debug("WebSocket send failed; dropping the client", exc_info=True)
+            self.hub.disconnect(self)
+            return False
+        return True
 
     def _stop_writer(self) -> None:  # with _out_cv held
         self._alive = False
@@ -143,6 +172,8 @@ class HubClient:
         """Stop the writer (what is unsent is dropped) and cut the socket."""
         with self._out_cv:
             self._stop_writer()
+        if self._bell is not None:
+            self._bell.set()  # the socket's thread sees it is dropped
         if self._close is not None:
             try:
                 self._close()
@@ -222,8 +253,9 @@ class CandleHub:
         self._closed = False
 
     # ---- clients ----------------------------------------------------------------------------------
-    def connect(self, send, close=None) -> HubClient:
-        client = HubClient(self, self._metrics, send, close)
+    def connect(self, send, close=None, bell: threading.Event | None = None) -> HubClient:
+        """A new client; with `bell`, its socket's thread writes (see HubClient)."""
+        client = HubClient(self, self._metrics, send, close, bell)
         with self._lock:
             self._clients.add(client)
         return client
@@ -298,7 +330,7 @@ class CandleHub:
         b = CandleBatch.coerce(candles).dedupe_sorted()
         if len(b) == 0:
             return
-        self._fan_out(series, Candles(b))
+        self._fan_out(series, Candles(m.CandleTexts(str(series), b)))  # serialised once for all
 
     def publish_forming(self, series: SeriesId, candle) -> None:
         c = candle if isinstance(candle, Candle) else Candle.from_dict(candle)
@@ -314,8 +346,8 @@ class CandleHub:
         with self._lock:
             subs = list(self._by_series.get(series, ()))
         for sub in subs:
-            if sub.push(event):
-                self._start_drain(sub)
+            if sub.push(event):  # it was idle: the publisher hands the event over itself, no pool hop
+                self._drain(sub, inline=True)
 
     # ---- the per-subscription serial drain --------------------------------------------------------
     def _start_drain(self, sub: Subscription) -> None:
@@ -327,8 +359,15 @@ class CandleHub:
         except RuntimeError:  # the hub is closing
             pass
 
-    def _drain(self, sub: Subscription) -> None:
+    def _drain(self, sub: Subscription, inline: bool = False) -> None:
+        """Process `sub`'s events in order (the caller owns its DRAINING state). `inline` (the publisher's
+        thread): only while each event is one that needs no store read (`_needs_no_io`); the first
+        that does goes back to the front of the queue and the drain moves to the pool."""
         while (event := sub.next_event()) is not None:
+            if inline and not self._needs_no_io(sub, event):
+                sub.push_front(event)
+                self._start_drain(sub)
+                return
             try:
                 recovery = self._handle(sub, event)
             except Exception:
@@ -348,13 +387,30 @@ class CandleHub:
             if page_sent is not None:
                 return
 
+    @staticmethod
+    def _needs_no_io(sub: Subscription, event: Event) -> bool:
+        """A forming candle, or closed candles that go on from the cursor without a jump (the live
+        case): handling them reads nothing, so the publisher may do it without waiting on anything."""
+        match event:
+            case Forming():
+                return True
+            case Candles(texts):
+                if sub.cursor is None:
+                    return True
+                times = texts.times
+                i = int(np.searchsorted(times, sub.cursor, side="right"))
+                n = len(times)
+                return i == n or (int(times[i]) == sub.cursor + sub.tf
+                                  and int(times[-1]) - int(times[i]) == (n - 1 - i) * sub.tf)
+        return False
+
     def _handle(self, sub: Subscription, event: Event) -> Future | None:
         """Process one event into `sub.out`; returns the recovery to wait for, if a jump started one."""
         match event:
             case CatchUp():
                 return self._catch_up(sub)
-            case Candles(batch):
-                return self._deliver(sub, batch)
+            case Candles(texts):
+                return self._deliver(sub, texts)
             case Forming(candle):
                 if sub.cursor is None or candle.candle_time > sub.cursor:
                     sub.out.add(m.forming(sub.key, candle.to_dict()))
@@ -369,7 +425,7 @@ class CandleHub:
             if len(page) == CATCHUP_PAGE:
                 sub.push_front(CatchUp())
                 sub.next_page_queued = True
-        return self._deliver(sub, page)
+        return self._deliver(sub, m.CandleTexts(sub.key, page))
 
     def _wait_for(self, sub: Subscription, recovery: Future) -> None:
         """Pause `sub` until the recovery ends, or `recovery_bound_s` passes, whichever comes first."""
@@ -388,21 +444,20 @@ class CandleHub:
         if sub.resume(token):
             self._start_drain(sub)
 
-    def _deliver(self, sub: Subscription, b: CandleBatch) -> Future | None:
-        """Send `b` after the cursor in order; at a jump, recover then announce what is still missing.
-        Returns the recovery when one started: the rest of `b` is queued first, to go when it ends."""
+    def _deliver(self, sub: Subscription, texts: m.CandleTexts) -> Future | None:
+        """Send the candles after the cursor in order; at a jump, recover then announce what is still
+        missing. Returns the recovery when one started: the batch is queued first again, to go on after
+        the cursor when it ends."""
         tf = sub.tf
-        if sub.cursor is not None:
-            b = b.take(b.times > sub.cursor)
-        times = b.times
-        i = 0
+        times = texts.times
+        i = 0 if sub.cursor is None else int(np.searchsorted(times, sub.cursor, side="right"))
         while i < len(times):
             t = int(times[i])
             if sub.cursor is not None and t > sub.cursor + tf:
                 a, last = sub.cursor + tf, t - tf
                 recovery = self._start_recovery(sub, a, last)
                 if recovery is not None:
-                    sub.push_front(Candles(b.take(slice(i, None))))
+                    sub.push_front(Candles(texts))
                     return recovery
                 self._send_range_with_gaps(sub, a, last)
                 if sub.cursor is not None and t <= sub.cursor:
@@ -413,7 +468,7 @@ class CandleHub:
             j = i + 1  # a run of consecutive candles goes out as is
             while j < len(times) and int(times[j]) == int(times[j - 1]) + tf:
                 j += 1
-            sub.out.candles(b.take(slice(i, j)))
+            sub.out.candles(texts, i, j)
             sub.cursor = int(times[j - 1])
             i = j
         return None
@@ -485,12 +540,12 @@ class CandleHub:
 
     def _send_range_with_gaps(self, sub: Subscription, a: int, last: int) -> None:
         """What the store now has in [a, last], in order, each remaining hole announced before its candle."""
-        fill = self._store.read_between(sub.series, a, last)
+        fill = m.CandleTexts(sub.key, self._store.read_between(sub.series, a, last))
         tf = sub.tf
         for k, t in enumerate(fill.times.tolist()):
             if t > sub.cursor + tf:
                 self._announce_gap(sub, sub.cursor + tf, t)
-            sub.out.candles(fill.take(slice(k, k + 1)))
+            sub.out.candles(fill, k, k + 1)
             sub.cursor = t
 
     def _announce_gap(self, sub: Subscription, start: int, actual: int) -> None:

@@ -1,8 +1,12 @@
-"""Client frames in, server messages out (contract section 4). Pure: parsing never raises past here."""
+"""Client frames in, server messages out (contract section 4), each message serialised once (orjson): a
+closed candle's `candle_closed` is written once per series, whatever the number of subscribers. Pure:
+parsing never raises past here; nothing here does I/O or takes a lock."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+
+import orjson
 
 from ..domain import MAX_TIME, CandleBatch, SeriesId
 from ..series_ids import parse_series_id
@@ -103,42 +107,108 @@ def error(code: str, message: str, series_id: str | None = None) -> dict:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Text:
+    """One server message as sent: its JSON (ASCII only, so its length is its size in bytes), its type
+    and, for a gap, (series id, reason): what the metrics count."""
+
+    type: str
+    text: str
+    gap: tuple[str, str] | None = None
+
+
+def encode(message: dict) -> Text:
+    gap = (message["series_id"], message["reason"]) if message["type"] == "gap" else None
+    return Text(message["type"], _dumps(message), gap)
+
+
+def _dumps(obj) -> str:
+    """Compact JSON with non-ASCII escaped (the byte bound counts characters); orjson writes UTF-8, so a
+    message with non-ASCII text (an error echoing a client's series id) goes through the stdlib."""
+    text = orjson.dumps(obj).decode()
+    return text if text.isascii() else json.dumps(obj, separators=(",", ":"))
+
+
+class CandleTexts:
+    """A batch of one series' closed candles with their JSON, written on first use and then shared by
+    every subscription that sends them: each candle's object and its whole `candle_closed` message.
+    No lock: two drains racing on a candle write the same text, and either copy is kept."""
+
+    __slots__ = ("series", "batch", "times", "_objects", "_closed", "_closed_head")
+
+    def __init__(self, series: str, b: CandleBatch):
+        self.series, self.batch, self.times = series, b, b.times
+        self._objects: list[bytes] | None = None
+        self._closed: dict[int, Text] = {}
+        self._closed_head = _head("candle_closed", series) + ',"candle":'
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def objects(self) -> list[bytes]:
+        objects = self._objects
+        if objects is None:
+            # one orjson call for the batch, cut into its objects: a candle's JSON holds numbers only
+            whole = orjson.dumps(self.batch.to_dicts())
+            objects = self._objects = [] if len(whole) == 2 else [b"{%s}" % o for o in whole[2:-2].split(b"},{")]
+        return objects
+
+    def closed(self, i: int) -> Text:
+        text = self._closed.get(i)
+        if text is None:
+            text = self._closed[i] = Text("candle_closed", f"{self._closed_head}{self.objects()[i].decode()}}}")
+        return text
+
+
+def _head(kind: str, series: str) -> str:
+    """`{"type":kind,"series_id":series` (no closing brace): the start of a candle message."""
+    return _dumps({"type": kind, "series_id": series})[:-1]
+
+
+def _batch(series: str, objects) -> Text:
+    return Text("candles_batch", _head("candles_batch", series) + ',"candles":[' + b",".join(objects).decode()
+                + "]}")
+
+
 class Outbox:
     """Collects one subscription's messages in order: runs of consecutive candles become one
     `candles_batch` (at most 1000) for batch clients; a gap ends a run."""
 
     def __init__(self, series: str, tf: int, supports_batch: bool):
         self.series, self.tf, self.supports_batch = series, tf, supports_batch
-        self.messages: list[dict] = []
-        self._run: list[dict] = []
+        self.messages: list[Text] = []
+        self._run: list[tuple[CandleTexts, int]] = []  # (texts, index) of each candle in the run
+        self._run_last = 0  # the run's last candle time
 
-    def candles(self, b: CandleBatch) -> None:
-        for d in b.to_dicts():
-            self.candle(d)
-
-    def candle(self, d: dict) -> None:
+    def candles(self, texts: CandleTexts, lo: int = 0, hi: int | None = None) -> None:
+        """texts[lo:hi], in time order, after what was added before."""
+        hi = len(texts) if hi is None else hi
         if not self.supports_batch:
-            self.messages.append(closed(self.series, d))
+            self.messages.extend(texts.closed(i) for i in range(lo, hi))
             return
-        if self._run and (d["candle_time"] != self._run[-1]["candle_time"] + self.tf
-                          or len(self._run) >= MAX_BATCH):
-            self.flush()
-        self._run.append(d)
+        times = texts.times
+        for i in range(lo, hi):
+            t = int(times[i])
+            if self._run and (t != self._run_last + self.tf or len(self._run) >= MAX_BATCH):
+                self.flush()
+            self._run.append((texts, i))
+            self._run_last = t
 
     def add(self, message: dict) -> None:
         self.flush()
-        self.messages.append(message)
+        self.messages.append(encode(message))
 
     def flush(self) -> None:
         if not self._run:
             return
-        if len(self._run) == 1:
-            self.messages.append(closed(self.series, self._run[0]))
-        else:
-            self.messages.append(batch(self.series, self._run))
-        self._run = []
+        run, self._run = self._run, []
+        if len(run) == 1:
+            texts, i = run[0]
+            self.messages.append(texts.closed(i))
+            return
+        self.messages.append(_batch(self.series, (texts.objects()[i] for texts, i in run)))
 
-    def take(self) -> list[dict]:
+    def take(self) -> list[Text]:
         self.flush()
         out, self.messages = self.messages, []
         return out

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from ..domain import Candle, CandleBatch, SeriesId, align_down
+from ..domain import Candle, SeriesId, align_down
 from . import messages as m
 
 if TYPE_CHECKING:
@@ -27,9 +27,10 @@ class CatchUp:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Candles:
-    """Closed candles, newly stored (or the rest of a batch that waited for a recovery)."""
+    """Closed candles, newly stored (or a batch put back to wait for a recovery), with their JSON: one
+    `CandleTexts` shared by every subscription of the series."""
 
-    batch: CandleBatch
+    texts: m.CandleTexts
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +129,7 @@ class Subscription:
         with self._lock:
             return self._state is SubState.CLOSED
 
-    def hand_over(self, messages: list[dict], then: Callable[[], None] | None = None) -> bool:
+    def hand_over(self, messages: list[m.Text], then: Callable[[], None] | None = None) -> bool:
         """Queue messages on the client unless closed: under the lock, so nothing follows a close; `then`
         is called by the client's writer once they are sent. Returns whether the client overflowed; the
         caller drops it once it holds no lock."""

@@ -171,7 +171,7 @@ class CcxtTransport:
         def klines(ex):
             try:
                 return _checked_page(ex, self._facts.fetch(ex, sid.symbol, sid.timeframe, page.start, page.end,
-                                                           page.asked, now, tf))
+                                                           page.asked, now, tf, price_params(sid)))
             except ccxt.BadRequest as exc:
                 refused = too_old(exc)
                 if refused is not None:
@@ -179,6 +179,11 @@ class CcxtTransport:
                 raise
 
         return _call(self._entry, klines, remaining_s, self._clock)
+
+
+def price_params(series: SeriesId) -> dict:
+    """ccxt's unified `price` parameter of fetch_ohlcv for a mark, index or premium-index series."""
+    return {"price": series.candle_type} if series.candle_type in ("mark", "index", "premiumIndex") else {}
 
 
 class CcxtSource:
@@ -218,6 +223,9 @@ class CcxtSource:
         if not wanted:
             return
         label = f"ccxt {series}"
+        if series.candle_type == "funding_rate":  # not OHLCV in ccxt (fetchFundingRateHistory): freqtrade's
+            result.errors.append(f"{label}: funding-rate series are filled from freqtrade only")
+            return
         try:
             entry = self._pool.get(series.exchange, series.market)
             self._walk.retrying(lambda remaining: _call(entry, _load_markets, remaining, self._clock),

@@ -117,15 +117,16 @@ class ExchangeFacts:
         return since < now - OKX_HISTORY_BORDER_CANDLES * tf
 
     def fetch(self, exchange, symbol: str, timeframe: str, start: int, end: int, asked: int, now: float,
-              tf: int) -> list:
-        """One page of raw rows [ms, o, h, l, c, v] through ccxt, with only the parameters its class reads."""
-        if self.raw_limit and exchange.market(symbol).get("linear"):
+              tf: int, extra: dict | None = None) -> list:
+        """One page of raw rows [ms, o, h, l, c, v] through ccxt, with only the parameters its class reads;
+        `extra` (a mark / index price) goes through ccxt's unified fetch_ohlcv, never the raw klines path."""
+        if self.raw_limit and not extra and exchange.market(symbol).get("linear"):
             method = getattr(exchange, RAW_KLINES[self.exchange_id])
             answer = method({"symbol": exchange.market_id(symbol), "interval": exchange.timeframes[timeframe],
                              "startTime": start * 1000, "endTime": (end + tf) * 1000 - 1, "limit": asked})
             return exchange.parse_ohlcvs(answer, exchange.market(symbol), timeframe, start * 1000, None)
         return exchange.fetch_ohlcv(symbol, timeframe, since=start * 1000, limit=asked,
-                                    params=self.params(start, end, asked, now, tf))
+                                    params={**self.params(start, end, asked, now, tf), **(extra or {})})
 
     def params(self, start: int, end: int, asked: int, now: float, tf: int) -> dict:
         """fetch_ohlcv params for the page [start, end]: only what this exchange's ccxt class reads."""

@@ -20,15 +20,19 @@ from .rollup import times_in_holes
 log = logging.getLogger(__name__)
 
 OHLCV = ("open", "high", "low", "close", "volume")
-# The live cache (exchange klines) carries datetime64[us, UTC]; history files carry [ms, UTC].
-# Strategies merge our frames with the live one, so we hand out its unit.
-FRAME_DATE_DTYPE = "datetime64[us, UTC]"
+# The live cache (freqtrade's ohlcv_to_dataframe: to_datetime(ms integers, unit="ms", utc=True)) carries the
+# resolution the installed pandas gives that conversion — us under pandas 3 (freqtrade 2026.9), ns under
+# pandas 2 (freqtrade 2026.1 requires pandas<3); history files carry [ms, UTC]. Strategies merge our frames
+# with the live one, so we hand out its unit.
+_FRAME_UNIT = pd.to_datetime(pd.Series([0], dtype="int64"), unit="ms", utc=True).dt.unit
+FRAME_DATE_DTYPE = f"datetime64[{_FRAME_UNIT}, UTC]"
 _MARKET_CANDLE_TYPE = {"spot": "spot", "futures": "futures"}  # freqtrade CandleType values
 
 
 def default_candle_type(series: SeriesId) -> str:
-    """spot -> CandleType.SPOT, futures -> CandleType.FUTURES (freqtrade's trading modes)."""
-    return _MARKET_CANDLE_TYPE[series.market]
+    """The series' freqtrade CandleType value: its candle type (mark, index, premiumIndex, funding_rate),
+    else its market's own (spot -> SPOT, futures -> FUTURES). History files then carry freqtrade's suffix."""
+    return series.candle_type or _MARKET_CANDLE_TYPE[series.market]
 
 
 def frame_to_batch(df: pd.DataFrame | None, tf: int, now: float | None = None,
@@ -76,12 +80,12 @@ def frame_to_batch(df: pd.DataFrame | None, tf: int, now: float | None = None,
 
 
 def batch_to_frame(batch: CandleBatch) -> pd.DataFrame:
-    """CandleBatch -> freqtrade's layout: `date` (datetime64[us, UTC] open time), open..volume (float64).
+    """CandleBatch -> freqtrade's layout: `date` (FRAME_DATE_DTYPE open time), open..volume (float64).
 
     Holes stay holes (no rows are invented); the index is a fresh RangeIndex.
     """
     b = CandleBatch.coerce(batch)
-    date = pd.to_datetime(b.times, unit="s", utc=True).as_unit("us")
+    date = pd.to_datetime(b.times, unit="s", utc=True).as_unit(_FRAME_UNIT)
     return pd.DataFrame({
         "date": pd.Series(date, dtype=FRAME_DATE_DTYPE),
         "open": b.open, "high": b.high, "low": b.low, "close": b.close, "volume": b.volume,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -97,8 +98,9 @@ class RollupSource:
         self.max_timeframe_s = int(max_timeframe_s)
 
     def applicable(self, series: SeriesId) -> bool:
-        tf = series.tf_seconds
-        return tf > BASE_TF and tf % BASE_TF == 0 and tf <= self.max_timeframe_s
+        tf = series.tf_seconds  # a funding rate is one value per period: nothing to roll up
+        return (tf > BASE_TF and tf % BASE_TF == 0 and tf <= self.max_timeframe_s
+                and series.candle_type != "funding_rate")
 
     def offers(self, series: SeriesId) -> bool:
         """A derived timeframe whose 1m series the store holds."""
@@ -120,7 +122,7 @@ class RollupSource:
         spans = _read_spans(holes, tf, last_closed)
         if not spans:
             return result
-        sibling = SeriesId(series.exchange, series.market, series.symbol, "1m")
+        sibling = replace(series, timeframe="1m")  # the same candle type: mark 5m from mark 1m
         try:
             if str(sibling) not in self.store.known_series():  # never create the sibling by reading it
                 return result

@@ -2,8 +2,11 @@
 per-row statements).
 
 It takes SeriesId values only (strings are parsed at the edges) and never branches on the database: the
-Dialect does that. Locks: none of its own; the dialect's write transaction (see store/dialect.py) makes
-each write atomic, and SeriesKeys guards its own cache.
+Dialect does that. Holes and counts come from the coverage index (store/coverage.py), updated in each
+write's transaction; reads of recent candles come from the in-memory windows (store/recent_windows.py),
+updated after each write commits (write-through: the store first). Locks: none of its own; the
+dialect's write transaction and series locks (see store/dialect.py) make each write atomic, SeriesKeys
+and RecentWindows guard their own state, and no lock is held while calling the other.
 """
 from __future__ import annotations
 
@@ -15,13 +18,26 @@ import numpy as np
 from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.engine import Engine
 
-from ..domain import CandleBatch, Hole, SeriesId, align_down, align_up, split_by_voids
+from ..domain import (
+    CandleBatch,
+    Hole,
+    SeriesId,
+    align_down,
+    align_up,
+    covered_in_runs,
+    holes_from_runs,
+    list_holes,
+    split_by_voids,
+)
+from .coverage import CoverageIndex
 from .dialect import Dialect
 from .reach_rows import ReachRows
+from .recent_windows import WHOLE, RecentWindows, Window
 from .schema import candles as C
 from .schema import unavailable as U
 from .schema import voids as V
 from .series_keys import SeriesKeys
+from .write_seq import WriteSeq
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +81,28 @@ def _compile_upsert(engine: Engine) -> tuple[str, bool]:
     return sql, positional
 
 
+def _batch(rows) -> CandleBatch:
+    return CandleBatch(*zip(*rows, strict=True)) if rows else CandleBatch.empty()
+
+
+def _bounds(batch: CandleBatch, start: int, end: int) -> tuple[int, int]:
+    """The index range of times in [start, end] of a sorted batch."""
+    return (int(np.searchsorted(batch.times, int(start), side="left")),
+            int(np.searchsorted(batch.times, int(end), side="right")))
+
+
+def _copy(batch: CandleBatch, i: int, j: int) -> CandleBatch:
+    """Rows i..j-1 as new arrays: a caller may change what it gets, never the window."""
+    return CandleBatch(*(getattr(batch, f)[i:j].copy() for f in CandleBatch.__slots__))
+
+
 class CandleStore:
-    def __init__(self, dialect: Dialect, keys: SeriesKeys, origin: str, reach: ReachRows):
+    def __init__(self, dialect: Dialect, keys: SeriesKeys, coverage: CoverageIndex, seq: WriteSeq,
+                 windows: RecentWindows, origin: str, reach: ReachRows):
         """`origin` names this process in the write notifications other processes receive; `reach` holds
         the learned history reach of each exchange, market and timeframe."""
-        self._dialect, self._keys, self._origin = dialect, keys, origin
+        self._dialect, self._keys, self._coverage, self._origin = dialect, keys, coverage, origin
+        self._seq, self._windows = seq, windows
         self.reach = reach
         self._upsert_sql = _compile_upsert(dialect.engine)
 
@@ -101,7 +134,7 @@ class CandleStore:
         prepared = []
         results: dict[SeriesId, UpsertResult] = {}
         for sid, candles in items:
-            valid, rejected = CandleBatch.coerce(candles).split_valid(sid.tf_seconds, now)
+            valid, rejected = CandleBatch.coerce(candles).split_valid(sid.tf_seconds, now, sid.signed_prices)
             if rejected:
                 log.warning("%s: rejected %d candle(s), first: %s", sid, len(rejected), rejected[:3])
             valid = valid.dedupe_sorted()
@@ -111,19 +144,52 @@ class CandleStore:
         if not prepared:
             return results
         sql, positional = self._upsert_sql
-        with self._dialect.write() as conn:
-            for sid, key, valid in prepared:
-                n = len(valid)
-                cols = [np.full(n, key, dtype=np.int64), valid.times, valid.open, valid.high, valid.low,
-                        valid.close, valid.volume]
-                for lo in range(0, n, _CHUNK):
-                    rows = list(zip(*(c[lo:lo + _CHUNK].tolist() for c in cols), strict=True))
-                    if not positional:
-                        rows = [dict(zip(_CANDLE_COLS, r, strict=True)) for r in rows]
-                    conn.exec_driver_sql(sql, rows)
-                # delivered to listeners at commit, so they read what we wrote
-                self._dialect.notify(conn, sid, int(valid.times[0]), int(valid.times[-1]), self._origin)
+        try:
+            with self._dialect.write() as conn:
+                self._dialect.lock_series(conn, [key for _, key, _ in prepared])
+                for sid, key, valid in prepared:
+                    n = len(valid)
+                    cols = [np.full(n, key, dtype=np.int64), valid.times, valid.open, valid.high, valid.low,
+                            valid.close, valid.volume]
+                    for lo in range(0, n, _CHUNK):
+                        rows = list(zip(*(c[lo:lo + _CHUNK].tolist() for c in cols), strict=True))
+                        if not positional:
+                            rows = [dict(zip(_CANDLE_COLS, r, strict=True)) for r in rows]
+                        conn.exec_driver_sql(sql, rows)
+                    self._coverage.record(conn, key, sid.tf_seconds, valid.times)
+                    # delivered to listeners at commit, so they read what we wrote
+                    self._dialect.notify(conn, sid, int(valid.times[0]), int(valid.times[-1]), self._origin)
+                seqs = self._seq.bump(conn, [key for _, key, _ in prepared])
+        except BaseException:
+            for sid, _, _ in prepared:  # committed or not is unknown: the windows reload
+                self._windows.invalidate(sid)
+            raise
+        written: dict[SeriesId, tuple[int, list[CandleBatch]]] = {}
+        for sid, key, valid in prepared:  # a series listed twice: its batches in order, last wins
+            written.setdefault(sid, (key, []))[1].append(valid)
+        for sid, (key, parts) in written.items():  # after the commit: write-through
+            self._windows.wrote(sid, key, seqs[key], parts[0] if len(parts) == 1 else
+                                CandleBatch.concat(parts).dedupe_sorted())
         return results
+
+    # ---- the recent window ------------------------------------------------------------------------
+    def _window(self, sid: SeriesId) -> Window | None:
+        """The series' recent window, loaded on first use (None when windows are off)."""
+        if not self._windows.enabled:
+            return None
+        w = self._windows.get(sid)
+        if w is not None:
+            return w
+        key, size = self.series_key(sid), self._windows.size
+        ticket = self._windows.ticket(sid, key)
+        q = (select(C.c.candle_time, C.c.open, C.c.high, C.c.low, C.c.close, C.c.volume)
+             .where(C.c.series_key == key).order_by(C.c.candle_time.desc()).limit(size))
+        with self._dialect.snapshot() as conn:  # the sequence and the candles of one state
+            seq = self._seq.read(conn, [key]).get(key, 0)
+            batch = _batch(conn.execute(q).all()[::-1])
+        lo = WHOLE if len(batch) < size else int(batch.times[0])
+        self._windows.install(sid, ticket, seq, batch, lo)
+        return Window(batch, lo)  # this read's own snapshot serves it either way
 
     def _select(self, key: int, where, order_desc: bool = False, limit: int | None = None):
         q = select(C.c.candle_time, C.c.open, C.c.high, C.c.low, C.c.close, C.c.volume).where(
@@ -135,21 +201,35 @@ class CandleStore:
             rows = conn.execute(q).all()
         if order_desc:
             rows.reverse()
-        if not rows:
-            return CandleBatch.empty()
-        return CandleBatch(*zip(*rows, strict=True))
+        return _batch(rows)
 
     def read_tail(self, sid: SeriesId, limit: int) -> CandleBatch:
+        w = self._window(sid) if limit <= self._windows.size else None
+        if w is not None and (len(w.batch) >= limit or w.lo == WHOLE):
+            n = len(w.batch)
+            return _copy(w.batch, max(0, n - max(0, int(limit))), n)
         return self._select(self.series_key(sid), (), order_desc=True, limit=limit)
 
     def read_after(self, sid: SeriesId, since: int, limit: int) -> CandleBatch:
+        w = self._window(sid)
+        if w is not None and align_down(int(since), sid.tf_seconds) + sid.tf_seconds >= w.lo:
+            i = int(np.searchsorted(w.batch.times, int(since), side="right"))
+            return _copy(w.batch, i, i + max(0, int(limit)))
         return self._select(self.series_key(sid), (C.c.candle_time > int(since),), limit=limit)
 
     def read_between(self, sid: SeriesId, start: int, end: int, limit: int | None = None) -> CandleBatch:
+        w = self._window(sid)
+        if w is not None and align_up(int(start), sid.tf_seconds) >= w.lo:
+            i, j = _bounds(w.batch, start, end)
+            return _copy(w.batch, i, j if limit is None else min(j, i + max(0, int(limit))))
         return self._select(self.series_key(sid),
                             (C.c.candle_time >= int(start), C.c.candle_time <= int(end)), limit=limit)
 
     def times_between(self, sid: SeriesId, start: int, end: int) -> np.ndarray:
+        w = self._window(sid)
+        if w is not None and align_up(int(start), sid.tf_seconds) >= w.lo:
+            i, j = _bounds(w.batch, start, end)
+            return w.batch.times[i:j].copy()
         key = self.series_key(sid)
         q = select(C.c.candle_time).where(C.c.series_key == key, C.c.candle_time >= int(start),
                                           C.c.candle_time <= int(end)).order_by(C.c.candle_time)
@@ -167,6 +247,9 @@ class CandleStore:
             return conn.execute(select(agg).where(*where)).scalar()
 
     def head_time(self, sid: SeriesId) -> int | None:
+        w = self._windows.get(sid)  # only a window already loaded: this alone never loads one
+        if w is not None and (len(w.batch) or w.lo == WHOLE):
+            return int(w.batch.times[-1]) if len(w.batch) else None
         v = self._agg(sid, func.max(C.c.candle_time))
         return None if v is None else int(v)
 
@@ -175,47 +258,24 @@ class CandleStore:
         return None if v is None else int(v)
 
     def count_between(self, sid: SeriesId, start: int, end: int) -> int:
-        return int(self._agg(sid, func.count(), start, end) or 0)
+        return covered_in_runs(*self._coverage.runs(self.series_key(sid), start, end), start, end,
+                               sid.tf_seconds)
 
     def stats(self, sid: SeriesId) -> dict:
-        key = self.series_key(sid)
-        where = C.c.series_key == key
-        with self._dialect.read() as conn:  # separate aggregates: MIN and MAX alone are index probes
-            first = conn.execute(select(func.min(C.c.candle_time)).where(where)).scalar()
-            head = conn.execute(select(func.max(C.c.candle_time)).where(where)).scalar()
-            count = conn.execute(select(func.count()).where(where)).scalar()
-        return {"first_time": None if first is None else int(first),
-                "head_time": None if head is None else int(head), "candle_count": int(count)}
+        first, head, count = self._coverage.totals(self.series_key(sid), sid.tf_seconds)
+        return {"first_time": first, "head_time": head, "candle_count": count}
 
     def raw_holes(self, sid: SeriesId, start: int, end: int) -> list[Hole]:
-        """Holes in [start, end] computed by the database: LAG() over the window's candle times."""
+        """Holes in [start, end] from the coverage index (costs the runs in the window, not the candles),
+        or from the recent window when [start, end] lies inside it (no SQL)."""
         tf = sid.tf_seconds
         s, e = align_up(start, tf), align_down(end, tf)
         if e < s:
             return []
-        key = self.series_key(sid)
-        inner = select(
-            C.c.candle_time.label("t"),
-            func.lag(C.c.candle_time).over(order_by=C.c.candle_time).label("prev"),
-        ).where(C.c.series_key == key, C.c.candle_time >= s, C.c.candle_time <= e).subquery()
-        gaps = select(inner.c.prev, inner.c.t).where(inner.c.t - inner.c.prev > tf).order_by(inner.c.t)
-        in_window = (C.c.series_key == key, C.c.candle_time >= s, C.c.candle_time <= e)
-        with self._dialect.read() as conn:
-            # Two single-aggregate queries: each is one index probe (a combined MIN, MAX scans).
-            lo = conn.execute(select(func.min(C.c.candle_time)).where(*in_window)).scalar()
-            if lo is None:
-                return [Hole(s, e, (e - s) // tf + 1)]
-            hi = conn.execute(select(func.max(C.c.candle_time)).where(*in_window)).scalar()
-            n = conn.execute(select(func.count()).where(*in_window)).scalar()
-            full = (hi - lo) // tf + 1 == n  # no inner hole: skip the window function
-            inner_rows = [] if full else conn.execute(gaps).all()
-        out: list[Hole] = []
-        if lo > s:
-            out.append(Hole(s, int(lo) - tf, (int(lo) - s) // tf))
-        out.extend(Hole(int(p) + tf, int(t) - tf, (int(t) - int(p)) // tf - 1) for p, t in inner_rows)
-        if hi < e:
-            out.append(Hole(int(hi) + tf, e, (e - int(hi)) // tf))
-        return out
+        w = self._windows.get(sid)  # a loaded window holds every candle from its lo: the same rule on it
+        if w is not None and s >= w.lo:
+            return list_holes(w.batch.times, s, e, tf)
+        return holes_from_runs(*self._coverage.runs(self.series_key(sid), s, e), s, e, tf)
 
     def holes(self, sid: SeriesId, start: int, end: int) -> list[Hole]:
         """Holes in the window, each cut into parts that are confirmed voids (void=True), parts older than

@@ -5,7 +5,10 @@ on the database; this one holds no data and knows no table but what schema creat
 Locks: SQLAlchemy's pool gives each thread its own connection. On SQLite, `SqliteDialect._write_lock`
 serialises this process's write transactions (held for the whole transaction, I/O included: that is its
 job) and `BEGIN IMMEDIATE` + busy_timeout serialise them across processes on one file (WAL lets readers
-run alongside). PostgreSQL needs no lock of ours: row locks and a schema-creation advisory lock.
+run alongside). PostgreSQL needs no lock of ours: row locks, a schema-creation advisory lock, and
+transaction advisory locks that order the coverage index's read-modify-write: a candle write takes the
+store lock shared, then each of its series exclusively in ascending key order; a rebuild / verify takes
+the store lock exclusively (so the lock order is always store, then series ascending; no deadlock).
 """
 from __future__ import annotations
 
@@ -26,12 +29,15 @@ from .listener import NOTIFY_CHANNEL, CandleListener, NoListener, OnWrite, notif
 from .series_keys import SeriesKeys
 
 _SCHEMA_LOCK = 7710001  # pg_advisory_xact_lock key: one process creates the tables at a time
+_STORE_LOCK = 7710002  # shared by candle writes, exclusive for a coverage rebuild / verify
+_SERIES_LOCK = 7711  # pg_advisory_xact_lock(7711, series_key): one writer of a series' coverage at a time
 
 
 class Dialect(ABC):
     """One database kind: its engine, transactions, upsert construct, leases and notifications."""
 
     name: str
+    shared: bool = True  # other processes can open this database (not an in-memory SQLite)
 
     def __init__(self, db_url: str, engine: Engine):
         self.url, self.engine = db_url, engine
@@ -41,9 +47,25 @@ class Dialect(ABC):
         with self.engine.connect() as conn:
             yield conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read whose statements all see one committed state (SQLite's read transaction already
+        does: its snapshot is taken at the first read and held until the end)."""
+        with self.read() as conn:
+            yield conn
+
     @abstractmethod
     def write(self):
         """A connection in a write transaction, committed on exit (a context manager)."""
+
+    @abstractmethod
+    def lock_series(self, conn: Connection, keys: list[int]) -> None:
+        """Inside a write transaction, before it reads coverage runs: no other writer of these series
+        (in any process) runs until it commits."""
+
+    @abstractmethod
+    def lock_store(self, conn: Connection) -> None:
+        """Inside a write transaction: no candle write of any process runs until it commits."""
 
     @abstractmethod
     def insert(self, table):
@@ -98,6 +120,7 @@ class SqliteDialect(Dialect):
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         super().__init__(db_url, engine)
+        self.shared = bool(self.path)
         self._write_lock = threading.Lock()
 
     @contextmanager
@@ -106,6 +129,12 @@ class SqliteDialect(Dialect):
             conn.execution_options(tc_write=True)
             with conn.begin():
                 yield conn
+
+    def lock_series(self, conn: Connection, keys: list[int]) -> None:
+        pass  # BEGIN IMMEDIATE already holds the file's one write lock
+
+    def lock_store(self, conn: Connection) -> None:
+        pass  # the same
 
     def insert(self, table):
         return sqlite.insert(table)
@@ -127,6 +156,19 @@ class PostgresDialect(Dialect):
     def write(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        with self.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
+            yield conn
+
+    def lock_series(self, conn: Connection, keys: list[int]) -> None:
+        conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": _STORE_LOCK})
+        for k in sorted(set(keys)):  # one order for every writer
+            conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :k)"), {"ns": _SERIES_LOCK, "k": k})
+
+    def lock_store(self, conn: Connection) -> None:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _STORE_LOCK})
 
     def insert(self, table):
         return postgresql.insert(table)

@@ -94,3 +94,30 @@ def upgrade(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
     if voids.name in present and unavailable.name not in present:
         conn.execute(update(voids).where(voids.c.source == "ccxt").values(checked_at=0.0))
+
+
+# The coverage index: the runs of consecutive candles of each series (run_start..run_end inclusive, both
+# stored candle times), maintained in every candle write's transaction (store/coverage.py).
+coverage = Table(
+    "tc_coverage", metadata,
+    Column("series_key", Integer, primary_key=True),
+    Column("run_start", BigInteger, primary_key=True),
+    Column("run_end", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# One row per store-wide marker; ("coverage", "ok") says tc_coverage matches tc_candles. A store without
+# it (older, or marked after a failed verify) has its index rebuilt on open.
+store_state = Table(
+    "tc_store_state", metadata,
+    Column("name", String(50), primary_key=True),
+    Column("value", String(200), nullable=False),
+)
+
+# Each series' write sequence, bumped by every candle write transaction (store/write_seq.py): how a
+# process tells that another one changed a series whose recent window it holds in memory.
+write_seq = Table(
+    "tc_write_seq", metadata,
+    Column("series_key", Integer, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)

@@ -6,6 +6,10 @@ import ipaddress
 from collections.abc import Iterable
 
 LOCAL_NAME = "localhost"
+# A loopback literal is always one of our names: a DNS-rebinding page needs a host NAME, and inside a
+# container listening on 0.0.0.0 a connection through a published port reaches the container's own address
+# while the browser says `Host: 127.0.0.1:<port>`.
+LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})  # bind-all addresses: not a name a client reaches us by
 
 
@@ -21,9 +25,9 @@ def _normal(name: str) -> str:
 
 
 def own_names(addresses: Iterable[str | None]) -> frozenset[str]:
-    """The names of this server: `localhost` plus each of its addresses (configured, bound, the one this
-    connection reached), wildcards left out."""
-    names = {LOCAL_NAME}
+    """The names of this server: `localhost`, the loopback addresses, and each of its addresses (configured,
+    bound, the one this connection reached), wildcards left out."""
+    names = {LOCAL_NAME, *LOOPBACK_ADDRESSES}
     for address in addresses:
         if address is not None and address not in _WILDCARDS:
             names.add(_normal(address))

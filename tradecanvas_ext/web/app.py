@@ -2,7 +2,11 @@
 `runtime.settings`. It never reads the environment or files and knows nothing of how it is served."""
 from __future__ import annotations
 
-from flask import Flask, request
+import json
+
+import orjson
+from flask import Flask, current_app, request
+from flask.json.provider import DefaultJSONProvider
 
 from .access import host_allowed, origin_allowed, own_names
 from .blueprint import bp as market_bp
@@ -21,10 +25,33 @@ CORS_HEADERS = "Authorization, Content-Type"
 MAX_BODY_BYTES = 64 * 1024
 
 
+class JsonProvider(DefaultJSONProvider):
+    """Flask's JSON, written by orjson (a 500-candle answer in a tenth of the time), compact and in the
+    contract's field order; what orjson cannot write (an integer past 64 bits) falls back to the stdlib."""
+
+    sort_keys = False  # keep the contract's field order
+    _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+    def dumps(self, obj, **kwargs) -> str:
+        return self._bytes(obj).decode()
+
+    def response(self, *args, **kwargs):
+        if args and kwargs:
+            raise TypeError("jsonify() takes either args or kwargs, not both")
+        obj = (args[0] if len(args) == 1 else list(args)) if args else (kwargs or None)
+        return current_app.response_class(self._bytes(obj) + b"\n", mimetype=self.mimetype)
+
+    def _bytes(self, obj) -> bytes:
+        try:
+            return orjson.dumps(obj, default=self.default, option=self._OPTIONS)
+        except orjson.JSONEncodeError:
+            return json.dumps(obj, default=self.default, separators=(",", ":")).encode()
+
+
 def create_app(runtime) -> Flask:
     app = Flask("tradecanvas_ext")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False  # keep the contract's field order
+    app.json = JsonProvider(app)
     app.extensions["tradecanvas.runtime"] = runtime
     register_error_handlers(app)
     app.after_request(_no_sniff)

@@ -34,30 +34,42 @@ def _window_candles(start: int, end: int, tf: int) -> int:
 @bp.get("/candles")
 def candles():
     rt = runtime()
-    sid = series_arg(rt)
+    sid = series_arg(rt, inactive=True)  # an inactive series' history stays readable, never repaired
     since = int_arg("since")
     limit = int_arg("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
     settings = rt.settings
-    if since is None and settings.enable_market_auto_tail_backfill:
+    coverage = None
+    if since is None and settings.enable_market_auto_tail_backfill and rt.is_configured(sid):
         target = min(limit, settings.auto_tail_backfill_max_candles)
         try:  # the service applies the cooldown and single flight; a failed repair never fails a read
-            rt.backfill.ensure_tail_coverage(sid, target=target, to_time=None, read_path=True)
+            coverage = rt.backfill.ensure_tail_coverage(sid, target=target, to_time=None, read_path=True)
         except Exception:
             log.warning("%s: read-path tail coverage failed; serving what is stored", sid, exc_info=True)
     store = rt.store
     batch = store.read_tail(sid, limit) if since is None else store.read_after(sid, since, limit)
-    holes = []
-    if len(batch) >= 2:  # both ends are stored candles, so every hole found is strictly inside
-        holes = [h.to_dict() for h in store.holes(sid, int(batch.times[0]), int(batch.times[-1]))]
-    return jsonify({"series_id": str(sid), "server_head_time": store.head_time(sid),
-                    "candles": batch.to_dicts(), "holes": holes})
+    # the newest `limit` candles end at the head; a `since` page need not
+    head = int(batch.times[-1]) if since is None and len(batch) else store.head_time(sid)
+    return jsonify({"series_id": str(sid), "server_head_time": head, "candles": batch.to_dicts(),
+                    "holes": [h.to_dict() for h in _holes_inside(store, sid, batch, coverage)]})
+
+
+def _holes_inside(store, sid, batch, coverage) -> list:
+    """The holes between the batch's first and last candle (both stored, so each hole is strictly inside).
+    None when the tail coverage just found its window whole and the batch lies in it: candles are never
+    deleted, so no hole can have opened there since."""
+    if len(batch) < 2:
+        return []
+    first, last = int(batch.times[0]), int(batch.times[-1])
+    if coverage is not None and not coverage.holes and coverage.start <= first and last <= coverage.end:
+        return []
+    return store.holes(sid, first, last)
 
 
 @bp.get("/health")
 def health():
     """Open to all; without the token (when one is set) status fields only."""
     rt = runtime()
-    sid = series_arg(rt, required=False)
+    sid = series_arg(rt, required=False, inactive=True)
     now_time = int_arg("now_time")
     doc = rt.health(sid, now_time)
     return jsonify(doc if token_ok(rt.settings.api_token, request) else status_only(doc))
@@ -67,20 +79,20 @@ def health():
 def series():
     rt = runtime()
     rows = []
-    for sid in rt.series_ids:
+    for sid in rt.registry.known():  # active first, then the inactive ones
         stats = rt.store.stats(sid)
         h = rt.health(sid)
         rows.append({"series_id": str(sid), "timeframe_seconds": sid.tf_seconds,
                      "first_time": stats["first_time"], "head_time": stats["head_time"],
                      "candle_count": stats["candle_count"], "status": h["status"],
-                     "status_reason": h["status_reason"]})
+                     "status_reason": h["status_reason"], "active": rt.is_configured(sid)})
     return jsonify({"series": rows})
 
 
 @bp.get("/gaps")
 def gaps():
     rt = runtime()
-    sid = series_arg(rt)
+    sid = series_arg(rt, inactive=True)
     tf = sid.tf_seconds
     start = int_arg("start")
     end = int_arg("end")

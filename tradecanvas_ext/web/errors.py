@@ -127,8 +127,9 @@ def int_arg(name: str, default: int | None = None, minimum: int = 0, maximum: in
     return parse_int(raw, name, minimum, maximum)
 
 
-def parse_series(raw: object, runtime, name: str = "series_id") -> SeriesId:
-    """Parse a series_id (400 naming the wrong part) and require it to be configured (404)."""
+def parse_series(raw: object, runtime, name: str = "series_id", inactive: bool = False) -> SeriesId:
+    """Parse a series_id (400 naming the wrong part) and require it to be configured (404); with
+    `inactive`, a series the bot no longer trades (kept and listed) is accepted too."""
     if raw is None:
         raise BadParameter(f"{name} is required, e.g. binance:spot:BTC/USDT:1m")
     if not isinstance(raw, str):
@@ -137,7 +138,7 @@ def parse_series(raw: object, runtime, name: str = "series_id") -> SeriesId:
         sid = parse_series_id(raw)
     except ValueError as exc:
         raise BadParameter(str(exc) if str(exc).startswith("series_id") else f"{name}: {exc}") from None
-    if not runtime.is_configured(sid):
+    if not (runtime.is_known(sid) if inactive else runtime.is_configured(sid)):
         raise UnknownSeries(str(sid))
     return sid
 
@@ -158,8 +159,8 @@ def token_ok(expected: str | None, req, allow_query: bool = False) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
 
 
-def series_arg(runtime, required: bool = True) -> SeriesId | None:
+def series_arg(runtime, required: bool = True, inactive: bool = False) -> SeriesId | None:
     raw = _single_arg("series_id")
     if raw is None and not required:
         return None
-    return parse_series(raw, runtime)
+    return parse_series(raw, runtime, inactive=inactive)

@@ -1,7 +1,7 @@
-"""WebServer: werkzeug's threaded WSGI server in a daemon thread, with a cap on open connections (one more is
-answered 503 and closed, never queued), a deadline for a request to arrive (slowloris), and a stop() that
-closes every socket (open WebSockets too) and joins its threads. It never lets werkzeug exit the process or
-log a token.
+"""WebServer: werkzeug's threaded WSGI server in a daemon thread, with HTTP/1.1 keep-alive, a cap on open
+connections (one more is answered 503 and closed, never queued), a deadline for each request to arrive
+(slowloris; an idle keep-alive connection waits under the same deadline), and a stop() that closes every
+socket (open WebSockets too) and joins its threads. It never lets werkzeug exit the process or log a token.
 
 Locks: `_TrackingServer._conns_lock` guards the open connections, their request deadlines and the refused
 sockets still lingering; under it only non-blocking socket calls (shutdown, a non-blocking recv) are made.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import re
+import selectors
 import socket
 import struct
 import threading
@@ -20,7 +21,9 @@ import time
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+from werkzeug.exceptions import InternalServerError
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, get_sockaddr, select_address_family
+from werkzeug.wsgi import LimitedStream
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ REQUEST_TIMEOUT_S = 5.0  # a request's line and headers must arrive within this;
 WS_SEND_TIMEOUT_S = 10.0  # an upgraded socket that takes no byte for this long fails its send (SO_SNDTIMEO)
 _LINGER_S = 2.0  # a refused socket is read (and dropped) this long, so the client sees the 503, not a reset
 _MAX_LINGERING = 256  # beyond this many, a refused socket is closed at once
+_MAX_KEPT_BODY_BYTES = 1 << 20  # a request with a longer body (or a chunked one) closes the connection after it
+_DRAIN_READS = 1000  # at a close, what the client still sends is read (so it sees the answer) this many times
 _REFUSAL_BODY = b"too many connections, try again later\n"
 _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s"
@@ -72,9 +77,10 @@ class _Handler(WSGIRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.request_timeout_s  # StreamRequestHandler sets it on the socket
         super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # an answer's last segment now
 
     def handle_one_request(self) -> None:
-        self.server.await_request(self.connection)
+        self.server.await_request(self.connection)  # also the idle time of a keep-alive connection
         super().handle_one_request()
 
     def parse_request(self) -> bool:
@@ -82,7 +88,67 @@ class _Handler(WSGIRequestHandler):
         self.server.request_arrived(self.connection)
         if ok and self.headers.get("Upgrade", "").lower() == "websocket":
             self.connection.settimeout(None)  # simple_websocket needs a blocking socket (it sends with send())
+            self.close_connection = True  # the upgraded socket is the WebSocket's until it ends
         return ok
+
+    def run_wsgi(self) -> None:
+        """werkzeug's run_wsgi, keeping the connection for the next request (HTTP/1.1 keep-alive) when
+        the client allows it, the request body has a known length of at most _MAX_KEPT_BODY_BYTES (what
+        the app leaves unread is read and dropped) and the answer is framed (Content-Length or chunked);
+        otherwise the answer says `Connection: close` and what the client still sends is drained."""
+        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        environ = self.environ = self.make_environ()
+        body = None
+        if not environ.get("wsgi.input_terminated"):  # not chunked: the body is Content-Length bytes
+            try:
+                length = max(0, int(environ.get("CONTENT_LENGTH") or 0))
+            except ValueError:
+                length = None
+            if length is not None and length <= _MAX_KEPT_BODY_BYTES:
+                body = LimitedStream(self.rfile, length)
+                environ["wsgi.input"] = body
+        response = _Response(self, environ, keep=body is not None and not self.close_connection)
+        try:
+            response.execute(self.server.app)
+        except _DROPPED:
+            self.close_connection = True
+            return
+        except Exception:
+            if self.server.passthrough_errors:
+                raise
+            log.error("web: error on request %s", redact(getattr(self, "requestline", "")), exc_info=True)
+            response.keep = False
+            if not response.sent:
+                response.reset()
+                try:
+                    response.execute(InternalServerError())
+                except Exception:
+                    pass
+        if response.keep and body is not None and not body.is_exhausted:
+            self.server.await_request(self.connection)  # a trickled rest is cut at the request deadline
+            try:
+                body.exhaust()  # what the app left unread, at most _MAX_KEPT_BODY_BYTES
+            except Exception:  # the client went away (or was cut) in the middle of its body
+                response.keep = False
+            self.server.request_arrived(self.connection)
+        if not response.keep:
+            self.close_connection = True
+            self._drain_input()
+
+    def _drain_input(self) -> None:
+        """Read (and drop) what the client still sends for a moment, so that closing the socket does not
+        reset the answer away before the client has read it (werkzeug's drain)."""
+        selector = selectors.DefaultSelector()
+        try:
+            selector.register(self.connection, selectors.EVENT_READ)
+            for _ in range(_DRAIN_READS):
+                if not selector.select(timeout=0.01) or not self.connection.recv(65536):
+                    break
+        except OSError:
+            pass
+        finally:
+            selector.close()
 
     def make_environ(self):
         environ = super().make_environ()
@@ -97,7 +163,90 @@ class _Handler(WSGIRequestHandler):
         log.debug('web: "%s" %s', redact(getattr(self, "requestline", "")), code)
 
     def log(self, type: str, message: str, *args) -> None:  # werkzeug's signature
+        if message.startswith("Request timed out"):  # http.server's words for an idle keep-alive's end
+            type = "debug"
         _werkzeug_log(type, message, args)
+
+
+_DROPPED = (ConnectionError, socket.timeout)  # the client went away: nothing to answer
+
+
+class _Response:
+    """One WSGI answer written on a handler's socket: start_response and write, framing (Content-Length
+    as the app set it, else chunked for an HTTP/1.1 client, else the connection closes), and the
+    `Connection` header. `keep` says whether the connection serves another request afterwards. Once the
+    socket became a WebSocket (flask-sock answers after it ends), nothing more is written on it."""
+
+    def __init__(self, handler: _Handler, environ: dict, keep: bool):
+        self._h = handler
+        self._environ = environ
+        self.keep = keep
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget a status and headers not yet sent (an error answer replaces them)."""
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] | None = None
+        self.sent = False
+        self.chunked = False
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info:
+            try:
+                if self.sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.headers is not None:
+            raise AssertionError("Headers already set")
+        self.status, self.headers = status, headers
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        assert self.status is not None and self.headers is not None, "write() before start_response"
+        h = self._h
+        ws = self._environ.get("werkzeug.socket")
+        if isinstance(ws, _WebSocketConn) and ws.upgraded:
+            return
+        if not self.sent:
+            self.sent = True
+            code_text, _, reason = self.status.partition(" ")
+            code = int(code_text)
+            h.send_response(code, reason)
+            names = set()
+            for name, value in self.headers:
+                h.send_header(name, value)  # a `Connection: close` of the app's sets close_connection
+                names.add(name.lower())
+            if h.close_connection:
+                self.keep = False
+            bodiless = self._environ["REQUEST_METHOD"] == "HEAD" or 100 <= code < 200 or code in (204, 304)
+            if "content-length" not in names and not bodiless:
+                if h.request_version >= "HTTP/1.1":
+                    self.chunked = True
+                    h.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.keep = False  # the end of the body is the end of the connection
+            if not self.keep and "connection" not in names:
+                h.send_header("Connection", "close")
+            h.end_headers()
+        assert isinstance(data, bytes), "applications must write bytes"
+        if data:
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+        h.wfile.flush()
+
+    def execute(self, app) -> None:
+        chunks = app(self._environ, self.start_response)
+        try:
+            for data in chunks:
+                self.write(data)
+            if not self.sent:
+                self.write(b"")
+            if self.chunked:
+                self._h.wfile.write(b"0\r\n\r\n")
+        finally:
+            close = getattr(chunks, "close", None)  # WSGI: the iterable's close(), when it has one
+            if close is not None:
+                close()
 
 
 class _WebSocketConn:
@@ -111,12 +260,14 @@ class _WebSocketConn:
     def __init__(self, sock: socket.socket, send_timeout_s: float):
         self._sock = sock
         self._send_lock = threading.Lock()
+        self.upgraded = False  # set by the first send (the handshake's answer): the socket is a WebSocket
         whole = int(send_timeout_s)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                         struct.pack("ll", whole, int((send_timeout_s - whole) * 1_000_000)))
 
     def send(self, data: bytes) -> int:
         with self._send_lock:
+            self.upgraded = True
             self._sock.sendall(data)  # a blocking socket: each send() waits at most SO_SNDTIMEO
         return len(data)
 

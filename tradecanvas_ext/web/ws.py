@@ -1,5 +1,7 @@
-"""The `/ws/market` WebSocket route (flask-sock): token check, then frames in to the hub, until either side
-closes. It never parses protocol messages itself (the hub does) and never logs the token."""
+"""The `/ws/market` WebSocket route (flask-sock): token check, then frames in to the hub and the hub's
+messages out, both on the request's own thread (two threads per socket: this one and simple_websocket's
+reader), until either side closes. It never parses protocol messages itself (the hub does) and never logs
+the token."""
 from __future__ import annotations
 
 import json
@@ -22,6 +24,8 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 # flask-sock hands these to simple_websocket.Server: pings find dead peers, a size cap bounds memory.
 SERVER_OPTIONS = {"ping_interval": 25, "max_message_size": 64 * 1024}
+_IDLE_WAKE_S = 5.0  # the route's thread looks again this often even when its bell never rang
+_FRAMES_PER_TURN = 64  # frames handled before what is queued is written: a flood cannot starve its own writes
 
 
 class OpenWebSockets:
@@ -85,16 +89,24 @@ def market_ws(ws) -> None:
         if hub is None:
             _close(ws, CLOSE_INTERNAL_ERROR, "live candles are not available")
             return
-        client = hub.connect(send=ws.send, close=lambda: _cut(ws))
+        # simple_websocket's reader sets ws.event when a frame (or the close) arrives; the hub sets it
+        # when it queues a message: this thread wakes for either
+        bell = ws.event
+        client = hub.connect(send=ws.send, close=lambda: _cut(ws), bell=bell)
         try:
             while True:
-                text = ws.receive()
-                if text is None:
+                bell.clear()  # before looking: whatever comes after rings it again
+                taken = 0
+                while taken < _FRAMES_PER_TURN and (text := ws.receive(timeout=0)) is not None:
+                    taken += 1
+                    if isinstance(text, (bytes, bytearray)):
+                        client.send_error("bad_request", "binary frames are not supported; send JSON text frames")
+                    else:
+                        client.handle_text(text)
+                if not client.write_queued():
                     break
-                if isinstance(text, (bytes, bytearray)):
-                    client.send_error("bad_request", "binary frames are not supported; send JSON text frames")
-                    continue
-                client.handle_text(text)
+                if taken < _FRAMES_PER_TURN:  # else frames may be waiting that rang before the clear
+                    bell.wait(_IDLE_WAKE_S)
         except ConnectionClosed:
             pass
         finally:
