@@ -108,7 +108,8 @@ def test_default_series_whitelist_timeframe_and_informative_pairs(tmp_path, glue
     got = tuple(map(str, glue.runtime.series_ids))
     assert got[:2] == ("binance:spot:BTC/USDT:1m", "binance:spot:ETH/USDT:1m")  # the whitelist first
     assert sorted(got[2:]) == ["binance:spot:ETH/USDT:5m", "binance:spot:XRP/USDT:1w"]
-    assert "is not kept" not in caplog.text
+    assert "XRP/USDT 1w is not kept" not in caplog.text
+    assert "BTC/USDT 1h (mark) is not kept" in caplog.text  # a mark pair on a spot bot: logged, the bot goes on
 
 
 def test_explicit_series_win_over_the_default(tmp_path, glue):
