@@ -152,7 +152,7 @@ def test_candles_holes_with_the_tail_coverage_on(api, exchange):
     t0 = LAST - 19 * TF
     seed(a.rt, exchange, [t0 + i * TF for i in range(20) if i not in (3, 4)])
     r = a.get("/api/market/candles", {"series_id": SID, "limit": 100})  # its last 5 are whole, not the rest
-    assert r.json()["holes"] == [{"start": t0 + 3 * TF, "end": t0 + 4 * TF, "missing_candles": 2, "void": False}]
+    assert r.json()["holes"] == [{"start": t0 + 3 * TF, "end": t0 + 4 * TF, "missing_candles": 2, "void": False, "unavailable": False}]
     r = a.get("/api/market/candles", {"series_id": SID, "limit": 5})
     assert times_of(r) == [t0 + 15 * TF + i * TF for i in range(5)] and r.json()["holes"] == []
     assert r.json()["server_head_time"] == LAST
@@ -160,7 +160,7 @@ def test_candles_holes_with_the_tail_coverage_on(api, exchange):
     seed(b.rt, exchange, [t0 + i * TF for i in range(20) if i != 17])
     r = b.get("/api/market/candles", {"series_id": SID, "limit": 4})  # a hole in the checked window
     assert times_of(r) == [t0 + 15 * TF, t0 + 16 * TF, t0 + 18 * TF, t0 + 19 * TF]
-    assert r.json()["holes"] == [{"start": t0 + 17 * TF, "end": t0 + 17 * TF, "missing_candles": 1, "void": False}]
+    assert r.json()["holes"] == [{"start": t0 + 17 * TF, "end": t0 + 17 * TF, "missing_candles": 1, "void": False, "unavailable": False}]
 
 
 def test_read_path_tail_coverage_fetches_from_the_exchange(api, exchange):

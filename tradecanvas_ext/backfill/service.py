@@ -418,7 +418,7 @@ class BackfillService:
         window = (align_down(res.end, tf) - align_up(res.start, tf)) // tf + 1
         res.covered = max(0, window) - sum(h.missing_candles for h in holes)
         res.holes = holes
-        res.complete = not any(not h.void for h in holes)
+        res.complete = not any(not h.settled for h in holes)
         return res
 
     def _measure(self, sid: SeriesId, start: int, end: int, target: int, to_time: int | None,
