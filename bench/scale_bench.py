@@ -61,7 +61,7 @@ def reset(url: str) -> None:
 
     e = create_engine(url)
     with e.begin() as c:
-        c.execute(text("DROP TABLE IF EXISTS tc_candles, tc_voids, tc_tracker, tc_series, tc_coverage, tc_store_state, tc_write_seq CASCADE"))
+        c.execute(text("DROP TABLE IF EXISTS tc_candles, tc_voids, tc_tracker, tc_series, tc_coverage, tc_store_state, tc_write_seq, tc_unavailable, tc_reach CASCADE"))
     e.dispose()
 
 

@@ -53,7 +53,7 @@ def pg_url_or_skip() -> str:
 def reset_pg(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS tc_candles, tc_voids, tc_tracker, tc_series, tc_coverage, tc_store_state, tc_write_seq CASCADE"))
+        conn.execute(text("DROP TABLE IF EXISTS tc_candles, tc_voids, tc_tracker, tc_series, tc_coverage, tc_store_state, tc_write_seq, tc_unavailable, tc_reach CASCADE"))
     engine.dispose()
 
 

@@ -71,13 +71,13 @@ def test_real_answers_validate_against_the_document(api):
     for resp, schema in checks:
         validator(schema).validate(resp.json())
     assert checks[0][0].json()["holes"] == [{"start": LAST - 99 * 60, "end": LAST - 91 * 60,
-                                              "missing_candles": 9, "void": False}]
+                                              "missing_candles": 9, "void": False, "unavailable": False}]
 
 
 _garbage = st.one_of(st.text(max_size=12), st.integers(-10**20, 10**20).map(str),
                      st.floats(allow_nan=True).map(str), st.sampled_from(["", "1e3", "0x10", " 5", "true"]))
 _time = st.one_of(st.integers(LAST - 300 * 60, LAST + 600), _garbage)
-_series = st.one_of(st.just(SID), st.sampled_from(["binance:spot:ETH/USDT:1m", "binance:spot:BTC/USDT:1w",
+_series = st.one_of(st.just(SID), st.sampled_from(["binance:spot:ETH/USDT:1m", "binance:spot:BTC/USDT:2w",
                                                    "nope:spot:BTC/USDT:1m", "a:b", ""]), st.text(max_size=30))
 
 

@@ -90,7 +90,7 @@ def test_rollup_fills_5m_from_stored_1m(make_runtime, exchange):
     rt.store.upsert_closed(SID, oracle(exchange, end5 - 9 * 300, end5 + 240))
     exchange.reset_counts()
     res = rt.backfill.ensure_tail_coverage(SID5, 10, to_time=end5)
-    assert res.sources == {"freqtrade": 0, "rollup": 10} and res.complete
+    assert res.sources == {"rollup": 10} and res.complete  # freqtrade has nothing to offer: skipped (issue 13)
     assert same(stored(rt, SID5), oracle(exchange, end5 - 9 * 300, end5, "5m"))
     assert exchange.request_count() == 0
 
@@ -213,7 +213,7 @@ def test_faults_leave_a_clean_store_and_a_later_call_completes(make_runtime, exc
     res = rt.backfill.ensure_tail_coverage(SID, 1500, to_time=LAST)
     assert_store_clean(rt, SID, exchange)
     if fault in ("duplicate", "out_of_order"):
-        assert res.complete  # repaired rows are fine to use once cleaned
+        assert res.complete, (res.errors, res.holes)  # repaired rows are fine to use once cleaned
     else:
         assert not res.complete and res.errors and res.note == "tail_coverage_best_effort_failed"
     f.clear()
@@ -270,6 +270,9 @@ class GatedSource:
     def __init__(self, inner):
         self.inner, self.name = inner, inner.name
         self.gate, self.fetches, self._lock = threading.Event(), 0, threading.Lock()
+
+    def offers(self, series):
+        return self.inner.offers(series)
 
     def fetch(self, series, holes, now=None, deadline=None):
         with self._lock:
@@ -366,18 +369,19 @@ def test_a_gap_repair_does_not_fetch_again_what_one_tried_within_the_cooldown(ma
     def starts():
         return [first for first, _ in asked()]
 
+    # each page asks its hole's neighbour candles too (issue 13: one answer sees an outage from both sides)
     rt.backfill.backfill_gap(SID, b, LAST)  # tries [b, LAST - 60] (retries included)
     tried = starts()
-    assert tried and set(tried) == {b}
+    assert tried and set(tried) == {b - 60}
     clock.advance(9)
     rt.backfill.backfill_gap(SID, b + 60, LAST)  # inside the one tried: nothing to fetch
     assert starts() == tried
     rt.backfill.backfill_gap(SID, a, LAST)  # overlaps it: only [a, b - 60] is fetched
-    assert set(asked()[len(tried):]) == {(a, b - 60)}
+    assert set(asked()[len(tried):]) == {(a - 60, b)}
     exchange.reset_counts()
     clock.advance(10)  # counted from the end of each repair that ran: over for both
     rt.backfill.backfill_gap(SID, a, LAST)
-    assert set(starts()) == {a} and max(last for _, last in asked()) >= b  # all of it again
+    assert set(starts()) == {a - 60} and max(last for _, last in asked()) >= b  # all of it again
 
 
 class SlowOnTheClock:
@@ -385,6 +389,9 @@ class SlowOnTheClock:
 
     def __init__(self, inner, clock, seconds):
         self.inner, self.name, self.clock, self.seconds = inner, inner.name, clock, seconds
+
+    def offers(self, series):
+        return self.inner.offers(series)
 
     def fetch(self, series, holes, now=None, deadline=None):
         out = self.inner.fetch(series, holes, now, deadline=deadline)

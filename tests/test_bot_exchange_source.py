@@ -1,5 +1,5 @@
 """Level 3 inside the bot: range fetches through the bot's own freqtrade Exchange (markets loaded, its rate
-limiter) against the emulator on 127.0.0.1 — chunks of at most ohlcv_candle_limit - 1, the bot's cache
+limiter) against the emulator on 127.0.0.1 — chunks of ohlcv_candle_limit, the bot's cache
 untouched, `_loop_lock` held one request at a time, voids only where the exchange confirmed nothing."""
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ def klines_starts(exchange) -> list[int]:
     return [int(p["startTime"]) // 1000 for path, p in exchange.requests if path.endswith("/klines")]
 
 
-def test_chunks_of_limit_minus_one_through_the_bots_exchange(source, bot_exchange, exchange, clock):
+def test_chunks_of_the_limit_through_the_bots_exchange(source, bot_exchange, exchange, clock):
+    # issue 13: every row of an answer inside the hole is kept, so a page steps by the whole limit
     assert bot_exchange.ohlcv_candle_limit("1m", CandleType.SPOT) == 1000
     start = LAST - 2499 * 60
     exchange.reset_counts()
@@ -69,8 +70,9 @@ def test_chunks_of_limit_minus_one_through_the_bots_exchange(source, bot_exchang
     assert res.errors == [] and source.fallback_calls == []
     assert res.candles.rows() == exchange.candles("BTC/USDT", "1m", start, LAST)
     starts = klines_starts(exchange)
-    assert res.requests == len(starts) == math.ceil(2500 / 999) == 3
-    assert [b - a for a, b in zip(starts, starts[1:], strict=False)] == [999 * 60, 999 * 60]
+    assert res.requests == len(starts) == math.ceil(2500 / 1000) == 3
+    assert [b - a for a, b in zip(starts, starts[1:], strict=False)] == [1000 * 60, 1000 * 60]
+    assert starts[0] == start - 60  # the first page starts at the hole's neighbour (fits in the 3 pages)
     assert all(p["limit"] == "1000" for path, p in exchange.requests if path.endswith("/klines"))
     # the bot's own candle cache and refresh bookkeeping are untouched
     assert bot_exchange._klines == {} and bot_exchange._pairs_last_refresh_time == {}
@@ -174,6 +176,7 @@ def test_detach_waits_for_the_request_in_flight_and_stops_the_next_pages(source,
     t.join(timeout=10)
     assert not t.is_alive()
     res = box["res"]
+    # one whole page, from the hole's neighbour candle (issue 13)
     assert len(res.candles) == 999 and any("detached" in e for e in res.errors)
     assert exchange.request_count("klines") == 1
 

@@ -104,9 +104,12 @@ def test_default_series_whitelist_timeframe_and_informative_pairs(tmp_path, glue
     cfg = ft_config(tmp_path, whitelist=("BTC/USDT", "ETH/USDT"))
     with caplog.at_level(logging.WARNING, logger="tradecanvas_ext.bot"):
         started(make_strategy(InformativeStrategy, cfg, offline_exchange(cfg)))
-    assert tuple(map(str, glue.runtime.series_ids)) == ("binance:spot:BTC/USDT:1m", "binance:spot:ETH/USDT:1m",
-                                            "binance:spot:ETH/USDT:5m")
-    assert "XRP/USDT 1w is not kept" in caplog.text  # our series ids refuse w/M; the bot goes on
+    # issue 13: 1w is a timeframe (Monday grid), so the weekly informative pair is kept too
+    got = tuple(map(str, glue.runtime.series_ids))
+    assert got[:2] == ("binance:spot:BTC/USDT:1m", "binance:spot:ETH/USDT:1m")  # the whitelist first
+    assert sorted(got[2:]) == ["binance:spot:ETH/USDT:5m", "binance:spot:XRP/USDT:1w"]
+    assert "XRP/USDT 1w is not kept" not in caplog.text
+    assert "BTC/USDT 1h (mark) is not kept" in caplog.text  # a mark pair on a spot bot: logged, the bot goes on
 
 
 def test_explicit_series_win_over_the_default(tmp_path, glue):
@@ -124,7 +127,7 @@ def test_explicit_series_win_over_the_default(tmp_path, glue):
                                        "reach, and tradecanvas.api_token is not set: the chart server would be "
                                        "open to all of them, so it is not started."),
     ({"no_such_key": 1}, "unknown key(s) no_such_key"),
-    ({"series": ["binance:spot:BTC/USDT:1w"]}, "tradecanvas.series"),
+    ({"series": ["binance:spot:BTC/USDT:1M"]}, "tradecanvas.series"),
 ])
 def test_bad_section_is_logged_and_the_bot_goes_on(section, says, tmp_path, glue, caplog):
     cfg = ft_config(tmp_path, section=section)

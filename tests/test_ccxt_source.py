@@ -103,10 +103,10 @@ def test_result_and_requests_are_limited_to_the_hole(emulator, source):
     res = source.fetch(BTC_1M, [hole(start, end)], NOW)
     times = res.candles.times.tolist()
     assert times == list(range(start, end + 1, 60))
-    for p in klines_params(emulator):
-        assert int(p["startTime"]) >= start * 1000
-        assert int(p["endTime"]) < (end + 60) * 1000
-        assert int(p["limit"]) <= 100
+    for p in klines_params(emulator):  # the hole and its two neighbour candles (issue 13: void evidence)
+        assert int(p["startTime"]) >= (start - 60) * 1000
+        assert int(p["endTime"]) < (end + 2 * 60) * 1000
+        assert int(p["limit"]) <= 102
 
 
 # ---------------------------------------------------------------------------------------------- economy
@@ -152,21 +152,40 @@ def test_outage_inside_a_hole_is_reported_as_an_exact_void(emulator, source):
     assert res.requests == 3
 
 
-def test_outage_at_the_start_and_end_of_a_past_range_is_a_void(emulator, source):
+def test_outage_at_the_edges_of_a_range_seen_from_one_side_only_is_no_void(emulator, source):
+    # issue 13 (contract section 5): an outage is a void only when one answer holds candles on both sides
+    # of it; here no answer does (the outages reach past the hole), so the edges stay open holes
     start, end = OLD_END - 99 * 60, OLD_END
     emulator.faults.outage(start - 600, start + 5 * 60)
     emulator.faults.outage(end - 9 * 60, end + 600)
     res = source.fetch(BTC_1M, [hole(start, end)], NOW)
-    assert res.errors == []
-    assert res.voids == [(start, start + 4 * 60), (end - 9 * 60, end)]
+    assert res.errors == [] and res.voids == [] and res.unavailable == []
+    assert res.candles.rows() == oracle(emulator, BTC_1M, start, end)
     assert len(res.candles) == 100 - 5 - 10
 
 
-def test_a_fully_empty_past_range_is_one_void(emulator, source):
+def test_an_outage_at_the_start_of_a_hole_with_a_candle_before_it_is_a_void(emulator, source):
+    start, end = OLD_END - 99 * 60, OLD_END
+    emulator.faults.outage(start, start + 5 * 60)  # the candle at start - 60 exists (the hole's neighbour)
+    res = source.fetch(BTC_1M, [hole(start, end)], NOW)
+    assert res.errors == [] and res.voids == [(start, start + 4 * 60)]
+    assert res.candles.rows() == oracle(emulator, BTC_1M, start, end)
+    assert res.requests == 1  # the page asked the neighbour candles too: one answer sees both sides
+
+
+def test_a_fully_empty_past_range_between_two_candles_is_one_void(emulator, source):
     start, end = OLD_END - 49 * 60, OLD_END
     emulator.faults.outage(start, end + 60)
     res = source.fetch(BTC_1M, [hole(start, end)], NOW)
     assert (len(res.candles), res.voids, res.errors) == (0, [(start, end)], [])
+
+
+def test_a_fully_empty_past_range_with_no_candle_around_is_no_void_and_no_error(emulator, source):
+    # issue 13: an empty page is an answer (no error), never evidence
+    start, end = OLD_END - 49 * 60, OLD_END
+    emulator.faults.outage(start - 600, end + 600)
+    res = source.fetch(BTC_1M, [hole(start, end)], NOW)
+    assert (len(res.candles), res.voids, res.errors, res.requests) == (0, [], [], 1)
 
 
 def test_recent_missing_candles_are_not_voids(emulator, source):

@@ -57,5 +57,5 @@ def test_bad_config_is_a_clear_error(tmp_path):
     out = run("sync", "--config", str(p))
     assert out.returncode == 2 and "tradecanvas.listen_port" in out.stderr
     p.write_text(json.dumps({"user_data_dir": str(tmp_path)}))
-    out = run("gaps", "binance:spot:BTC/USDT:1w", "--config", str(p))
+    out = run("gaps", "binance:spot:BTC/USDT:2w", "--config", str(p))
     assert out.returncode == 2 and "timeframe" in out.stderr

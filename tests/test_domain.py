@@ -46,7 +46,8 @@ def test_series_id_parse_simple_and_symbol_with_colon():
         ("binance:spot::1m", "symbol part is empty"),
         ("binance:spot:BTC/USDT:", "timeframe part is empty"),
         ("binance:margin:BTC/USDT:1m", "market 'margin'"),
-        ("binance:spot:BTC/USDT:1w", "calendar"),
+        ("binance:spot:BTC/USDT:1M", "months"),
+        ("binance:spot:BTC/USDT:2w", "only 1w"),
         ("binance:spot:BTC/USDT:0m", "at least 1"),
         ("binance:spot:BTC/USDT:5x", "unknown unit"),
         ("binance:futures:BTC/USDT::5m", "empty part"),
@@ -83,18 +84,37 @@ def test_series_id_round_trip(exchange, market, parts, n, unit):
 
 
 @pytest.mark.parametrize("tf, seconds", [("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600),
-                                         ("4h", 14400), ("1d", 86400), ("3d", 259200)])
+                                         ("4h", 14400), ("1d", 86400), ("3d", 259200),
+                                         ("1w", 604800)])
 def test_timeframe_to_seconds(tf, seconds):
     assert timeframe_to_seconds(tf) == seconds
 
 
-@pytest.mark.parametrize("bad", ["1w", "1M", "0m", "5x", "m", "", "1.5m", "-1m", " 1m"])
+@pytest.mark.parametrize("bad", ["2w", "1M", "0m", "5x", "m", "", "1.5m", "-1m", " 1m"])
 def test_timeframe_rejected(bad):
     with pytest.raises(ValueError, match="timeframe"):
         timeframe_to_seconds(bad)
 
 
-@given(t=st.integers(0, 10**11), tf=st.sampled_from([60, 300, 900, 3600, 86400]))
+@given(t=st.integers(0, 10**11))
+def test_weekly_candles_open_on_monday_and_every_alignment_steps_on_that_grid(t):
+    import datetime
+
+    week = timeframe_to_seconds("1w")
+    d, u = align_down(t, week), align_up(t, week)
+    assert is_aligned(d, week) and is_aligned(u, week) and d <= t <= u and u - d in (0, week)
+    if d >= 0:
+        day = datetime.datetime.fromtimestamp(d, datetime.timezone.utc)
+        assert (day.weekday(), day.hour, day.minute, day.second) == (0, 0, 0, 0)  # Monday 00:00 UTC
+    last = expected_latest_closed_time(t, week)
+    assert last == max(0, d - week) and (last == 0 or last + week <= t < last + 2 * week)
+    times = np.arange(d - 10 * week, d + week, week)
+    holes = list_holes(np.delete(times, [3, 4, 8]), d - 10 * week, d, week)
+    assert [(h.start, h.end, h.missing_candles) for h in holes] == [
+        (int(times[3]), int(times[4]), 2), (int(times[8]), int(times[8]), 1)]
+
+
+@given(t=st.integers(0, 10**11), tf=st.sampled_from([60, 300, 900, 3600, 86400, 604800]))
 def test_alignment(t, tf):
     d, u = align_down(t, tf), align_up(t, tf)
     assert is_aligned(d, tf) and is_aligned(u, tf)

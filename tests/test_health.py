@@ -95,18 +95,29 @@ def without_level_1(ctx):
 def test_a_repair_with_every_level_off_does_not_count(make_runtime, exchange, clock):
     rt = make_runtime(enable_ccxt_backfill=False)
     rt.store.upsert_closed(SID, exchange.candles("BTC/USDT", "1m", EXP - 20 * TF, EXP - 10 * TF))
-    # the freqtrade level runs (it has no provider and no history files, so it finds nothing): that is a
-    # repair that ran a level, so the lagging series is yellow for the recent window
-    rt.backfill.ensure_tail_coverage(SID, 30, to_time=EXP)
+    # issue 13: the freqtrade level has no provider and no history file, so it has nothing to offer: it is
+    # skipped and the "repair" ran no level, so the lagging series stays red after reads
+    for _ in range(3):
+        rt.backfill.ensure_tail_coverage(SID, 30, to_time=EXP)
+        rt.backfill.ensure_tail_coverage(SID, 30, read_path=True)
     tr = rt.tracker.get(SID)
-    assert (tr["state"], tr["ran_levels"], tr["note"], tr["finished_at"]) == (
-        "succeeded", 1, "tail_coverage_partial", NOW)
-    assert rt.health(SID)["status"] == "yellow" and rt.health(SID)["status_reason"] == "backfill_recent"
-    # with no source at all, a later repair runs no level: it finishes now, yet it does not count
+    assert (tr["ran_levels"], tr["finished_at"]) == (0, NOW)
+    assert rt.health(SID)["status"] == "red"
+    assert rt.health(SID)["status_reason"] == "lagging_no_recent_backfill"
+    # with no source at all, the same
     rt.stop()
     rt = make_runtime(enable_ccxt_backfill=False, sources=without_level_1)
-    clock.advance(200)  # the first repair is no longer recent
+    clock.advance(200)
     rt.backfill.ensure_tail_coverage(SID, 30, to_time=EXP)
     tr = rt.tracker.get(SID)
     assert (tr["ran_levels"], tr["finished_at"]) == (0, NOW + 200)
     assert rt.health(SID)["status_reason"] == "lagging_no_recent_backfill"
+
+
+def test_a_level_that_has_something_to_offer_counts_as_a_repair(make_runtime, exchange, clock):
+    rt = make_runtime()  # ccxt on: the exchange has the candles
+    rt.store.upsert_closed(SID, exchange.candles("BTC/USDT", "1m", EXP - 20 * TF, EXP - 10 * TF))
+    exchange.faults.http_error(400, n=None)  # refused: the series stays behind, but a level ran
+    rt.backfill.ensure_tail_coverage(SID, 30, to_time=EXP)
+    assert rt.tracker.get(SID)["ran_levels"] == 1
+    assert rt.health(SID)["status_reason"] == "backfill_recent"

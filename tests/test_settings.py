@@ -44,7 +44,7 @@ def test_explicit_series_wins_and_is_validated():
     cfg = {"timeframe": "5m", "exchange": {"name": "binance", "pair_whitelist": ["BTC/USDT"]},
            "tradecanvas": {"series": ["binance:spot:ETH/USDT:1m"]}}
     assert tuple(map(str, Settings.from_config(cfg, env={}).series)) == ("binance:spot:ETH/USDT:1m",)
-    cfg["tradecanvas"]["series"] = ["binance:spot:ETH/USDT:1w"]
+    cfg["tradecanvas"]["series"] = ["binance:spot:ETH/USDT:1M"]  # months are refused (1w is a timeframe: issue 13)
     with pytest.raises(ConfigError, match="tradecanvas.series: .*timeframe"):
         Settings.from_config(cfg, env={})
 

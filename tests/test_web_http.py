@@ -128,18 +128,18 @@ def test_candles_holes_are_strictly_inside_the_returned_range_and_flag_voids(api
     a.rt.store.record_void(BTC, t0 + 13 * TF, t0 + 13 * TF, "ccxt", checked_at=NOW)
     r = a.get("/api/market/candles", {"series_id": SID, "limit": 100})
     assert r.json()["holes"] == [
-        {"start": t0 + 3 * TF, "end": t0 + 4 * TF, "missing_candles": 2, "void": False},
-        {"start": t0 + 8 * TF, "end": t0 + 8 * TF, "missing_candles": 1, "void": True},
-        {"start": t0 + 12 * TF, "end": t0 + 12 * TF, "missing_candles": 1, "void": False},
-        {"start": t0 + 13 * TF, "end": t0 + 13 * TF, "missing_candles": 1, "void": True},
-        {"start": t0 + 14 * TF, "end": t0 + 14 * TF, "missing_candles": 1, "void": False},
+        {"start": t0 + 3 * TF, "end": t0 + 4 * TF, "missing_candles": 2, "void": False, "unavailable": False},
+        {"start": t0 + 8 * TF, "end": t0 + 8 * TF, "missing_candles": 1, "void": True, "unavailable": False},
+        {"start": t0 + 12 * TF, "end": t0 + 12 * TF, "missing_candles": 1, "void": False, "unavailable": False},
+        {"start": t0 + 13 * TF, "end": t0 + 13 * TF, "missing_candles": 1, "void": True, "unavailable": False},
+        {"start": t0 + 14 * TF, "end": t0 + 14 * TF, "missing_candles": 1, "void": False, "unavailable": False},
     ]
     # the hole before the first returned candle and the one after the last are not inside the range
     r = a.get("/api/market/candles", {"series_id": SID, "since": t0 + 4 * TF, "limit": 3})
     assert times_of(r) == [t0 + 5 * TF, t0 + 6 * TF, t0 + 7 * TF] and r.json()["holes"] == []
     r = a.get("/api/market/candles", {"series_id": SID, "since": t0 + 6 * TF, "limit": 2})
     assert times_of(r) == [t0 + 7 * TF, t0 + 9 * TF]
-    assert r.json()["holes"] == [{"start": t0 + 8 * TF, "end": t0 + 8 * TF, "missing_candles": 1, "void": True}]
+    assert r.json()["holes"] == [{"start": t0 + 8 * TF, "end": t0 + 8 * TF, "missing_candles": 1, "void": True, "unavailable": False}]
     # a single candle has no inside
     r = a.get("/api/market/candles", {"series_id": SID, "since": t0 + 6 * TF, "limit": 1})
     assert r.json()["holes"] == []
@@ -152,7 +152,7 @@ def test_candles_holes_with_the_tail_coverage_on(api, exchange):
     t0 = LAST - 19 * TF
     seed(a.rt, exchange, [t0 + i * TF for i in range(20) if i not in (3, 4)])
     r = a.get("/api/market/candles", {"series_id": SID, "limit": 100})  # its last 5 are whole, not the rest
-    assert r.json()["holes"] == [{"start": t0 + 3 * TF, "end": t0 + 4 * TF, "missing_candles": 2, "void": False}]
+    assert r.json()["holes"] == [{"start": t0 + 3 * TF, "end": t0 + 4 * TF, "missing_candles": 2, "void": False, "unavailable": False}]
     r = a.get("/api/market/candles", {"series_id": SID, "limit": 5})
     assert times_of(r) == [t0 + 15 * TF + i * TF for i in range(5)] and r.json()["holes"] == []
     assert r.json()["server_head_time"] == LAST
@@ -160,7 +160,7 @@ def test_candles_holes_with_the_tail_coverage_on(api, exchange):
     seed(b.rt, exchange, [t0 + i * TF for i in range(20) if i != 17])
     r = b.get("/api/market/candles", {"series_id": SID, "limit": 4})  # a hole in the checked window
     assert times_of(r) == [t0 + 15 * TF, t0 + 16 * TF, t0 + 18 * TF, t0 + 19 * TF]
-    assert r.json()["holes"] == [{"start": t0 + 17 * TF, "end": t0 + 17 * TF, "missing_candles": 1, "void": False}]
+    assert r.json()["holes"] == [{"start": t0 + 17 * TF, "end": t0 + 17 * TF, "missing_candles": 1, "void": False, "unavailable": False}]
 
 
 def test_read_path_tail_coverage_fetches_from_the_exchange(api, exchange):
@@ -295,11 +295,11 @@ def test_gaps_lists_every_hole_in_the_window_with_voids(api, exchange):
     r = a.get("/api/market/gaps", {"series_id": SID, "start": t0 - 2 * TF, "end": LAST})
     assert r.status_code == 200
     assert r.json() == {"series_id": SID, "start": t0 - 2 * TF, "end": LAST, "holes": [
-        {"start": t0 - 2 * TF, "end": t0 - TF, "missing_candles": 2, "void": False},
-        {"start": t0 + 5 * TF, "end": t0 + 5 * TF, "missing_candles": 1, "void": False},
-        {"start": t0 + 6 * TF, "end": t0 + 6 * TF, "missing_candles": 1, "void": True},
-        {"start": t0 + 7 * TF, "end": t0 + 7 * TF, "missing_candles": 1, "void": False},
-        {"start": t0 + 20 * TF, "end": t0 + 20 * TF, "missing_candles": 1, "void": False},
+        {"start": t0 - 2 * TF, "end": t0 - TF, "missing_candles": 2, "void": False, "unavailable": False},
+        {"start": t0 + 5 * TF, "end": t0 + 5 * TF, "missing_candles": 1, "void": False, "unavailable": False},
+        {"start": t0 + 6 * TF, "end": t0 + 6 * TF, "missing_candles": 1, "void": True, "unavailable": False},
+        {"start": t0 + 7 * TF, "end": t0 + 7 * TF, "missing_candles": 1, "void": False, "unavailable": False},
+        {"start": t0 + 20 * TF, "end": t0 + 20 * TF, "missing_candles": 1, "void": False, "unavailable": False},
     ], "missing_candles": 6}
 
 
@@ -309,8 +309,8 @@ def test_gaps_default_window_runs_from_the_first_stored_candle_to_the_latest_clo
     body = a.get("/api/market/gaps", {"series_id": SID}).json()
     assert body["start"] == LAST - 10 * TF and body["end"] == LAST
     assert body["holes"] == [
-        {"start": LAST - 8 * TF, "end": LAST - 6 * TF, "missing_candles": 3, "void": False},
-        {"start": LAST - 4 * TF, "end": LAST, "missing_candles": 5, "void": False},
+        {"start": LAST - 8 * TF, "end": LAST - 6 * TF, "missing_candles": 3, "void": False, "unavailable": False},
+        {"start": LAST - 4 * TF, "end": LAST, "missing_candles": 5, "void": False, "unavailable": False},
     ]
     assert body["missing_candles"] == 8
 
@@ -327,7 +327,7 @@ def test_gaps_default_window_is_cut_to_its_newest_five_million_candles(api, exch
     body = a.get("/api/market/gaps", {"series_id": SID}).json()
     assert body["start"] == LAST - (5_000_000 - 1) * TF and body["end"] == LAST
     assert body["holes"] == [{"start": body["start"], "end": LAST - TF, "missing_candles": 4_999_999,
-                              "void": False}]
+                              "void": False, "unavailable": False}]
 
 
 # ---- POST /api/market/backfill --------------------------------------------------------------------------
@@ -354,7 +354,7 @@ BAD_SERIES = [
     ("binance:margin:BTC/USDT:1m", "market"),
     ("binance:spot::1m", "symbol"),
     ("binance:spot:BTC/USDT:", "timeframe"),
-    ("binance:spot:BTC/USDT:1w", "timeframe"),
+    ("binance:spot:BTC/USDT:2w", "timeframe"),
     ("binance:spot:BTC/USDT:1M", "timeframe"),
     ("binance:spot:BTC/USDT:0m", "timeframe"),
     ("binance:spot:BTC/USDT:5x", "timeframe"),

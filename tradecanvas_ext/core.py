@@ -128,7 +128,7 @@ def build_core(settings: Settings, clock: Clock, registry: SeriesRegistry,
         sources = tuple(source_factory(ctx))
         backfill = BackfillService(store, settings, clock, tracker, storage.leases, sources, feed, metrics,
                                    time_bound_s)
-        health = HealthService(store, tracker, settings, clock)
+        health = HealthService(store, tracker, settings, clock, backfill.answered_without)
         hub = CandleHub(store, backfill, registry, gap_backfill=settings.enable_market_gap_backfill, metrics=metrics,
                         recovery_bound_s=backfill.time_bound_s + 5.0)
         feed.add_listener(hub.publish_closed)  # ingest, repairs and other processes reach subscribers

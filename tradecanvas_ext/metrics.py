@@ -64,7 +64,7 @@ class _StateCollector:
             end = expected_latest_closed_time(core.clock(), tf)
             start = end - (core.settings.startup_sync_target_candles - 1) * tf
             hs = core.store.holes(sid, start, end)
-            open_holes = [h for h in hs if not h.void]
+            open_holes = [h for h in hs if not h.settled]
             holes.add_metric([str(sid)], len(open_holes))
             missing.add_metric([str(sid)], sum(h.missing_candles for h in open_holes))
             voids.add_metric([str(sid)], len(hs) - len(open_holes))

@@ -1,20 +1,31 @@
 """Health rules (contract section 3): pure functions, plus a thin service that gathers their inputs."""
 from __future__ import annotations
 
-from ..domain import SeriesId, expected_latest_closed_time
+from collections.abc import Callable, Iterable
+
+from ..domain import SeriesId, expected_latest_closed_time, merge_ranges
 
 _RANK = {"green": 0, "yellow": 1, "red": 2}
 
 
+def settled_after(head: int, expected: int, tf: int, ranges: Iterable[tuple[int, int]]) -> int:
+    """How many grid times after `head`, up to `expected`, lie in the given ranges (recorded voids, and the
+    young times an exchange that omits no-trade candles answered without): they are not missing."""
+    lo, hi = head + tf, expected
+    clipped = [(max(s, lo), min(e, hi)) for s, e in ranges if e >= lo and s <= hi]
+    return sum((e - s) // tf + 1 for s, e in merge_ranges(clipped, tf))
+
+
 def health_status(tf: int, head: int | None, now: float, tracker: dict, runtime_now: float,
-                  recent_seconds: float) -> tuple[str, str]:
-    """(status, reason): the contract's rules, first match wins."""
+                  recent_seconds: float, settled: int = 0) -> tuple[str, str]:
+    """(status, reason): the contract's rules, first match wins. `settled`: grid times after the head that
+    do not count as missing (see `settled_after`)."""
     if head is None:
         return "red", "missing_head"
     expected = expected_latest_closed_time(now, tf)
     if head > expected:
         return "yellow", "head_ahead_of_closed_window"
-    if expected - head <= 0:
+    if expected - head - settled * tf <= 0:
         return "green", "up_to_date"
     if tracker.get("state") == "running":
         return "yellow", "backfill_running"
@@ -31,14 +42,14 @@ def worst(statuses) -> str:
 
 
 def series_health(series: SeriesId, head: int | None, now: float, tracker: dict, runtime_now: float,
-                  recent_seconds: float) -> dict:
+                  recent_seconds: float, settled: int = 0) -> dict:
     tf = series.tf_seconds
     expected = expected_latest_closed_time(now, tf)
-    status, reason = health_status(tf, head, now, tracker, runtime_now, recent_seconds)
+    status, reason = health_status(tf, head, now, tracker, runtime_now, recent_seconds, settled)
     lag = missing = missing_candles = None
     if head is not None:
         lag = max(0, int(now) - head)
-        missing = max(0, expected - head)
+        missing = max(0, expected - head - settled * tf)
         missing_candles = missing // tf
     return {
         "series_id": str(series), "timeframe_seconds": tf, "now_time": int(now),
@@ -75,15 +86,33 @@ def status_only(doc: dict) -> dict:
     return out
 
 
+def _nothing_answered(sid: SeriesId, now: float) -> list[tuple[int, int]]:
+    return []
+
+
 class HealthService:
-    def __init__(self, store, tracker, settings, clock):
+    """`answered_without(sid, now)`: the young times an exchange that omits no-trade candles answered
+    without (the backfill service's `answered_without`)."""
+
+    def __init__(self, store, tracker, settings, clock,
+                 answered_without: Callable[[SeriesId, float], list[tuple[int, int]]] = _nothing_answered):
         self._store, self._tracker, self._settings, self._clock = store, tracker, settings, clock
+        self._answered_without = answered_without
 
     def one(self, sid: SeriesId, now_time: float | None = None) -> dict:
         runtime_now = self._clock()
         now = runtime_now if now_time is None else now_time
-        return series_health(sid, self._store.head_time(sid), now, self._tracker.get(sid), runtime_now,
-                             self._settings.health_backfill_recent_seconds)
+        head = self._store.head_time(sid)
+        settled = 0
+        if head is not None:
+            tf = sid.tf_seconds
+            expected = expected_latest_closed_time(now, tf)
+            if expected > head:
+                ranges = [(v.start, v.end) for v in self._store.voids(sid, head + tf, expected)]
+                ranges += self._answered_without(sid, runtime_now)
+                settled = settled_after(head, expected, tf, ranges)
+        return series_health(sid, head, now, self._tracker.get(sid), runtime_now,
+                             self._settings.health_backfill_recent_seconds, settled)
 
     def all(self, series_ids, now_time: float | None = None, startup_sync: dict | None = None,
             inactive=()) -> dict:

@@ -23,6 +23,9 @@ from ..domain.clock import Clock
 from ..feed import CandleFeed
 from ..metrics import Metrics
 from ..sources.base import CandleSource, SourceResult
+from ..sources.exchange_facts import known_reach
+from ..sources.range_walk import VOID_MIN_AGE_S
+from ..sources.reach import Reach, effective_reach, split_by_reach
 from ..store.leases import Leases, LeaseTimeout
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ class CoverageResult:
     errors: list[str] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
     voids_recorded: int = 0
+    unavailable_recorded: int = 0
     complete: bool = False
     skipped: str | None = None  # "cooldown" when a read-path call did not repair
     to_time: int | None = None
@@ -95,6 +99,8 @@ class BackfillService:
         self._flights_lock = threading.Lock()
         self._series_locks: dict[SeriesId, threading.Lock] = {}
         self._repaired: dict[SeriesId, list[tuple[int, int, float]]] = {}  # (start, end, ended at)
+        # young times an exchange that omits no-trade candles answered without, per series, and when
+        self._quiet_young: dict[SeriesId, tuple[list[tuple[int, int]], float]] = {}
 
     @property
     def time_bound_s(self) -> float:
@@ -136,6 +142,15 @@ class BackfillService:
 
         self._single_flight(key, sid, run)
         return self.store.read_between(sid, int(expected_next_time), last)
+
+    def answered_without(self, sid: SeriesId, now: float) -> list[tuple[int, int]]:
+        """The newest times (too young to be voids) that an exchange known to omit candles without trades
+        was asked for and answered without, in the series' last ccxt repair; until they are old enough to be
+        confirmed as voids (then the next repair records them, or fetches what came)."""
+        with self._flights_lock:
+            ranges, at = self._quiet_young.get(sid, ([], 0.0))
+        tf = sid.tf_seconds
+        return ranges if now - at <= 2 * max(VOID_MIN_AGE_S, tf) + tf else []
 
     # ---- single flight ----------------------------------------------------------------------------
     def _single_flight(self, key: tuple, series: SeriesId, fn) -> CoverageResult:
@@ -211,18 +226,54 @@ class BackfillService:
         return self._still_open(sid, self.store.holes(sid, start, end), start, end, now)
 
     def _still_open(self, sid: SeriesId, holes: list[Hole], start: int, end: int, now: float) -> list[Hole]:
-        """Of the window's `holes`, those still worth fetching: not voids, or voids older than the
-        re-check age."""
-        max_age = self.settings.void_recheck_age_s
-        if not any(h.void for h in holes):
+        """Of the window's `holes`, those still worth fetching: neither voids nor unavailable, or recorded
+        so longer ago than the re-check age (`void_recheck_age_s`: a day by default, also the age a learned
+        reach is kept)."""
+        if not any(h.settled for h in holes):
             return holes
-        fresh = [(v.start, v.end) for v in self.store.voids(sid, start, end) if now - v.checked_at < max_age]
+        fresh = self._fresh(self.store.voids(sid, start, end), now) + self._fresh(
+            self.store.unavailable(sid, start, end), now)
         out = []
         for h in holes:
-            if h.void and any(vs <= h.start and h.end <= ve for vs, ve in fresh):
+            if h.settled and any(vs <= h.start and h.end <= ve for vs, ve in fresh):
                 continue
-            out.append(Hole(h.start, h.end, h.missing_candles, False))
+            out.append(Hole(h.start, h.end, h.missing_candles))
         return out
+
+    def _fresh(self, records, now: float) -> list[tuple[int, int]]:
+        max_age = self.settings.void_recheck_age_s
+        return [(r.start, r.end) for r in records if now - r.checked_at < max_age]
+
+    def _stale_cleared(self, sid: SeriesId, start: int, end: int, now: float) -> None:
+        """Before the exchange is asked again: forget the voids and unavailable ranges past their re-check
+        age in the window. What the new answers prove is recorded again; what they do not stays open (a void
+        an older version recorded from a short or empty page clears here)."""
+        max_age = self.settings.void_recheck_age_s
+        for v in self.store.voids(sid, start, end):
+            if now - v.checked_at >= max_age:
+                self.store.clear_voids(sid, max(v.start, start), min(v.end, end))
+        for u in self.store.unavailable(sid, start, end):
+            if now - u.checked_at >= max_age:
+                self.store.clear_unavailable(sid, max(u.start, start), min(u.end, end))
+
+    def _reach(self, sid: SeriesId, now: float) -> Reach | None:
+        """The exchange's history reach for the series: learned (fresh) from the store, else known."""
+        row = self.store.reach.learned_reach(sid)
+        learned = None if row is None else Reach(row[0], row[1])
+        return effective_reach(known_reach(sid.exchange), learned, now)
+
+    def _ccxt_holes(self, sid: SeriesId, holes: list[Hole], start: int, end: int, now: float,
+                    res: CoverageResult) -> list[Hole]:
+        """The holes the exchange can serve; the part older than its reach is recorded unavailable."""
+        self._stale_cleared(sid, start, end, now)
+        tf = sid.tf_seconds
+        reach = self._reach(sid, now)
+        inside, older = split_by_reach([(h.start, h.end) for h in holes], None if reach is None
+                                       else reach.oldest(now, tf), tf)
+        if older:
+            self.store.record_unavailable(sid, older, "ccxt", checked_at=now)
+            res.unavailable_recorded += len(older)
+        return [Hole(s, e, (e - s) // tf + 1) for s, e in inside]
 
     def _repair(self, sid: SeriesId, start: int, end: int, levels: tuple[str, ...], allow_ccxt: bool,
                 reason: str, target: int, to_time: int | None) -> CoverageResult:
@@ -260,6 +311,12 @@ class BackfillService:
                 if time.monotonic() > deadline:
                     res.errors.append(f"{sid}: time bound of {self._time_bound_s:.0f}s reached before {level}")
                     break
+                if not self._offers(source, sid):  # nothing to offer: skipped, not a repair that ran
+                    continue
+                if level == "ccxt":
+                    holes = self._ccxt_holes(sid, holes, start, end, now, res)
+                    if not holes:
+                        break
                 ran += 1
                 out = self._run_source(source, sid, holes, now, deadline)
                 res.errors.extend(out.errors)
@@ -271,6 +328,14 @@ class BackfillService:
                 res.filled += written
                 if out.voids:
                     res.voids_recorded += self._record_voids(sid, out.voids, start, end, level, now)
+                if out.unavailable:
+                    self.store.record_unavailable(sid, _clip(out.unavailable, start, end), level, checked_at=now)
+                    res.unavailable_recorded += len(out.unavailable)
+                if level == "ccxt":
+                    with self._flights_lock:
+                        self._quiet_young[sid] = (list(out.quiet_young), now)
+                if out.reach is not None:
+                    self.store.reach.record_reach(sid, out.reach.candles, out.reach.learned_at)
                 holes = self._open_holes(sid, start, end, now)
                 left = sum(h.missing_candles for h in holes)
                 self.tracker.progress(sid, left * tf, left, ran)
@@ -278,7 +343,7 @@ class BackfillService:
             log.exception("%s: repair failed", sid)
             res.errors.append(f"{sid}: {type(exc).__name__}: {exc}")
         self._measure(sid, start, end, target, to_time, into=res)
-        left = sum(h.missing_candles for h in res.holes if not h.void)
+        left = sum(h.missing_candles for h in res.holes if not h.settled)
         if res.complete:
             res.note, ok = NOTE_DONE, True
         elif res.errors:
@@ -303,6 +368,14 @@ class BackfillService:
             tf = sid.tf_seconds
             return tf > 60 and tf % 60 == 0 and tf <= self.settings.rollup_max_timeframe_s
         return True
+
+    @staticmethod
+    def _offers(source: CandleSource, sid: SeriesId) -> bool:
+        try:
+            return bool(source.offers(sid))
+        except Exception:  # the protocol says never raise; be safe anyway
+            log.exception("%s: source %s: offers() raised", sid, source.name)
+            return False
 
     @staticmethod
     def _run_source(source: CandleSource, sid, holes, now, deadline) -> SourceResult:
@@ -333,7 +406,7 @@ class BackfillService:
         return up.accepted
 
     def _record_voids(self, sid: SeriesId, voids, start: int, end: int, source: str, now: float) -> int:
-        ranges = [(max(s, start), min(e, end)) for s, e in voids if e >= start and s <= end]
+        ranges = _clip(voids, start, end)
         if ranges:
             self.store.record_voids(sid, ranges, source, checked_at=now)
         return len(ranges)
@@ -345,7 +418,7 @@ class BackfillService:
         window = (align_down(res.end, tf) - align_up(res.start, tf)) // tf + 1
         res.covered = max(0, window) - sum(h.missing_candles for h in holes)
         res.holes = holes
-        res.complete = not any(not h.void for h in holes)
+        res.complete = not any(not h.settled for h in holes)
         return res
 
     def _measure(self, sid: SeriesId, start: int, end: int, target: int, to_time: int | None,
@@ -354,6 +427,9 @@ class BackfillService:
         if end >= start:
             res.covered = self.store.count_between(sid, start, end)
             res.holes = self.store.holes(sid, start, end)
-        res.complete = not any(not h.void for h in res.holes)
+        res.complete = not any(not h.settled for h in res.holes)
         return res
 
+
+def _clip(ranges, start: int, end: int) -> list[tuple[int, int]]:
+    return [(max(s, start), min(e, end)) for s, e in ranges if e >= start and s <= end]

@@ -7,20 +7,23 @@ request by `FreqtradeTransport` (bounded wait), never while `_cond` is held.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import threading
 import time
 from collections.abc import Callable
 
+import ccxt
+
 from ..domain import Hole, SeriesId
 from ..domain.clock import SYSTEM_CLOCK, Clock
 from ..sources.base import CandleSource, SourceResult, closed_hole_ranges
+from ..sources.exchange_facts import OMITS_EMPTY, known_reach, late_candle_grace_s
 from ..sources.range_walk import Page, RangeWalk, RetryPolicy, TimeBound, Transient
 
 log = logging.getLogger(__name__)
 
 LOCK_WAIT_CAP_S = 30.0  # longest wait for the bot's `_loop_lock` before a page is given up
-DEFAULT_GRACE_S = 15.0  # freqtrade's ohlcv_late_candle_grace_secs, when the exchange object does not say
 
 
 def candle_type_for(series: SeriesId):
@@ -66,8 +69,8 @@ class BotExchangeSource:
     serve — or every series while nothing is bound — go to `fallback` (our own CcxtSource).
 
     Each page is one `fetch_ohlcv` through freqtrade's `_async_get_candle_history(..., count=0)` on the
-    exchange's own event loop, under its `_loop_lock`, asking for at most `ohlcv_candle_limit - 1`
-    candles; freqtrade's retries are switched off for it (they would run inside the lock) and ours run
+    exchange's own event loop, under its `_loop_lock`, asking `ohlcv_candle_limit` rows from the page
+    start (freqtrade sends no end bound); freqtrade's retries are switched off for it (they would run inside the lock) and ours run
     outside the lock with backoff. The raw rows are used as the exchange sent them: no fill-up filter
     (a real zero-volume candle looks like a fill-up one), only closed candles inside the asked hole, and
     the just-closed candle only when it is final (a newer row came with it, or the grace period passed).
@@ -109,6 +112,9 @@ class BotExchangeSource:
         return self._exchange
 
     # ---- the CandleSource protocol ----------------------------------------------------------------
+    def offers(self, series: SeriesId) -> bool:
+        return True  # the bot's exchange, or the fallback's
+
     def fetch(self, series: SeriesId, holes: list[Hole], now: float | None = None,
               deadline: float | None = None) -> SourceResult:
         now = self._clock() if now is None else now
@@ -141,7 +147,7 @@ class BotExchangeSource:
         tf = series.tf_seconds
         transport = FreqtradeTransport(ex, series, lambda: self._exchange is ex)
         self._walk.walk(transport, closed_hole_ranges(holes, tf, now), tf, now, deadline, result,
-                        "time bound reached or exchange detached")
+                        "time bound reached or exchange detached", reach=known_reach(series.exchange))
         if result.requests:
             log.debug("bot exchange %s: %d candle(s), %d void range(s) in %d request(s)", series,
                       len(result.candles), len(result.voids), result.requests)
@@ -161,6 +167,7 @@ class FreqtradeTransport:
         self._ct = candle_type_for(series)
         self._bound = bound  # False once the exchange was detached: no new request then
         self.grace_s = _grace_s(exchange, series)
+        self.omits_empty = series.exchange in OMITS_EMPTY
 
     def page_limit(self, since: int) -> int:
         try:
@@ -181,10 +188,20 @@ class FreqtradeTransport:
             timeout_s = float(getattr(ex._api_async, "timeout", 10000)) / 1000.0 + 1.0
             if remaining_s is not None:
                 timeout_s = max(0.5, min(timeout_s, remaining_s))
+            if page.asked < self.page_limit(page.start):
+                # the walk learned the exchange cuts pages below freqtrade's limit (OKX history-candles):
+                # freqtrade's call always asks its own limit, so ask the bot's async ccxt object directly,
+                # with freqtrade's ohlcv params, for the rows the walk wants
+                coro = ex._api_async.fetch_ohlcv(sid.symbol, timeframe=sid.timeframe, since=page.start * 1000,
+                                                 limit=page.asked,
+                                                 params=copy.deepcopy(ex._ft_has.get("ohlcv_params", {})))
+                return list(ex.loop.run_until_complete(asyncio.wait_for(coro, timeout_s)) or [])
             coro = ex._async_get_candle_history(sid.symbol, sid.timeframe, self._ct, page.start * 1000,
                                                 count=0)  # count=0: freqtrade's retrier off
             response = ex.loop.run_until_complete(asyncio.wait_for(coro, timeout_s))
             return list(response[3] or [])
+        except ccxt.OperationFailed as exc:  # the direct call's transient errors, untranslated by freqtrade
+            raise Transient(exc, rate_limited=isinstance(exc, ccxt.DDoSProtection)) from exc
         except (TemporaryError, TimeoutError) as exc:
             raise Transient(exc, rate_limited=isinstance(exc, DDosProtection)) from exc
         finally:
@@ -196,4 +213,4 @@ def _grace_s(exchange, series: SeriesId) -> float:
     try:
         return exchange._ohlcv_candle_grace_ms(series.timeframe) / 1000.0
     except Exception:  # a freqtrade without the setting
-        return min(DEFAULT_GRACE_S, series.tf_seconds / 2)
+        return late_candle_grace_s(series.tf_seconds)

@@ -20,6 +20,7 @@ from .timeframe import (
     align_down,
     align_up,
     expected_latest_closed_time,
+    grid_offset,
     is_aligned,
     is_closed,
     timeframe_to_seconds,
@@ -28,5 +29,5 @@ from .timeframe import (
 __all__ = [
     "Candle", "CandleBatch", "InvalidCandle", "Hole", "count_covered", "covered_in_runs", "holes_from_runs",
     "list_holes", "merge_ranges", "merge_runs", "runs_of", "split_by_voids", "CANDLE_TYPES", "MARKETS", "MAX_TIME", "SeriesId", "align_down", "align_up", "expected_latest_closed_time",
-    "is_aligned", "is_closed", "timeframe_to_seconds",
+    "grid_offset", "is_aligned", "is_closed", "timeframe_to_seconds",
 ]

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .timeframe import is_aligned, unaligned
+
 FIELDS = ("candle_time", "open", "high", "low", "close", "volume")
 
 
@@ -58,7 +60,7 @@ class Candle:
             raise InvalidCandle(*problem)
 
     def check_aligned(self, tf: int) -> None:
-        if self.candle_time % tf:
+        if not is_aligned(self.candle_time, tf):
             raise InvalidCandle("unaligned", f"candle {self.candle_time}: not aligned to {tf}s")
 
     @classmethod
@@ -147,7 +149,7 @@ class CandleBatch:
             (self.times < 0, "bad_time"),
             (~np.isfinite(prices).all(axis=0) | ~np.isfinite(self.volume), "non_finite"),
             (self.volume < 0, "negative_volume"),
-            (self.times % tf != 0, "unaligned"),
+            (unaligned(self.times, tf), "unaligned"),
         ]
         if not signed:
             checks[2:2] = [((prices <= 0).any(axis=0), "non_positive_price")]

@@ -17,10 +17,16 @@ class Hole:
     end: int
     missing_candles: int
     void: bool = False
+    unavailable: bool = False  # older than what the exchange serves: never a void
+
+    @property
+    def settled(self) -> bool:
+        """Nothing left to fetch here: a confirmed void, or out of the exchange's reach."""
+        return self.void or self.unavailable
 
     def to_dict(self) -> dict:
         return {"start": self.start, "end": self.end, "missing_candles": self.missing_candles,
-                "void": self.void}
+                "void": self.void, "unavailable": self.unavailable}
 
 
 def _window(start: int, end: int, tf: int) -> tuple[int, int]:
@@ -102,9 +108,23 @@ def merge_ranges(ranges: Iterable[tuple[int, int]], tf: int) -> list[tuple[int, 
     return list(zip(s.tolist(), e.tolist(), strict=True))
 
 
-def split_by_voids(holes: Iterable[Hole], voids: Iterable[tuple[int, int]], tf: int) -> list[Hole]:
-    """Cut each hole where confirmed-empty ranges begin and end; the covered pieces get void=True."""
-    merged = merge_ranges(voids, tf)
+def split_by_voids(holes: Iterable[Hole], voids: Iterable[tuple[int, int]], tf: int,
+                   unavailable: Iterable[tuple[int, int]] = ()) -> list[Hole]:
+    """Cut each hole where confirmed-empty ranges begin and end (the covered pieces get void=True), and
+    first where unavailable ranges do (unavailable=True, never void: they win where both were recorded)."""
+    unavailable = merge_ranges(unavailable, tf)
+    if unavailable:
+        out: list[Hole] = []
+        for h in _split(holes, unavailable, tf):
+            if h.void:  # _split marks the covered pieces
+                out.append(Hole(h.start, h.end, h.missing_candles, False, True))
+            else:
+                out.extend(_split([h], merge_ranges(voids, tf), tf))
+        return out
+    return _split(holes, merge_ranges(voids, tf), tf)
+
+
+def _split(holes: Iterable[Hole], merged: list[tuple[int, int]], tf: int) -> list[Hole]:
     out: list[Hole] = []
     for h in holes:
         cur = h.start

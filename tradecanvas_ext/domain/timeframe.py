@@ -1,6 +1,10 @@
-"""Timeframes and epoch alignment. Calendar units (w, M) are refused: they are not epoch-aligned."""
+"""Timeframes and their candle grid. Up to `1d` the grid is epoch-aligned (`t % tf == 0`); `1w` candles open
+on Monday 00:00 UTC (the epoch was a Thursday). Months are refused: not a fixed length. Every alignment of
+the package goes through `align_down` / `align_up` / `is_aligned`, so every hole computation steps on the
+grid."""
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 
@@ -8,6 +12,8 @@ from functools import lru_cache
 # far inside SQL's int64.
 MAX_TIME = 2**53 - 1
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+WEEK = 604_800
+WEEK_OFFSET = 4 * 86_400  # 1970-01-05, the first Monday: weekly candles open on Mondays 00:00 UTC
 _TF_RE = re.compile(r"^([0-9]+)([a-zA-Z]+)$")
 
 
@@ -20,10 +26,14 @@ def timeframe_to_seconds(timeframe: str) -> int:
     if not m:
         raise ValueError(f"timeframe {timeframe!r} is not of the form <n>m, <n>h or <n>d")
     n, unit = int(m.group(1)), m.group(2)
-    if unit in ("w", "M", "y"):
+    if unit == "w":
+        if n != 1:
+            raise ValueError(f"timeframe {timeframe!r}: only 1w is supported (Monday-aligned weeks)")
+        return WEEK
+    if unit in ("M", "y"):
         raise ValueError(
-            f"timeframe {timeframe!r}: unit {unit!r} is not supported (calendar-aligned, not epoch-aligned); "
-            "use m, h or d"
+            f"timeframe {timeframe!r}: unit {unit!r} is not supported (calendar months are not a fixed "
+            "length); use m, h, d or 1w"
         )
     if unit not in _UNIT_SECONDS:
         raise ValueError(f"timeframe {timeframe!r}: unknown unit {unit!r}; use m, h or d")
@@ -32,21 +42,35 @@ def timeframe_to_seconds(timeframe: str) -> int:
     return n * _UNIT_SECONDS[unit]
 
 
+def grid_offset(tf: int) -> int:
+    """Where the grid of `tf` starts relative to the epoch: Monday for 1w, 0 otherwise."""
+    return WEEK_OFFSET if tf == WEEK else 0
+
+
 def align_down(t: int, tf: int) -> int:
-    return (int(t) // tf) * tf
+    """The grid time at or before `t`."""
+    off = grid_offset(tf)
+    return ((math.floor(t) - off) // tf) * tf + off
 
 
 def align_up(t: int, tf: int) -> int:
-    return -((-int(t)) // tf) * tf
+    """The grid time at or after `t`."""
+    off = grid_offset(tf)
+    return -((off - math.ceil(t)) // tf) * tf + off
 
 
 def is_aligned(t: int, tf: int) -> bool:
-    return int(t) % tf == 0
+    return (int(t) - grid_offset(tf)) % tf == 0
+
+
+def unaligned(times, tf: int):
+    """Vectorised: which of `times` (a numpy array) are off the grid."""
+    return (times - grid_offset(tf)) % tf != 0
 
 
 def expected_latest_closed_time(now: float, tf: int) -> int:
     """Open time of the newest candle that has closed at `now` (contract section 1)."""
-    return max(0, (int(now // tf) * tf) - tf)
+    return max(0, align_down(now, tf) - tf)
 
 
 def is_closed(candle_time: int, tf: int, now: float) -> bool:

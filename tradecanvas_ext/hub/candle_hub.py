@@ -533,7 +533,7 @@ class CandleHub:
                     i += 1
                     continue
                 if t > sub.cursor + tf:
-                    sub.out.add(m.gap(sub.key, sub.cursor + tf, t, tf, self._reason(sub, sub.cursor + tf, t - tf)))
+                    self._announce_gap(sub, sub.cursor + tf, t)
             j = i + 1  # a run of consecutive candles goes out as is
             while j < len(times) and int(times[j]) == int(times[j - 1]) + tf:
                 j += 1
@@ -604,8 +604,8 @@ class CandleHub:
             return [(r.a, r.last, len(r.waiters)) for r in self._recoveries.get(series, ())]
 
     def _missing(self, series: SeriesId, a: int, last: int) -> bool:
-        """The store lacks a candle of [a, last] that is not a confirmed void."""
-        return any(not h.void for h in self._store.holes(series, a, last))
+        """The store lacks a candle of [a, last] that is neither a confirmed void nor unavailable."""
+        return any(not h.settled for h in self._store.holes(series, a, last))
 
     def _send_range_with_gaps(self, sub: Subscription, a: int, last: int) -> None:
         """What the store now has in [a, last], in order, each remaining hole announced before its candle."""
@@ -613,14 +613,32 @@ class CandleHub:
         tf = sub.tf
         for k, t in enumerate(fill.times.tolist()):
             if t > sub.cursor + tf:
-                sub.out.add(m.gap(sub.key, sub.cursor + tf, t, tf, self._reason(sub, sub.cursor + tf, t - tf)))
+                self._announce_gap(sub, sub.cursor + tf, t)
             sub.out.candles(fill, k, k + 1)
             sub.cursor = t
 
-    def _reason(self, sub: Subscription, start: int, end: int) -> str:
-        holes = self._store.holes(sub.series, start, end)
-        if holes and all(h.void for h in holes):
+    def _announce_gap(self, sub: Subscription, start: int, actual: int) -> None:
+        """The hole [start, actual) before the candle at `actual`: one `gap` per kind (void, unavailable,
+        still missing), in time order (contract section 4)."""
+        tf = sub.tf
+        runs: list[list] = []  # [first, last, reason]
+        for h in self._store.holes(sub.series, start, actual - tf):
+            reason = self._reason(h)
+            if runs and runs[-1][2] == reason and runs[-1][1] + tf == h.start:
+                runs[-1][1] = h.end
+            else:
+                runs.append([h.start, h.end, reason])
+        if not runs or runs[0][0] != start or runs[-1][1] != actual - tf:  # the store moved meanwhile
+            runs = [[start, actual - tf, self._reason(None)]]
+        for k, (first, last, reason) in enumerate(runs):
+            nxt = actual if k + 1 == len(runs) else last + tf
+            sub.out.add(m.gap(sub.key, first, nxt, tf, reason))
+
+    def _reason(self, hole) -> str:
+        if hole is not None and hole.void:
             return "void"
+        if hole is not None and hole.unavailable:
+            return "unavailable"
         if not self._gap_backfill:
             return "backfill_disabled"
         return "unrecovered"

@@ -14,6 +14,7 @@ from ..domain import (
     expected_latest_closed_time,
     merge_ranges,
 )
+from .reach import Reach
 
 
 @dataclass
@@ -22,12 +23,18 @@ class SourceResult:
 
     `candles` are closed candles inside the asked holes only (the service still validates them);
     `voids` are inclusive (start, end) ranges the source confirmed it has no data for;
+    `unavailable` are inclusive ranges older than what the exchange serves (its reach: never a void), and
+    `reach` the reach the source learned on the way (None: nothing new);
     `errors` are human-readable problems that did not stop the source; `requests` counts remote calls,
     `retries` the transient failures retried among them.
     """
 
     candles: CandleBatch = field(default_factory=CandleBatch.empty)
     voids: list[tuple[int, int]] = field(default_factory=list)
+    unavailable: list[tuple[int, int]] = field(default_factory=list)
+    reach: Reach | None = None
+    # times too young to be voids that an exchange known to omit no-trade candles answered without
+    quiet_young: list[tuple[int, int]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     requests: int = 0
     retries: int = 0
@@ -35,6 +42,12 @@ class SourceResult:
 
 class CandleSource(Protocol):
     name: str
+
+    def offers(self, series: SeriesId) -> bool:
+        """Whether this level has anything to offer for the series at all (a DataProvider or a history
+        file, a stored 1m series to roll up, an exchange): a level without is skipped and is not a repair.
+        Cheap and local; never raises."""
+        ...
 
     def fetch(self, series: SeriesId, holes: list[Hole], now: float,
               deadline: float | None = None) -> SourceResult:

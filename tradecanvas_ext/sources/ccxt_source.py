@@ -8,6 +8,7 @@ held around one call on its exchange object. They are never nested.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import threading
 import time
@@ -20,11 +21,11 @@ import ccxt  # imported at start-up on purpose: it costs ~0.25 s (FACTS)
 from ..domain import Hole, SeriesId
 from ..domain.clock import SYSTEM_CLOCK, Clock
 from .base import SourceResult, closed_hole_ranges
+from .exchange_facts import ExchangeFacts, known_reach, late_candle_grace_s, too_old
 from .range_walk import Page, RangeWalk, RetryPolicy, TimeBound, Transient, parse_retry_after, record_error
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CANDLE_LIMIT = 500  # when ccxt does not state the exchange's klines limit
 MAX_TRIES = RetryPolicy().max_tries  # attempts per request (markets or one page)
 # ccxt's transient family (network errors, timeouts, ExchangeNotAvailable, DDoSProtection/RateLimitExceeded,
 # BadResponse). Binance maps 503 {-1001} and 500 {-1000} straight to OperationFailed itself.
@@ -113,25 +114,16 @@ def _load_markets(exchange) -> None:
         raise ccxt.BadResponse(f"{exchange.id}: load_markets returned no markets")
 
 
-def _candle_limit(exchange, symbol: str) -> int:
-    """The exchange's own klines page size, as ccxt's `features` states it for this market type."""
-    try:
-        market = exchange.market(symbol)
-        feature = exchange.features.get(market["type"]) or {}
-        if market["type"] in ("swap", "future"):
-            feature = feature.get("linear" if market.get("linear") else "inverse") or {}
-        limit = int((feature.get("fetchOHLCV") or {}).get("limit") or 0)
-    except (AttributeError, KeyError, TypeError, ValueError):
-        limit = 0
-    return limit if limit > 0 else DEFAULT_CANDLE_LIMIT
-
-
 def _checked_page(exchange, rows):
-    """ccxt turns an unparsable body into an empty list silently; that must not read as 'no data'."""
+    """An empty answer is an answer when the exchange sent JSON (`[]` or an object such as Bybit's
+    `{"result": {"list": []}}`: ccxt parses both to []); only a body that is not JSON at all (ccxt turns
+    that into [] silently) is a bad response."""
     if not rows:
         body = (exchange.last_http_response or "").strip()
-        if not (body.startswith("[") and body.endswith("]")):
-            raise ccxt.BadResponse(f"{exchange.id}: klines answer is not a JSON list: {body[:80]!r}")
+        try:
+            json.loads(body)
+        except ValueError:
+            raise ccxt.BadResponse(f"{exchange.id}: klines answer is not JSON: {body[:80]!r}") from None
     return rows
 
 
@@ -156,30 +148,35 @@ def _call(entry: _Entry, fn: Callable[[Any], Any], remaining_s: float | None, cl
 
 
 class CcxtTransport:
-    """Pages of one series through a pooled sync ccxt object: exactly the page's candles, `until` bound."""
+    """Pages of one series through a pooled sync ccxt object, with only the parameters its class reads:
+    exactly the page's candles (`until`-bound) where it knows `until`, `limit` rows from `since` where not."""
 
-    open_ended = False
-    grace_s = 0.0  # ccxt's own klines answer is taken as final once the candle closed
-
-    def __init__(self, entry: _Entry, series: SeriesId, limit: int, clock: Clock):
+    def __init__(self, entry: _Entry, series: SeriesId, facts: ExchangeFacts, clock: Clock):
         self.label = f"ccxt {series}"
         self._entry = entry
         self._series = series
-        self._limit = limit
+        self._facts = facts
         self._clock = clock
+        self.open_ended = not facts.knows_until
+        self.omits_empty = facts.omits_empty
+        self.grace_s = late_candle_grace_s(series.tf_seconds)
 
     def page_limit(self, since: int) -> int:
-        return self._limit
+        return self._facts.page_limit(since, self._clock(), self._series.tf_seconds)
 
     def fetch_page(self, page: Page, remaining_s: float | None) -> list:
         sid, tf = self._series, self._series.tf_seconds
+        now = self._clock()
 
         def klines(ex):
-            # until = the close (ms) of the page's last candle: right whether the exchange treats it as
-            # inclusive or exclusive, and whether it filters by open or close time.
-            params = {"until": (page.end + tf) * 1000 - 1, **price_params(sid)}
-            return _checked_page(ex, ex.fetch_ohlcv(sid.symbol, sid.timeframe, since=page.start * 1000,
-                                                    limit=page.asked, params=params))
+            try:
+                return _checked_page(ex, self._facts.fetch(ex, sid.symbol, sid.timeframe, page.start, page.end,
+                                                           page.asked, now, tf, price_params(sid)))
+            except ccxt.BadRequest as exc:
+                refused = too_old(exc)
+                if refused is not None:
+                    raise refused from exc
+                raise
 
         return _call(self._entry, klines, remaining_s, self._clock)
 
@@ -201,6 +198,10 @@ class CcxtSource:
         self._walk = RangeWalk(RetryPolicy(), sleep)
         self._stats_lock = threading.Lock()  # protects `retries` only
         self.retries = 0  # transient failures retried, over the source's life (for metrics)
+
+    def offers(self, series: SeriesId) -> bool:
+        """Every exchange ccxt knows (whether ccxt may be asked is the service's switch)."""
+        return True
 
     def fetch(self, series: SeriesId, holes: list[Hole], now: float | None = None,
               deadline: float | None = None) -> SourceResult:
@@ -229,11 +230,12 @@ class CcxtSource:
             entry = self._pool.get(series.exchange, series.market)
             self._walk.retrying(lambda remaining: _call(entry, _load_markets, remaining, self._clock),
                                 deadline, result, label)
-            limit = _candle_limit(entry.exchange, series.symbol)
+            facts = ExchangeFacts.of(entry.exchange, series.symbol, series.market)
         except TimeBound as stop:
             result.errors.append(f"{label}: loading markets: {stop}")
             return
         except Exception as exc:
             record_error(result, label, wanted[0][0], wanted[-1][1], exc)
             return
-        self._walk.walk(CcxtTransport(entry, series, limit, self._clock), wanted, tf, now, deadline, result)
+        self._walk.walk(CcxtTransport(entry, series, facts, self._clock), wanted, tf, now, deadline, result,
+                        reach=known_reach(series.exchange))

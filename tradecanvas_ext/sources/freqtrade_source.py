@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..domain import CandleBatch, Hole, SeriesId
+from ..domain import CandleBatch, Hole, SeriesId, expected_latest_closed_time
 from .base import SourceResult
 from .rollup import times_in_holes
 
@@ -94,7 +94,7 @@ def batch_to_frame(batch: CandleBatch) -> pd.DataFrame:
 
 def _closed_hole_slots(holes: list[Hole], tf: int, now: float) -> int:
     """How many aligned times inside the holes are closed at `now`."""
-    last = (int(now) - tf) // tf * tf
+    last = expected_latest_closed_time(now, tf)
     return sum((min(h.end, last) - h.start) // tf + 1 for h in holes if h.start <= last)
 
 
@@ -161,6 +161,24 @@ class FreqtradeSource:
         self._handler = None
 
     # ---- the CandleSource protocol ------------------------------------------------------------------
+    def offers(self, series: SeriesId) -> bool:
+        """A DataProvider is bound, or freqtrade's history file of the series exists."""
+        if self.exchange is not None and series.exchange != self.exchange:
+            return False
+        try:
+            if self.provider_getter() is not None:
+                return True
+            if self.datadir is None:
+                return False
+            from freqtrade.enums import CandleType
+
+            handler = self._data_handler()
+            ct = CandleType.from_string(self.candle_type_for(series))
+            return handler._pair_data_filename(handler._datadir, series.symbol, series.timeframe, ct).exists()
+        except Exception:
+            log.debug("freqtrade: offers(%s) failed", series, exc_info=True)
+            return False
+
     def fetch(self, series: SeriesId, holes: list[Hole], now: float,
               deadline: float | None = None) -> SourceResult:
         result = SourceResult()

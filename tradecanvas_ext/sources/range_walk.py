@@ -1,24 +1,33 @@
-"""The one paged fetch of holes every range source uses: page planning, answer classification, void evidence,
-retry policy (backoff, Retry-After, deadline) and result bookkeeping, over a `Transport` that makes the calls.
+"""The one paged fetch of holes every range source uses: page planning, reading answers (a short or empty
+page is an answer, never evidence; a cut page is asked again), void evidence, history reach (known, or
+learned from an answer or a refusal), retry policy (backoff, Retry-After, deadline) and result bookkeeping,
+over a `Transport` that makes the calls.
 
-It must never talk to an exchange itself, raise out of `walk`, ask past a hole, or call a missing candle a
-void without the exchange's evidence. It holds no lock: a transport serialises its own calls.
+It must never talk to an exchange itself, raise out of `walk`, ask beyond a hole's neighbour candles or
+older than the reach, or call a missing candle a void without one answer's evidence. It holds no lock: a transport serialises its own calls.
 """
 from __future__ import annotations
 
 import email.utils
-import enum
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import numpy as np
 
-from ..domain import CandleBatch, expected_latest_closed_time, list_holes
+from ..domain import (
+    CandleBatch,
+    align_down,
+    expected_latest_closed_time,
+    is_aligned,
+    list_holes,
+    merge_ranges,
+)
 from .base import SourceResult, fetch_holes_in_order
+from .reach import Reach, reach_from_oldest
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +38,16 @@ T = TypeVar("T")
 # ---------------------------------------------------------------------------------------------- failures
 class TimeBound(Exception):
     """No room for another request or wait (deadline, a busy or detached exchange): no request was made."""
+
+
+class TooOld(Exception):
+    """The exchange refused a page as older than it serves (Gate's "too long ago"); `candles`: the reach it
+    named (its latest N candles), when it named one."""
+
+    def __init__(self, cause: Exception, candles: int | None = None):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+        self.candles = candles
 
 
 class Transient(Exception):
@@ -80,7 +99,7 @@ class RetryPolicy:
 # ---------------------------------------------------------------------------------------------- pages
 @dataclass(frozen=True)
 class Page:
-    """One request: candles [start, end] wanted, `asked` rows requested (a shorter answer is the whole truth)."""
+    """One request: candles [start, end] wanted, `asked` rows requested."""
 
     start: int
     end: int
@@ -88,42 +107,32 @@ class Page:
 
 
 def plan_page(start: int, hole_end: int, tf: int, limit: int, open_ended: bool) -> Page:
-    """The next page of a hole. A bounded transport asks exactly the page's candles (at most `limit`); an
-    open-ended one asks `limit` rows from `start` and keeps `limit - 1`, so a row past the page shows the
-    exchange went on."""
-    span = max(1, limit - 1) if open_ended else max(1, limit)
-    end = min(hole_end, start + (span - 1) * tf)
+    """The next page of a hole: at most `limit` candles from `start`. A bounded transport asks exactly the
+    page's candles; an open-ended one (no end bound) asks `limit` rows from `start`."""
+    end = min(hole_end, start + (max(1, limit) - 1) * tf)
     return Page(start, end, limit if open_ended else (end - start) // tf + 1)
 
 
-class Answer(enum.Enum):
-    SHORT = "fewer rows than asked: everything the exchange has in the page came"
-    STOPS_SHORT = "a full answer ending inside the page (duplicates or foreign rows used up the limit)"
-    FULL = "a full answer reaching the page end"
-    NONE_INSIDE = "rows, but none at or after the page start"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    answer: Answer
-    next_start: int | None  # None: the rest of the hole is given up
-    empty: tuple[tuple[int, int], ...]  # missing times of the page the answer confirms empty (not yet aged)
-
-
-def classify(page: Page, n_rows: int, seen: np.ndarray, tf: int, cutoff: float) -> Verdict:
-    """What one answer says. `seen`: the sorted unique aligned row times at or after page.start (rows past
-    the page included); `cutoff`: a candle closing after it may still be published."""
-    if n_rows < page.asked:
-        empty: tuple[tuple[int, int], ...] = ()
-        if page.end + tf <= cutoff:  # a fully past page: the exchange has nothing else in it
-            empty = tuple((h.start, h.end) for h in list_holes(seen, page.start, page.end, tf))
-        return Verdict(Answer.SHORT, page.end + tf, empty)
-    if not len(seen):
-        return Verdict(Answer.NONE_INSIDE, None, ())
-    last = int(seen[-1])
-    if last < page.end:  # ask again after the last row; nothing here is known to be empty
-        return Verdict(Answer.STOPS_SHORT, last + tf, ())
-    return Verdict(Answer.FULL, page.end + tf, ())
+def void_evidence(page_start: int, page_end: int, rows: np.ndarray, tf: int, now: float, oldest: int | None,
+                  omits_empty: bool, complete: bool) -> list[tuple[int, int]]:
+    """The times ONE answer to the page [page_start, page_end] proves empty (contract section 5): those with
+    rows of this answer on both sides, or — from an exchange known to omit candles without trades, when
+    the answer was `complete` (fewer rows than asked: nothing was cut) — every time of the page it did not
+    send; never a time younger than `newest_void(now)` nor older than `oldest` (the reach). `rows`: the
+    answer's sorted unique aligned times. A short page, an empty page or an error proves nothing else."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if omits_empty and complete:
+        lo, hi = page_start, page_end
+        rows = rows[(rows >= lo) & (rows <= hi)]
+        found = [(h.start, h.end) for h in list_holes(rows, lo, hi, tf)]
+    elif len(rows) >= 2:
+        found = [(h.start, h.end) for h in list_holes(rows, int(rows[0]), int(rows[-1]), tf)]
+    else:
+        return []
+    lo = page_start if oldest is None else max(page_start, oldest)
+    hi = newest_void(now, tf)
+    clipped = [(max(s, lo), min(e, hi)) for s, e in found]
+    return [(s, e) for s, e in clipped if s <= e]
 
 
 def void_cutoff(now: float, tf: int) -> float:
@@ -133,33 +142,17 @@ def void_cutoff(now: float, tf: int) -> float:
 
 def newest_void(now: float, tf: int) -> int:
     """The newest candle time old enough to be called a void at `now`."""
-    return math.floor((void_cutoff(now, tf) - tf) / tf) * tf
-
-
-def void_evidence(start: int, end: int, seen: np.ndarray, empty: Sequence[tuple[int, int]], tf: int,
-                  now: float) -> list[tuple[int, int]]:
-    """The voids of hole [start, end]: what short past pages confirmed empty, and every time the exchange
-    skipped with rows on both sides of it (`seen`: all row times it sent for the hole), none younger
-    than `newest_void`."""
-    voids = list(empty)
-    times = np.unique(np.asarray(seen, dtype=np.int64))
-    if len(times) >= 2:
-        voids.extend((max(h.start, start), min(h.end, end)) for h in list_holes(times, int(times[0]),
-                                                                                  int(times[-1]), tf))
-    last = min(end, newest_void(now, tf))
-    clipped = [(max(s, start), min(e, last)) for s, e in voids]
-    return [(s, e) for s, e in clipped if s <= e]
+    return align_down(void_cutoff(now, tf) - tf, tf)
 
 
 def _rows(raw, tf: int):
     """(time, row) of the well-formed aligned rows, as sent."""
-    tf_ms = tf * 1000
     for r in raw or ():
         try:
             t_ms = int(r[0])
         except (TypeError, ValueError, IndexError):
             continue
-        if len(r) >= 6 and not t_ms % tf_ms:
+        if len(r) >= 6 and not t_ms % 1000 and is_aligned(t_ms // 1000, tf):
             yield t_ms // 1000, r
 
 
@@ -194,11 +187,13 @@ def hold_back_unfinal(page: CandleBatch, seen: np.ndarray, tf: int, now: float, 
 # ---------------------------------------------------------------------------------------------- transport
 class Transport(Protocol):
     """One series on one exchange connection. Its calls raise `Transient` for what a retry may cure,
-    `TimeBound` when it made no request, anything else for a permanent failure."""
+    `TimeBound` when it made no request, `TooOld` for a range refused as too old, anything else for a
+    permanent failure."""
 
     label: str  # "ccxt binance:spot:BTC/USDT:1m": the start of every error message
     open_ended: bool  # a page asks `limit` rows from its start, without an end bound
     grace_s: float  # the late-candle grace for the just-closed candle (0: none)
+    omits_empty: bool  # the exchange sends no candle for a time without trades (its answers prove voids)
 
     def page_limit(self, since: int) -> int:
         """Rows one request returns at most, from `since` on."""
@@ -207,6 +202,44 @@ class Transport(Protocol):
     def fetch_page(self, page: Page, remaining_s: float | None) -> list:
         """The raw rows of one page; `remaining_s` until the deadline (None: no deadline)."""
         ...
+
+
+@dataclass
+class _Ask:
+    """Times [lo, hi] of a hole still unknown. `left`: a row time just before lo the page starts from (so
+    one answer can hold rows on both sides of what is missing); `right`: a known row just after hi;
+    `proof`: a time whose row in this answer proves the answer before it was cut at its `parent_rows`."""
+
+    lo: int
+    hi: int
+    left: int | None = None
+    right: int | None = None
+    proof: int | None = None
+    parent_rows: int | None = None
+    newest_kept: bool = False  # the answer before this one ended exactly at its page end: maybe cut newest-first
+
+
+@dataclass
+class WalkState:
+    """What one walk learns and uses across its holes: the reach, and a page cap below the stated limit."""
+
+    reach: Reach | None
+    learned: Reach | None = None
+    cap: int | None = None
+
+    def oldest(self, now: float, tf: int) -> int | None:
+        return None if self.reach is None else self.reach.oldest(now, tf)
+
+    def learn(self, reach: Reach) -> None:
+        self.reach = self.learned = reach
+
+
+@dataclass
+class _Found:
+    batches: list[CandleBatch]
+    voids: list[tuple[int, int]]
+    unavailable: list[tuple[int, int]]
+    quiet_young: list[tuple[int, int]] = field(default_factory=list)
 
 
 class RangeWalk:
@@ -240,56 +273,158 @@ class RangeWalk:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def walk(self, transport: Transport, wanted: list[tuple[int, int]], tf: int, now: float,
-             deadline: float | None, result: SourceResult, stop_reason: str = "time bound reached") -> None:
-        """Fetch the (start, end) ranges oldest first into `result` (candles, voids, errors, requests)."""
-        fetch_holes_in_order(
-            wanted, lambda start, end: self._hole(transport, start, end, tf, now, deadline, result),
-            result, tf, transport.label, stop_reason)
+             deadline: float | None, result: SourceResult, stop_reason: str = "time bound reached",
+             reach: Reach | None = None) -> None:
+        """Fetch the (start, end) ranges oldest first into `result` (candles, voids, unavailable ranges,
+        a learned reach, errors, requests). Times older than the reach (given, or learned on the way) are
+        not asked: they are reported unavailable."""
+        state = WalkState(reach)
+        unavailable: list[tuple[int, int]] = []
+        quiet: list[tuple[int, int]] = []
+
+        def one_hole(start: int, end: int) -> tuple[CandleBatch, list[tuple[int, int]], bool]:
+            found = _Found([], [], [])
+            finished = self._hole(transport, start, end, tf, now, deadline, result, state, found)
+            unavailable.extend(found.unavailable)
+            quiet.extend(found.quiet_young)
+            return CandleBatch.concat(found.batches), found.voids, finished
+
+        fetch_holes_in_order(wanted, one_hole, result, tf, transport.label, stop_reason)
+        result.unavailable = merge_ranges(unavailable, tf)
+        result.reach = state.learned
+        result.quiet_young = merge_ranges(quiet, tf)
+        if result.unavailable:  # a void never lies in what the exchange does not serve
+            result.voids = [(s, e) for s, e in result.voids
+                            if not any(us <= s and e <= ue for us, ue in result.unavailable)]
+
+    def _fetch(self, transport: Transport, page: Page, deadline: float | None, result: SourceResult) -> list:
+        def one(remaining: float | None) -> list:
+            made = True  # a TimeBound means no request left this process
+            try:
+                return transport.fetch_page(page, remaining)
+            except TimeBound:
+                made = False
+                raise
+            finally:
+                if made:
+                    result.requests += 1
+
+        return self.retrying(one, deadline, result, transport.label)
 
     def _hole(self, transport: Transport, start: int, end: int, tf: int, now: float, deadline: float | None,
-              result: SourceResult) -> tuple[CandleBatch, list[tuple[int, int]], bool]:
-        """(candles, voids, False when time ran out). An error retries did not cure abandons this hole only."""
-        cutoff = void_cutoff(now, tf)
-        pages: list[CandleBatch] = []
-        seen: list[np.ndarray] = []
-        empty: list[tuple[int, int]] = []
-        page_start, finished = start, True
-        while page_start <= end:
-            page = plan_page(page_start, end, tf, transport.page_limit(page_start), transport.open_ended)
-
-            def one(remaining: float | None, page: Page = page) -> list:
-                made = True  # a TimeBound means no request left this process
-                try:
-                    return transport.fetch_page(page, remaining)
-                except TimeBound:
-                    made = False
-                    raise
-                finally:
-                    if made:
-                        result.requests += 1
-
+              result: SourceResult, state: WalkState, found: _Found) -> bool:
+        """Walk one hole into `found`; False when time ran out. An error retries did not cure ends this hole
+        only. Every ask either gets rows (and shrinks) or ends; a missing stretch is re-asked with the known
+        row before it, so an outage across a page boundary is still seen from both sides in one answer."""
+        latest = expected_latest_closed_time(now, tf)
+        stack = [self._first_ask(transport, start, end, tf, latest, state.oldest(now, tf))]
+        while stack:
+            ask = stack.pop()
+            oldest = state.oldest(now, tf)
+            if oldest is not None and ask.lo < oldest:  # older than the exchange serves
+                found.unavailable.append((ask.lo, min(ask.hi, oldest - tf)))
+                ask = _Ask(max(ask.lo, oldest), ask.hi, None, ask.right)
+                if ask.lo > ask.hi:
+                    continue
+            use_left = ask.left is not None and (oldest is None or ask.left >= oldest)
+            ask_lo = ask.left if use_left else ask.lo
+            limit = transport.page_limit(ask_lo)
+            if state.cap is not None:
+                limit = min(limit, state.cap)
+            page = plan_page(ask_lo, ask.hi, tf, limit, transport.open_ended)
+            if (ask.right is not None and not transport.open_ended and page.end == ask.hi
+                    and page.asked < limit):  # one more row: the known one after the stretch
+                page = Page(page.start, ask.right, page.asked + 1)
             try:
-                raw = self.retrying(one, deadline, result, transport.label)
+                raw = self._fetch(transport, page, deadline, result)
             except TimeBound as stop:
-                result.errors.append(f"{transport.label} {page_start}..{end}: {stop}")
-                finished = False
-                break
+                result.errors.append(f"{transport.label} {ask.lo}..{end}: {stop}")
+                return False
+            except TooOld as refused:
+                new = (Reach(refused.candles, now) if refused.candles
+                       else reach_from_oldest(page.end + tf, now, tf, now))
+                if oldest is not None and new.oldest(now, tf) <= oldest or new.oldest(now, tf) <= ask.lo:
+                    new = reach_from_oldest(page.end + tf, now, tf, now)  # always past what was refused
+                state.learn(new)
+                log.info("%s: %s..%s refused as too old: reach %d candles", transport.label, page.start,
+                         page.end, new.candles)
+                stack.append(ask)
+                continue
             except Exception as exc:
-                record_error(result, transport.label, page_start, end, exc)
-                break
-            page_seen = row_times(raw, page.start, tf)
-            pages.append(hold_back_unfinal(clean_rows(raw, page.start, page.end, tf, now), page_seen, tf, now,
-                                           transport.grace_s))
-            seen.append(page_seen)
-            verdict = classify(page, len(raw), page_seen, tf, cutoff)
-            empty.extend(verdict.empty)
-            if verdict.next_start is None:
-                result.errors.append(f"{transport.label} {page.start}..{end}: {len(raw)} rows answered, none "
-                                     f"from {page.start} on")
-                break
-            page_start = verdict.next_start
-        all_seen = np.concatenate(seen) if seen else np.empty(0, dtype=np.int64)
-        return CandleBatch.concat(pages), void_evidence(start, end, all_seen, empty, tf, now), finished
+                record_error(result, transport.label, ask.lo, end, exc)
+                return True
+            seen = row_times(raw, page.start, tf)
+            complete = len(raw) < page.asked
+            found.batches.append(hold_back_unfinal(clean_rows(raw, max(start, ask.lo), end, tf, now), seen, tf,
+                                                   now, transport.grace_s))
+            found.voids.extend((max(s, start), min(e, end)) for s, e in void_evidence(
+                page.start, page.end, seen, tf, now, oldest, transport.omits_empty, complete)
+                if s <= end and e >= start)
+            if transport.omits_empty and complete:  # answered without: not a void yet (too young)
+                young = max(newest_void(now, tf) + tf, start, page.start)
+                found.quiet_young.extend((h.start, h.end) for h in list_holes(seen, young, min(end, page.end), tf))
+            covered = min(ask.hi, page.end)
+            inside = seen[(seen >= ask.lo) & (seen <= end)]
+            if (not complete and len(seen) and int(seen[0]) > covered and int(seen[-1]) >= latest
+                    and (oldest is None or int(seen[0]) > oldest)):
+                # a full answer of only its latest rows, whatever `since` said: that is all it serves
+                state.learn(reach_from_oldest(int(seen[0]), now, tf, now))
+                log.info("%s: serves only its latest %d candles", transport.label, state.reach.candles)
+                if int(seen[0]) > ask.lo:
+                    found.unavailable.append((ask.lo, min(ask.hi, int(seen[0]) - tf)))
+                    ask = _Ask(int(seen[0]), ask.hi, None, ask.right)
+                    if ask.lo > ask.hi:
+                        continue
+            if ask.proof is not None and ask.parent_rows and ask.proof in seen.tolist():
+                # the answer before this one was cut at its row count: ask no more per page from now on
+                state.cap = min(ask.parent_rows, state.cap or ask.parent_rows)
+            elif (transport.open_ended and ask.newest_kept and ask.parent_rows and ask.parent_rows < limit
+                  and ask.left not in seen.tolist() and not len(seen[(seen >= ask.lo) & (seen <= ask.hi)])):
+                # open-ended (the window is `limit` rows from `since`, we cannot bound it): the stretch before
+                # a cut answer came back as the same newest rows, so ask it again in pages of the cut
+                state.cap = ask.parent_rows
+                stack.append(ask)
+                continue
+            stack.extend(reversed(self._next_asks(ask, page, seen, inside, covered, len(raw), tf, state, now)))
+        return True
+
+    @staticmethod
+    def _first_ask(transport: Transport, start: int, end: int, tf: int, latest: int, oldest: int | None) -> _Ask:
+        """The whole hole, with its neighbour candles when they fit in the pages it needs anyway: then one
+        answer can see an outage at either edge from both sides, at no extra request."""
+        n = (end - start) // tf + 1
+        limit = max(1, transport.page_limit(start))
+        if n + 1 > limit * math.ceil(n / limit) or (oldest is not None and start - tf < oldest) or start - tf < 0:
+            return _Ask(start, end)
+        return _Ask(start, end, start - tf, end + tf if end + tf <= latest else None)
+
+    @staticmethod
+    def _next_asks(ask: _Ask, page: Page, seen: np.ndarray, inside: np.ndarray, covered: int, n_raw: int,
+                   tf: int, state: WalkState, now: float) -> list[_Ask]:
+        """What is still unknown of `ask` after one answer, oldest first."""
+        if not len(inside) or int(inside[0]) > covered:
+            if ask.left is not None and ask.left in seen.tolist() and n_raw >= page.asked:  # the known
+                # row(s) used the page up: again without
+                return [_Ask(ask.lo, ask.hi, None, ask.right)]
+            if len(inside):  # rows only past the page: go on after them
+                last = int(inside[-1])
+                return [_Ask(last + tf, ask.hi, last, ask.right)] if last < ask.hi else []
+            return [_Ask(covered + tf, ask.hi, None, ask.right)] if covered < ask.hi else []
+        first, last = int(inside[0]), int(inside[-1])
+        out = []
+        anchored = ask.left is not None and ask.left in seen.tolist()
+        if first > ask.lo and not anchored:  # nothing seen of the stretch before `first`: ask it again
+            left = ask.lo - tf
+            oldest = state.oldest(now, tf)
+            out.append(_Ask(ask.lo, first - tf, left if oldest is None or left >= oldest else None, first,
+                            first - tf, n_raw, int(seen[-1]) == page.end))
+        if last >= ask.hi:
+            return out
+        if last >= covered:  # the answer reached its page end
+            out.append(_Ask(last + tf, ask.hi, None, ask.right))
+        else:  # it stopped inside its page: go on from its last row
+            out.append(_Ask(last + tf, ask.hi, last, ask.right, last + tf, n_raw))
+        return out
 
 
 def record_error(result: SourceResult, label: str, start: int, end: int, exc: Exception) -> None:

@@ -102,6 +102,16 @@ class RollupSource:
         return (tf > BASE_TF and tf % BASE_TF == 0 and tf <= self.max_timeframe_s
                 and series.candle_type != "funding_rate")
 
+    def offers(self, series: SeriesId) -> bool:
+        """A derived timeframe whose 1m series the store holds."""
+        if not self.applicable(series):
+            return False
+        try:
+            return str(SeriesId(series.exchange, series.market, series.symbol, "1m")) in self.store.known_series()
+        except Exception:
+            log.debug("rollup: offers(%s) failed", series, exc_info=True)
+            return False
+
     def fetch(self, series: SeriesId, holes: list[Hole], now: float,
               deadline: float | None = None) -> SourceResult:
         result = SourceResult()

@@ -1,4 +1,5 @@
-"""CandleStore: closed candles and voids of each series, with set-based SQL only (no per-row statements).
+"""CandleStore: closed candles, voids and unavailable ranges of each series, with set-based SQL only (no
+per-row statements).
 
 It takes SeriesId values only (strings are parsed at the edges) and never branches on the database: the
 Dialect does that. Holes and counts come from the coverage index (store/coverage.py), updated in each
@@ -30,8 +31,10 @@ from ..domain import (
 )
 from .coverage import CoverageIndex
 from .dialect import Dialect
+from .reach_rows import ReachRows
 from .recent_windows import WHOLE, RecentWindows, Window
 from .schema import candles as C
+from .schema import unavailable as U
 from .schema import voids as V
 from .series_keys import SeriesKeys
 from .write_seq import WriteSeq
@@ -95,10 +98,12 @@ def _copy(batch: CandleBatch, i: int, j: int) -> CandleBatch:
 
 class CandleStore:
     def __init__(self, dialect: Dialect, keys: SeriesKeys, coverage: CoverageIndex, seq: WriteSeq,
-                 windows: RecentWindows, origin: str):
-        """`origin` names this process in the write notifications other processes receive."""
+                 windows: RecentWindows, origin: str, reach: ReachRows):
+        """`origin` names this process in the write notifications other processes receive; `reach` holds
+        the learned history reach of each exchange, market and timeframe."""
         self._dialect, self._keys, self._coverage, self._origin = dialect, keys, coverage, origin
         self._seq, self._windows = seq, windows
+        self.reach = reach
         self._upsert_sql = _compile_upsert(dialect.engine)
 
     @property
@@ -273,14 +278,17 @@ class CandleStore:
         return holes_from_runs(*self._coverage.runs(self.series_key(sid), s, e), s, e, tf)
 
     def holes(self, sid: SeriesId, start: int, end: int) -> list[Hole]:
-        """Holes in the window, each cut into parts that are confirmed voids (void=True) and parts not."""
+        """Holes in the window, each cut into parts that are confirmed voids (void=True), parts older than
+        the exchange serves (unavailable=True) and open parts."""
         raw = self.raw_holes(sid, start, end)
         if not raw:
             return raw
         vs = self.voids(sid, start, end)
-        if not vs:
+        us = self.unavailable(sid, start, end)
+        if not vs and not us:
             return raw
-        return split_by_voids(raw, [(v.start, v.end) for v in vs], sid.tf_seconds)
+        return split_by_voids(raw, [(v.start, v.end) for v in vs], sid.tf_seconds,
+                              [(u.start, u.end) for u in us])
 
     # ---- voids ------------------------------------------------------------------------------------
     def record_void(self, sid: SeriesId, start: int, end: int, source: str, checked_at: float) -> None:
@@ -293,24 +301,65 @@ class CandleStore:
 
     def record_voids(self, sid: SeriesId, ranges: Iterable[tuple[int, int]], source: str,
                      checked_at: float) -> None:
+        self._record_ranges(V, sid, ranges, source, checked_at)
+
+    def voids(self, sid: SeriesId, start: int | None = None, end: int | None = None) -> list[Void]:
+        return self._ranges(V, sid, start, end)
+
+    def clear_voids(self, sid: SeriesId, start: int, end: int) -> int:
+        """Forget the voids inside [start, end] (a repair found they were no evidence); a void reaching
+        past the range is cut back to what lies outside it. Returns how many records changed."""
+        return self._clear_ranges(V, sid, start, end)
+
+    # ---- unavailable (older than the exchange's reach) ----------------------------------------
+    def record_unavailable(self, sid: SeriesId, ranges: Iterable[tuple[int, int]], source: str,
+                           checked_at: float) -> None:
+        """Ranges older than what the exchange serves; re-recording a start refreshes checked_at."""
+        self._record_ranges(U, sid, ranges, source, checked_at)
+
+    def unavailable(self, sid: SeriesId, start: int | None = None, end: int | None = None) -> list[Void]:
+        return self._ranges(U, sid, start, end)
+
+    def clear_unavailable(self, sid: SeriesId, start: int, end: int) -> int:
+        return self._clear_ranges(U, sid, start, end)
+
+    def _record_ranges(self, table, sid: SeriesId, ranges: Iterable[tuple[int, int]], source: str,
+                       checked_at: float) -> None:
         key = self.series_key(sid)
         rows = [{"series_key": key, "start_time": int(s), "end_time": int(e), "source": source,
                  "checked_at": float(checked_at)} for s, e in ranges]
         if not rows:
             return
         with self._dialect.write() as conn:
-            conn.execute(delete(V).where(V.c.series_key == key,
-                                         V.c.start_time.in_([r["start_time"] for r in rows])))
-            conn.execute(insert(V), rows)
+            conn.execute(delete(table).where(table.c.series_key == key,
+                                             table.c.start_time.in_([r["start_time"] for r in rows])))
+            conn.execute(insert(table), rows)
 
-    def voids(self, sid: SeriesId, start: int | None = None, end: int | None = None) -> list[Void]:
+    def _ranges(self, table, sid: SeriesId, start: int | None, end: int | None) -> list[Void]:
         key = self.series_key(sid)
-        where = [V.c.series_key == key]
+        where = [table.c.series_key == key]
         if end is not None:
-            where.append(V.c.start_time <= int(end))
+            where.append(table.c.start_time <= int(end))
         if start is not None:
-            where.append(V.c.end_time >= int(start))
-        q = select(V.c.start_time, V.c.end_time, V.c.source, V.c.checked_at).where(and_(*where)).order_by(
-            V.c.start_time)
+            where.append(table.c.end_time >= int(start))
+        q = select(table.c.start_time, table.c.end_time, table.c.source, table.c.checked_at).where(
+            and_(*where)).order_by(table.c.start_time)
         with self._dialect.read() as conn:
             return [Void(int(a), int(b), s, float(c)) for a, b, s, c in conn.execute(q)]
+
+    def _clear_ranges(self, table, sid: SeriesId, start: int, end: int) -> int:
+        tf = sid.tf_seconds
+        key = self.series_key(sid)
+        hit = self._ranges(table, sid, start, end)
+        if not hit:
+            return 0
+        keep = [(v, (v.start, start - tf)) for v in hit if v.start < start]
+        keep += [(v, (end + tf, v.end)) for v in hit if v.end > end]
+        with self._dialect.write() as conn:
+            conn.execute(delete(table).where(table.c.series_key == key,
+                                             table.c.start_time.in_([v.start for v in hit])))
+            if keep:
+                conn.execute(insert(table), [{"series_key": key, "start_time": s, "end_time": e,
+                                              "source": v.source, "checked_at": v.checked_at}
+                                             for v, (s, e) in keep])
+        return len(hit)

@@ -73,7 +73,7 @@ class Dialect(ABC):
 
     def create_schema(self) -> None:
         with self.write() as conn:
-            schema.metadata.create_all(conn, checkfirst=True)
+            schema.upgrade(conn)
 
     @abstractmethod
     def notify(self, conn: Connection, sid: SeriesId, first_time: int, last_time: int, origin: str) -> None:
@@ -176,7 +176,7 @@ class PostgresDialect(Dialect):
     def create_schema(self) -> None:
         with self.write() as conn:  # several processes may start at once
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
-            schema.metadata.create_all(conn, checkfirst=True)
+            schema.upgrade(conn)
 
     def notify(self, conn: Connection, sid: SeriesId, first_time: int, last_time: int, origin: str) -> None:
         conn.execute(text("SELECT pg_notify(:ch, :p)"),

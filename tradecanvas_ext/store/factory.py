@@ -12,6 +12,7 @@ from .coverage import CoverageIndex
 from .dialect import Dialect, dialect_for
 from .leases import Leases
 from .listener import CandleListener, NoListener, OnWrite
+from .reach_rows import ReachRows
 from .recent_windows import RecentWindows
 from .series_keys import SeriesKeys
 from .tracker_rows import TrackerRows
@@ -61,5 +62,5 @@ def open_store(db_url: str, origin: str, *, create: bool = True, window_candles:
     keys = SeriesKeys(dialect)
     seq, windows = WriteSeq(dialect), RecentWindows(window_candles)
     watcher = SeqWatcher(dialect, seq, windows, watch_interval_s).start()
-    return Store(dialect, CandleStore(dialect, keys, coverage, seq, windows, origin), coverage, windows,
+    return Store(dialect, CandleStore(dialect, keys, coverage, seq, windows, origin, ReachRows(dialect)), coverage, windows,
                  watcher, TrackerRows(dialect, keys), dialect.leases(keys), origin)

@@ -1,4 +1,4 @@
-"""Table definitions shared by SQLite and PostgreSQL (SQLAlchemy Core)."""
+"""Table definitions shared by SQLite and PostgreSQL (SQLAlchemy Core), and the upgrade of an older store."""
 from __future__ import annotations
 
 from sqlalchemy import (
@@ -11,7 +11,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    inspect,
+    update,
 )
+from sqlalchemy.engine import Connection
 
 metadata = MetaData()
 
@@ -35,14 +38,21 @@ candles = Table(
     sqlite_with_rowid=False,
 )
 
-voids = Table(
-    "tc_voids", metadata,
-    Column("series_key", Integer, primary_key=True),
-    Column("start_time", BigInteger, primary_key=True),
-    Column("end_time", BigInteger, nullable=False),
-    Column("source", String(50), nullable=False),
-    Column("checked_at", Float, nullable=False),
-)
+def _range_table(name: str) -> Table:
+    """Inclusive [start_time, end_time] ranges of one series, with the source and when it was checked."""
+    return Table(
+        name, metadata,
+        Column("series_key", Integer, primary_key=True),
+        Column("start_time", BigInteger, primary_key=True),
+        Column("end_time", BigInteger, nullable=False),
+        Column("source", String(50), nullable=False),
+        Column("checked_at", Float, nullable=False),
+    )
+
+
+voids = _range_table("tc_voids")
+# Ranges older than what the exchange serves (its history reach): never voids; re-checked like them.
+unavailable = _range_table("tc_unavailable")
 
 tracker = Table(
     "tc_tracker", metadata,
@@ -63,6 +73,28 @@ tracker = Table(
     Column("note", Text),
     Column("error", Text),
 )
+
+# The history reach of each exchange, market and timeframe that an answer showed (latest N candles).
+reach = Table(
+    "tc_reach", metadata,
+    Column("exchange", String(64), primary_key=True),
+    Column("market", String(16), primary_key=True),
+    Column("timeframe", String(16), primary_key=True),
+    Column("candles", BigInteger, nullable=False),
+    Column("learned_at", Float, nullable=False),
+)
+
+
+def upgrade(conn: Connection) -> None:
+    """Create what is missing, keeping every row. A store from before the history reach (it has tc_voids but
+    no tc_unavailable) may hold voids recorded from a short or empty exchange page, which proves nothing:
+    they are marked unchecked (checked_at 0), so the first repair that passes over them asks the exchange
+    again and keeps only what the new answers prove (contract section 5)."""
+    present = set(inspect(conn).get_table_names())
+    metadata.create_all(conn, checkfirst=True)
+    if voids.name in present and unavailable.name not in present:
+        conn.execute(update(voids).where(voids.c.source == "ccxt").values(checked_at=0.0))
+
 
 # The coverage index: the runs of consecutive candles of each series (run_start..run_end inclusive, both
 # stored candle times), maintained in every candle write's transaction (store/coverage.py).

@@ -22,6 +22,7 @@
   const TOKEN_KEY = 'tradecanvas.api_token';
   const REASONS = {
     void: 'void: the exchange confirmed it has no data here',
+    unavailable: 'unavailable: older than the exchange serves (its history reach); it may have had candles',
     unrecovered: 'unrecovered: the server tried to fetch these candles and could not',
     backfill_disabled: 'not backfilled: gap backfill is switched off (enable_market_gap_backfill)',
     missing: 'hole: no candle stored here (not confirmed empty by a source)',
@@ -40,7 +41,7 @@
   // ---- state ------------------------------------------------------------------------------------------
   const byTime = new Map();   // candle_time -> candle (closed candles of the chosen series)
   let times = [];             // ascending candle times
-  let holeInfo = [];          // what the server told us about holes: {start, end, void, reason}
+  let holeInfo = [];          // what the server told us about holes: {start, end, void, unavailable, reason}
   let holes = [];             // holes between the candles shown, derived from `times` + holeInfo
   let forming = null;
   let generation = 0;         // bumped when the series changes: late answers for the old one are dropped
@@ -240,7 +241,8 @@
         if (hi.start <= end && hi.end >= start) { info = hi; break; }
       }
       const reason = info ? info.reason : 'missing';
-      out.push({ start, end, missing_candles: (end - start) / tf + 1, void: reason === 'void', reason });
+      out.push({ start, end, missing_candles: (end - start) / tf + 1, void: reason === 'void',
+        unavailable: reason === 'unavailable', reason });
     }
     holes = out;
   }
@@ -315,13 +317,14 @@
         b.dataset.start = String(h.start);
         b.dataset.end = String(h.end);
         b.dataset.reason = h.reason;
-        b.className = `band ${h.void ? 'void' : 'hole'}`;
+        b.className = `band ${h.void ? 'void' : (h.unavailable ? 'unavailable' : 'hole')}`;
         b.title = holeTitle(h);
         b.setAttribute('role', 'img');
         b.setAttribute('aria-label', b.title);
         const label = document.createElement('span');
         label.className = 'label';
-        label.textContent = h.void ? 'void' : (h.reason === 'missing' ? 'hole' : h.reason.replace('_', ' '));
+        label.textContent = h.void ? 'void' : h.unavailable ? 'unavailable'
+          : (h.reason === 'missing' ? 'hole' : h.reason.replace('_', ' '));
         b.appendChild(label);
         layer.appendChild(b);
       }
@@ -408,13 +411,15 @@
   }
 
   function addHoleInfo(start, end, reason) {
-    holeInfo.push({ start, end, void: reason === 'void', reason });
+    holeInfo.push({ start, end, void: reason === 'void', unavailable: reason === 'unavailable', reason });
     if (holeInfo.length > 5000) holeInfo = holeInfo.slice(-2500);
   }
 
   function applyCandlesResponse(body) {
     for (const c of body.candles || []) addClosed(c);
-    for (const h of body.holes || []) addHoleInfo(h.start, h.end, h.void ? 'void' : 'missing');
+    for (const h of body.holes || []) {
+      addHoleInfo(h.start, h.end, h.void ? 'void' : (h.unavailable ? 'unavailable' : 'missing'));
+    }
     tc.stats.httpCandles += (body.candles || []).length;
   }
 
