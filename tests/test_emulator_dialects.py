@@ -466,7 +466,7 @@ def test_random_truths_are_served_exactly(clock, dialect, listed_ago, outages, q
         ex = exchange_for(emu)
         got = as_truth(ex.fetch_ohlcv(sym, timeframe, since=since * 1000, limit=limit))
         # the reach of the endpoint ccxt chose (OKX: history-candles when `since` is old on ccxt's own clock)
-        kind = emu.dialect.kind("GET", emu.requests()[-1][0], None) if dialect == "okx" else None
+        kind = emu.dialect.kind("GET", emu.requests[-1][0], None) if dialect == "okx" else None
         lo = max(since, emu.reach_start(timeframe, kind) or 0)
         closed_end = now_open // tf * tf - tf
         assert all(c[0] >= since for c in got) and len(got) <= limit
