@@ -167,6 +167,16 @@ class CandleStore:
                                 CandleBatch.concat(parts).dedupe_sorted())
         return results
 
+    # ---- the write sequence -----------------------------------------------------------------------
+    def write_seq(self, sid: SeriesId) -> int:
+        """The series' write sequence as the store holds it now (bumped by every transaction that writes
+        its candles or voids, in any process): what a cache of answers is tagged with. A loaded window
+        behind it is dropped, so every read after this one sees at least this state."""
+        key = self.series_key(sid)
+        seq = self._seq.current(key)
+        self._windows.drop_behind(sid, seq)
+        return seq
+
     # ---- the recent window ------------------------------------------------------------------------
     def _window(self, sid: SeriesId) -> Window | None:
         """The series' recent window, loaded on first use (None when windows are off)."""
@@ -298,10 +308,17 @@ class CandleStore:
                  "checked_at": float(checked_at)} for s, e in ranges]
         if not rows:
             return
-        with self._dialect.write() as conn:
-            conn.execute(delete(V).where(V.c.series_key == key,
-                                         V.c.start_time.in_([r["start_time"] for r in rows])))
-            conn.execute(insert(V), rows)
+        try:
+            with self._dialect.write() as conn:
+                self._dialect.lock_series(conn, [key])
+                conn.execute(delete(V).where(V.c.series_key == key,
+                                             V.c.start_time.in_([r["start_time"] for r in rows])))
+                conn.execute(insert(V), rows)
+                seq = self._seq.bump(conn, [key])[key]  # the holes' void parts changed: answers are stale
+        except BaseException:
+            self._windows.invalidate(sid)
+            raise
+        self._windows.wrote(sid, key, seq, CandleBatch.empty())  # candles unchanged: the window moves on
 
     def voids(self, sid: SeriesId, start: int | None = None, end: int | None = None) -> list[Void]:
         key = self.series_key(sid)
