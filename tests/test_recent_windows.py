@@ -355,3 +355,24 @@ def test_only_a_store_other_processes_can_open_is_watched(tmp_path):
         for s in (memory, on_file, off):
             s.close()
     assert not on_file.watcher.running
+
+
+def test_write_seq_is_the_stored_sequence_and_a_window_behind_it_goes(pair, db_url):
+    """`write_seq` (the market read's freshness check): moved by every candle and void write, in this
+    process or another, read from the store itself; a window behind it is dropped before any read."""
+    w, plain = pair
+    sid = fresh_series()
+    assert w.candles.write_seq(sid) == 0  # never written
+    w.candles.upsert_closed(sid, batch(range(0, 30 * TF, TF)))
+    assert w.candles.write_seq(sid) == 1
+    assert w.candles.read_tail(sid, 5).times[-1] == 29 * TF  # window loaded
+    w.candles.record_void(sid, 40 * TF, 41 * TF, "ccxt", checked_at=1.0)
+    assert w.candles.write_seq(sid) == 2 == plain.candles.write_seq(sid)
+    assert w.windows.get(sid) is not None  # a void leaves the candles, and this process's window, as they are
+    p = start_writer(db_url, {"origin": "other", "batches": [
+        [[str(sid), [candle(t, 300) for t in range(28 * TF, 35 * TF, TF)]]]]})
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 0, out
+    assert w.candles.write_seq(sid) == 3  # no watcher step, no notice: the store says so
+    assert w.windows.get(sid) is None  # and the stale window is gone before the next read
+    assert_reads_agree(w, plain, sid, [20, 28, 34])

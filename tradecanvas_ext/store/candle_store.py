@@ -172,6 +172,16 @@ class CandleStore:
                                 CandleBatch.concat(parts).dedupe_sorted())
         return results
 
+    # ---- the write sequence -----------------------------------------------------------------------
+    def write_seq(self, sid: SeriesId) -> int:
+        """The series' write sequence as the store holds it now (bumped by every transaction that writes
+        its candles or voids, in any process): what a cache of answers is tagged with. A loaded window
+        behind it is dropped, so every read after this one sees at least this state."""
+        key = self.series_key(sid)
+        seq = self._seq.current(key)
+        self._windows.drop_behind(sid, seq)
+        return seq
+
     # ---- the recent window ------------------------------------------------------------------------
     def _window(self, sid: SeriesId) -> Window | None:
         """The series' recent window, loaded on first use (None when windows are off)."""
@@ -330,10 +340,18 @@ class CandleStore:
                  "checked_at": float(checked_at)} for s, e in ranges]
         if not rows:
             return
-        with self._dialect.write() as conn:
-            conn.execute(delete(table).where(table.c.series_key == key,
-                                             table.c.start_time.in_([r["start_time"] for r in rows])))
-            conn.execute(insert(table), rows)
+        try:
+            with self._dialect.write() as conn:
+                self._dialect.lock_series(conn, [key])
+                conn.execute(delete(table).where(table.c.series_key == key,
+                                                 table.c.start_time.in_([r["start_time"] for r in rows])))
+                conn.execute(insert(table), rows)
+                # the holes' void / unavailable parts changed: kept answers are stale
+                seq = self._seq.bump(conn, [key])[key]
+        except BaseException:
+            self._windows.invalidate(sid)
+            raise
+        self._windows.wrote(sid, key, seq, CandleBatch.empty())  # candles unchanged: the window moves on
 
     def _ranges(self, table, sid: SeriesId, start: int | None, end: int | None) -> list[Void]:
         key = self.series_key(sid)
@@ -355,11 +373,18 @@ class CandleStore:
             return 0
         keep = [(v, (v.start, start - tf)) for v in hit if v.start < start]
         keep += [(v, (end + tf, v.end)) for v in hit if v.end > end]
-        with self._dialect.write() as conn:
-            conn.execute(delete(table).where(table.c.series_key == key,
-                                             table.c.start_time.in_([v.start for v in hit])))
-            if keep:
-                conn.execute(insert(table), [{"series_key": key, "start_time": s, "end_time": e,
-                                              "source": v.source, "checked_at": v.checked_at}
-                                             for v, (s, e) in keep])
+        try:
+            with self._dialect.write() as conn:
+                self._dialect.lock_series(conn, [key])
+                conn.execute(delete(table).where(table.c.series_key == key,
+                                                 table.c.start_time.in_([v.start for v in hit])))
+                if keep:
+                    conn.execute(insert(table), [{"series_key": key, "start_time": s, "end_time": e,
+                                                  "source": v.source, "checked_at": v.checked_at}
+                                                 for v, (s, e) in keep])
+                seq = self._seq.bump(conn, [key])[key]  # as in _record_ranges: kept answers are stale
+        except BaseException:
+            self._windows.invalidate(sid)
+            raise
+        self._windows.wrote(sid, key, seq, CandleBatch.empty())
         return len(hit)

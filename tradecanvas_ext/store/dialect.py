@@ -47,6 +47,23 @@ class Dialect(ABC):
         with self.engine.connect() as conn:
             yield conn
 
+    def fetch_one(self, sql: str, params: tuple) -> tuple | None:
+        """The first row of ONE statement (`?` placeholders) on a pooled driver connection, past
+        SQLAlchemy's statement and transaction handling: a hot one-row read at a tenth of the cost.
+        One statement sees one committed state on both databases."""
+        if self.engine.dialect.paramstyle != "qmark":
+            sql = sql.replace("?", "%s")
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            try:
+                cur.execute(sql, params)
+                return cur.fetchone()
+            finally:
+                cur.close()
+        finally:
+            raw.close()  # back to the pool, which ends any transaction the driver opened
+
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
         """A read whose statements all see one committed state (SQLite's read transaction already

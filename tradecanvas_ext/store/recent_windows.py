@@ -135,6 +135,14 @@ class RecentWindows:
                     dropped += 1
         return dropped
 
+    def drop_behind(self, sid: SeriesId, store_seq: int) -> None:
+        """`drop_stale` for one series (the market read's check: no walk over every window)."""
+        with self._lock:
+            st = self._states.get(sid)
+            if st is not None and st.batch is not None and st.seq < store_seq:
+                st.gen += 1
+                st.batch = None
+
     def invalidate_all(self) -> None:
         with self._lock:
             for st in self._states.values():

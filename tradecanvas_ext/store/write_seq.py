@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 class WriteSeq:
     def __init__(self, dialect: Dialect):
+        self._dialect = dialect
         self._bump = (dialect.insert(W).values(series_key=bindparam("k"), seq=1)
                       .on_conflict_do_update(index_elements=["series_key"], set_={"seq": W.c.seq + 1})
                       .returning(W.c.seq))
@@ -31,6 +32,11 @@ class WriteSeq:
         """Inside a write transaction: the next sequence number of each series, now stored (one
         INSERT .. ON CONFLICT DO UPDATE .. RETURNING per series, built once)."""
         return {k: int(conn.execute(self._bump, {"k": k}).scalar_one()) for k in sorted(set(keys))}
+
+    def current(self, key: int) -> int:
+        """The series' sequence now, in a statement of its own (the market read's freshness check)."""
+        row = self._dialect.fetch_one("SELECT seq FROM tc_write_seq WHERE series_key = ?", (int(key),))
+        return 0 if row is None else int(row[0])
 
     def read(self, conn: Connection, keys: list[int]) -> dict[int, int]:
         """series_key -> sequence (a series never written has none: read it as 0)."""

@@ -2,6 +2,7 @@
 Origins that may open the WebSocket. Pure rules over header text; it never touches sockets or settings."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -13,6 +14,7 @@ LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})  # bind-all addresses: not a name a client reaches us by
 
 
+@functools.lru_cache(maxsize=1024)  # pure; every request asks it for the same few names
 def _normal(name: str) -> str:
     """One spelling per address: lower case, IPv6 without brackets and compressed."""
     name = name.strip().lower()

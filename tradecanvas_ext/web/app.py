@@ -9,11 +9,13 @@ from flask import Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
 
 from .access import host_allowed, origin_allowed, own_names
+from .blueprint import TAIL_ANSWERS
 from .blueprint import bp as market_bp
 from .errors import ApiError, Unauthorized, register_error_handlers, token_ok
 from .ops import bp as ops_bp
 from .page import OPEN_ENDPOINTS as PAGE_ENDPOINTS
 from .page import bp as page_bp
+from .tail_answers import TailAnswers
 from .ws import ENDPOINT as WS_ENDPOINT
 from .ws import init_websocket
 
@@ -53,6 +55,7 @@ def create_app(runtime) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json = JsonProvider(app)
     app.extensions["tradecanvas.runtime"] = runtime
+    app.extensions[TAIL_ANSWERS] = TailAnswers()
     register_error_handlers(app)
     app.after_request(_no_sniff)
     app.register_blueprint(market_bp)

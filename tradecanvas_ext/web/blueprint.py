@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("market", __name__, url_prefix="/api/market")
 
+TAIL_ANSWERS = "tradecanvas.tail_answers"  # app.extensions key of the app's TailAnswers
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 5000
 MAX_GAPS_WINDOW_CANDLES = 5_000_000  # bounds the work of one /gaps call
@@ -46,11 +47,27 @@ def candles():
         except Exception:
             log.warning("%s: read-path tail coverage failed; serving what is stored", sid, exc_info=True)
     store = rt.store
-    batch = store.read_tail(sid, limit) if since is None else store.read_after(sid, since, limit)
-    # the newest `limit` candles end at the head; a `since` page need not
-    head = int(batch.times[-1]) if since is None and len(batch) else store.head_time(sid)
-    return jsonify({"series_id": str(sid), "server_head_time": head, "candles": batch.to_dicts(),
-                    "holes": [h.to_dict() for h in _holes_inside(store, sid, batch, coverage)]})
+    if since is not None:
+        return jsonify(_candles_doc(store, sid, store.read_after(sid, since, limit), store.head_time(sid),
+                                    coverage))
+    # a tail answer is a function of the stored candles and voids alone: kept as bytes per write sequence,
+    # read AFTER the tail check (which may write) and BEFORE the reads (so the body is at least that new)
+    answers = current_app.extensions[TAIL_ANSWERS]
+    seq = store.write_seq(sid)
+    body = answers.get(sid, limit, seq)
+    if body is not None:
+        return current_app.response_class(body, mimetype=current_app.json.mimetype)
+    batch = store.read_tail(sid, limit)
+    # the newest `limit` candles end at the head
+    head = int(batch.times[-1]) if len(batch) else store.head_time(sid)
+    response = jsonify(_candles_doc(store, sid, batch, head, coverage))
+    answers.put(sid, limit, seq, response.get_data())
+    return response
+
+
+def _candles_doc(store, sid, batch, head, coverage) -> dict:
+    return {"series_id": str(sid), "server_head_time": head, "candles": batch.to_dicts(),
+            "holes": [h.to_dict() for h in _holes_inside(store, sid, batch, coverage)]}
 
 
 def _holes_inside(store, sid, batch, coverage) -> list:
