@@ -98,6 +98,19 @@ def clock():
 
 
 @pytest.fixture
+def glue(clock):
+    """The process's bot glue replaced by a fresh one on the test's clock (put back afterwards), so a strategy
+    built in the test starts its own runtime and nothing leaks into the next test."""
+    from tradecanvas_ext.bot.glue import BotGlue, replace_process_glue
+
+    g = BotGlue(clock=clock)
+    old = replace_process_glue(g)
+    yield g
+    g.shutdown()
+    replace_process_glue(old)
+
+
+@pytest.fixture
 def exchange(clock):
     """The exchange emulator on 127.0.0.1 sharing the test's clock."""
     from tradecanvas_ext.testing import ExchangeEmulator

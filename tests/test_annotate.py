@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 from freqtrade.data.history.datahandlers import get_datahandler
 from freqtrade.enums import CandleType, RunMode
 from hypothesis import given
@@ -20,24 +19,13 @@ from tests.botkit import (
     set_cache,
 )
 from tradecanvas_ext.bot.annotate import annotate_frame, mark
-from tradecanvas_ext.bot.glue import BotGlue, replace_process_glue
 from tradecanvas_ext.domain import SeriesId
-from tradecanvas_ext.testing import ManualClock
 
 NOW = 1_700_006_400 + 30
 T = NOW - 30 - 30 * 60
 SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
 HOLE = [T + 10 * 60, T + 11 * 60, T + 12 * 60]
 REAL = [t for t in range(T, T + 20 * 60, 60) if t not in HOLE]
-
-
-@pytest.fixture
-def glue():
-    g = BotGlue(clock=ManualClock(NOW))
-    old = replace_process_glue(g)
-    yield g
-    g.shutdown()
-    replace_process_glue(old)
 
 
 def test_fillup_rows_are_not_real_and_a_void_is_marked(tmp_path, glue):

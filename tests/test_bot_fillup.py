@@ -9,28 +9,16 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
-import pytest
 from freqtrade.enums import CandleType
 
 from tests.botkit import ccxt_rows, ft_config, make_strategy, offline_exchange, sample_strategy_class
 from tests.wsclient import WS, check_guarantee, events
-from tradecanvas_ext.bot.glue import BotGlue, replace_process_glue
 from tradecanvas_ext.domain import SeriesId
-from tradecanvas_ext.testing import ManualClock
 
 NOW = 1_700_006_400 + 30
 T = NOW - 30 - 30 * 60  # 30 closed minutes before the forming one
 SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
 HOLE = [T + 10 * 60, T + 11 * 60, T + 12 * 60]  # the exchange had no candle here (an outage)
-
-
-@pytest.fixture
-def glue():
-    g = BotGlue(clock=ManualClock(NOW))
-    old = replace_process_glue(g)
-    yield g
-    g.shutdown()
-    replace_process_glue(old)
 
 
 def refresh(exchange, times) -> None:

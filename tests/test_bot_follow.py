@@ -6,15 +6,12 @@ from __future__ import annotations
 import logging
 import threading
 
-import pytest
 from freqtrade.data.dataprovider import DataProvider
 from freqtrade.enums import CandleType
 
 from tests.botkit import PlainTradeCanvasStrategy, cache_frame, ft_config, offline_exchange, set_cache
 from tradecanvas_ext.bot.follow import FirstSyncs
-from tradecanvas_ext.bot.glue import BotGlue, replace_process_glue
 from tradecanvas_ext.domain import SeriesId
-from tradecanvas_ext.testing import ManualClock
 
 NOW = 1_700_006_400 + 30
 T = NOW - 30 - 20 * 60  # 20 closed minutes: T .. NOW - 90
@@ -32,15 +29,6 @@ class Pairlists:
 class InformativeFiveMinutes(PlainTradeCanvasStrategy):
     def informative_pairs(self):
         return [(p, "5m") for p in self.dp.current_whitelist()]
-
-
-@pytest.fixture
-def glue():
-    g = BotGlue(clock=ManualClock(NOW))
-    old = replace_process_glue(g)
-    yield g
-    g.shutdown()
-    replace_process_glue(old)
 
 
 def bot(tmp_path, cls=PlainTradeCanvasStrategy, pairs=("BTC/USDT", "ETH/USDT"), **section):

@@ -33,9 +33,8 @@ from tests.conftest import subprocess_env
 from tests.wsclient import WS
 from tradecanvas_ext.bot import TradeCanvasStrategy
 from tradecanvas_ext.bot import glue as glue_mod
-from tradecanvas_ext.bot.glue import BotGlue, replace_process_glue
+from tradecanvas_ext.bot.glue import BotGlue
 from tradecanvas_ext.domain import SeriesId
-from tradecanvas_ext.testing import ManualClock
 
 NOW = 1_700_006_400 + 30  # the 1m candle at NOW - 30 is forming
 T = NOW - 30 - 20 * 60  # 20 closed minutes: T .. NOW - 90
@@ -45,20 +44,6 @@ SID = SeriesId.parse("binance:spot:BTC/USDT:1m")
 class InformativeStrategy(PlainTradeCanvasStrategy):
     def informative_pairs(self):
         return [("ETH/USDT", "5m"), ("BTC/USDT", "1h", "mark"), ("XRP/USDT", "1w")]
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(NOW)
-
-
-@pytest.fixture
-def glue(clock):
-    g = BotGlue(clock=clock)
-    old = replace_process_glue(g)
-    yield g
-    g.shutdown()
-    replace_process_glue(old)
 
 
 def started(strategy):

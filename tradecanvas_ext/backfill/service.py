@@ -59,6 +59,13 @@ class CoverageResult:
         """The seed's integer contract: max(filled, covered) without to_time, covered with it."""
         return self.covered if self.to_time is not None else max(self.filled, self.covered)
 
+    def with_holes(self, holes: list[Hole]) -> CoverageResult:
+        """The window's holes as measured; complete when every one is settled (void or unavailable): what
+        is left cannot be repaired, so a caller stops asking."""
+        self.holes = holes
+        self.complete = all(h.settled for h in holes)
+        return self
+
     def to_dict(self) -> dict:
         return {
             "series_id": str(self.series_id), "start": self.start, "end": self.end, "target": self.target,
@@ -417,18 +424,15 @@ class BackfillService:
         tf = sid.tf_seconds
         window = (align_down(res.end, tf) - align_up(res.start, tf)) // tf + 1
         res.covered = max(0, window) - sum(h.missing_candles for h in holes)
-        res.holes = holes
-        res.complete = not any(not h.settled for h in holes)
-        return res
+        return res.with_holes(holes)
 
     def _measure(self, sid: SeriesId, start: int, end: int, target: int, to_time: int | None,
                  skipped: str | None = None, into: CoverageResult | None = None) -> CoverageResult:
         res = into or CoverageResult(sid, start, end, target, to_time=to_time, skipped=skipped)
         if end >= start:
             res.covered = self.store.count_between(sid, start, end)
-            res.holes = self.store.holes(sid, start, end)
-        res.complete = not any(not h.settled for h in res.holes)
-        return res
+            return res.with_holes(self.store.holes(sid, start, end))
+        return res.with_holes(res.holes)
 
 
 def _clip(ranges, start: int, end: int) -> list[tuple[int, int]]:
