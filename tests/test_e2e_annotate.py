@@ -3,24 +3,12 @@ sample strategy's `tc_real` / `tc_void` columns, 0 / 1 exactly on the rows freqt
 exchange outage."""
 from __future__ import annotations
 
-import base64
-import json
-import urllib.request
-
 import pytest
 
 from tests.botkit import wait_for
 from tests.test_e2e_bot import BTC1, Bot, bots, emu, latest_closed  # noqa: F401 (pytest fixtures)
 
 pytestmark = pytest.mark.slow
-
-
-def pair_candles(bot: Bot) -> dict:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{bot.api_port}/api/v1/pair_candles?pair=BTC/USDT&timeframe=1m&limit=200",
-        headers={"Authorization": "Basic " + base64.b64encode(b"tc:tc-test").decode()})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read().decode())
 
 
 def test_pair_candles_carries_tc_real_and_tc_void(tmp_path, emu, bots):  # noqa: F811 (pytest fixtures)
@@ -38,7 +26,7 @@ def test_pair_candles_carries_tc_real_and_tc_void(tmp_path, emu, bots):  # noqa:
     synced_at = latest_closed()
 
     def analysed():
-        body = pair_candles(bot)
+        body = bot.pair_candles("BTC/USDT", limit=200)
         if body.get("length", 0) == 0 or "tc_real" not in body.get("columns", []):
             return None
         newest = max(int(r[body["columns"].index("__date_ts")]) // 1000 for r in body["data"])

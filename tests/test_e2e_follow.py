@@ -6,14 +6,12 @@ exchange's candles over HTTP and live over the WebSocket, and carry tc_real 1 th
 """
 from __future__ import annotations
 
-import base64
 import json
 import time
-import urllib.request
 
 import pytest
 
-from tests.botkit import get_json, wait_for
+from tests.botkit import get_json, wait_for, write_strategy
 from tests.test_e2e_bot import (  # noqa: F401 (pytest fixture)
     SIGINT_EXITS,
     Bot,
@@ -68,28 +66,20 @@ def emu3():
     e.stop()
 
 
-def pair_candles(bot: Bot, pair: str, timeframe: str = "1m") -> dict:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{bot.api_port}/api/v1/pair_candles?pair={pair}&timeframe={timeframe}&limit=100",
-        headers={"Authorization": "Basic " + base64.b64encode(b"tc:tc-test").decode()})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read().decode())
-
-
 def test_series_follow_a_remote_pairlist_and_informative_pairs(tmp_path, emu3, bots):  # noqa: F811
     t_start = time.monotonic()
-    (tmp_path / "strategies").mkdir()
-    (tmp_path / "strategies" / "follow_strategy.py").write_text(STRATEGY)
     pairs_file = tmp_path / "pairs.json"
     pairs_file.write_text(json.dumps({"pairs": ["BTC/USDT", "ETH/USDT"], "refresh_period": 3}))
-    bot = Bot(tmp_path, emu3, api=True, strategy=("FollowStrategy", tmp_path / "strategies"),
+    bot = Bot(tmp_path, emu3, api=True, strategy=write_strategy(tmp_path, "FollowStrategy", STRATEGY),
               startup_sync_target_candles=300)
-    config = json.loads(bot.config_path.read_text())
-    del config["tradecanvas"]["series"]  # follow the bot's pairs
-    config["exchange"]["pair_whitelist"] = []
-    config["pairlists"] = [{"method": "RemotePairList", "pairlist_url": f"file:///{pairs_file}",
-                            "number_assets": 10, "refresh_period": 3, "keep_pairlist_on_failure": True}]
-    bot.config_path.write_text(json.dumps(config, indent=2))
+
+    def remote_pairlist(config: dict) -> None:
+        del config["tradecanvas"]["series"]  # follow the bot's pairs
+        config["exchange"]["pair_whitelist"] = []
+        config["pairlists"] = [{"method": "RemotePairList", "pairlist_url": f"file:///{pairs_file}",
+                                "number_assets": 10, "refresh_period": 3, "keep_pairlist_on_failure": True}]
+
+    bot.edit_config(remote_pairlist)
     bots.append(bot)
     bot.start()
 
@@ -137,7 +127,7 @@ def test_series_follow_a_remote_pairlist_and_informative_pairs(tmp_path, emu3, b
 
     # freqtrade's own API: SOL's rows carry tc_real 1 on every real candle, 1m and the informative 5m
     def analysed():
-        body = pair_candles(bot, "SOL/USDT")
+        body = bot.pair_candles("SOL/USDT")
         cols = body.get("columns", [])
         if body.get("length", 0) == 0 or "tc_real" not in cols or "tc_real_5m" not in cols:
             return None

@@ -6,11 +6,9 @@ and the informative columns carry `tc_real` marked against the mark series. Real
 """
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.botkit import get_json, wait_for
+from tests.botkit import get_json, wait_for, write_strategy
 from tests.test_e2e_bot import (  # noqa: F401 (pytest fixture)
     SIGINT_EXITS,
     Bot,
@@ -18,7 +16,6 @@ from tests.test_e2e_bot import (  # noqa: F401 (pytest fixture)
     bots,
     same_candles,
 )
-from tests.test_e2e_follow import pair_candles
 from tradecanvas_ext.testing import ExchangeEmulator
 
 pytestmark = pytest.mark.slow
@@ -71,20 +68,18 @@ def usdm():
 
 
 def futures_bot(tmp_path, emu: ExchangeEmulator, mark_candle_type: str | None = "mark") -> Bot:
-    (tmp_path / "strategies").mkdir()
-    (tmp_path / "strategies" / "mark_strategy.py").write_text(
-        STRATEGY.replace("MARK_CANDLE_TYPE", repr(mark_candle_type)))
-    bot = Bot(tmp_path, emu, api=True, strategy=("MarkStrategy", tmp_path / "strategies"),
-              startup_sync_target_candles=300)
-    config = json.loads(bot.config_path.read_text())
-    del config["tradecanvas"]["series"]  # follow the bot: its futures pair and the informative mark pair
-    config.update(trading_mode="futures", margin_mode="isolated")
-    config["exchange"]["pair_whitelist"] = [PAIR]
-    # freqtrade refuses ticker pricing on Binance USD-M (its tickers carry no bid/ask): the order book
-    for side in ("entry_pricing", "exit_pricing"):
-        config[side].update(use_order_book=True, order_book_top=1)
-    bot.config_path.write_text(json.dumps(config, indent=2))
-    return bot
+    strategy = write_strategy(tmp_path, "MarkStrategy", STRATEGY.replace("MARK_CANDLE_TYPE", repr(mark_candle_type)))
+    bot = Bot(tmp_path, emu, api=True, strategy=strategy, startup_sync_target_candles=300)
+
+    def futures(config: dict) -> None:
+        del config["tradecanvas"]["series"]  # follow the bot: its futures pair and the informative mark pair
+        config.update(trading_mode="futures", margin_mode="isolated")
+        config["exchange"]["pair_whitelist"] = [PAIR]
+        # freqtrade refuses ticker pricing on Binance USD-M (its tickers carry no bid/ask): the order book
+        for side in ("entry_pricing", "exit_pricing"):
+            config[side].update(use_order_book=True, order_book_top=1)
+
+    return bot.edit_config(futures)
 
 
 def test_a_futures_dry_run_follows_its_informative_mark_pair(tmp_path, usdm, bots):  # noqa: F811
@@ -130,7 +125,7 @@ def test_a_futures_dry_run_follows_its_informative_mark_pair(tmp_path, usdm, bot
 
 
 def analysed(bot: Bot) -> list[dict] | None:
-    body = pair_candles(bot, PAIR)
+    body = bot.pair_candles(PAIR)
     cols = body.get("columns", [])
     if body.get("length", 0) == 0 or "tc_real" not in cols or "tc_real_5m" not in cols:
         return None

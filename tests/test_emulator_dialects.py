@@ -116,6 +116,24 @@ def test_fetch_ticker_is_the_forming_candle(emu, ex):
     assert t["bid"] <= t["last"] <= t["ask"]
 
 
+
+def test_bybit_order_book_is_the_ticker_s_book(clock):
+    """freqtrade's dry-run reads the l2 order book before it fills an order (`_dry_is_price_crossed`):
+    Bybit's best bid and ask are the ticker's; depth default 1, capped at 200 (Bybit's docs)."""
+    with ExchangeEmulator(seed=3, clock=clock, dialect="bybit") as emu:
+        ex = exchange_for(emu)
+        book, ticker = ex.fetch_l2_order_book("BTC/USDT", 1), ex.fetch_ticker("BTC/USDT")
+        assert (book["bids"][0][0], book["asks"][0][0]) == (ticker["bid"], ticker["ask"])
+        assert book["timestamp"] == NOW * 1000 and len(book["bids"]) == len(book["asks"]) == 1
+        assert len(ex.fetch_order_book("BTC/USDT")["asks"]) == 50  # ccxt's spot default
+        _, _, body = raw(emu, "/v5/market/orderbook", category="spot", symbol="BTCUSDT")
+        assert len(body["result"]["b"]) == 1
+        _, _, body = raw(emu, "/v5/market/orderbook", category="spot", symbol="BTCUSDT", limit=500)
+        assert len(body["result"]["a"]) == 200
+        _, _, body = raw(emu, "/v5/market/orderbook", category="linear", symbol="BTCUSDT")
+        assert body["retCode"] == 10001
+
+
 # ------------------------------------------------------------------------------------------ candles
 
 

@@ -9,13 +9,11 @@ import json
 import math
 from collections.abc import Callable
 
-import numpy as np
-
 from .candles import TIMEFRAMES, Rows
 from .dialect import Answer, Dialect, DialectSpec, Endpoint, apply_row_faults, fmt8, fmt_float, ok
 from .dialect import ApiError as DialectError
 from .faults import API_PREFIX, FaultDecision, binance_error_body
-from .markets import GOLDEN, UNIT, Market, mix64, unit_float
+from .markets import UNIT, Market
 from .truth import MARK_BASIS_BP, Truth
 
 MAX_KLINES_LIMIT = 1000
@@ -410,15 +408,6 @@ class BinanceRoutes(Dialect):
     def _depth(self, params: dict, now: float) -> dict:
         mk = self._param_market(params)
         assert mk is not None
-        limit = self._limit_param(params, 100, 5000)
-        last = self._last_price_units(mk, now)
-        tick = mk.tick_units
-        lvl = np.arange(limit, dtype=np.int64)
-        with np.errstate(over="ignore"):
-            hq = mix64((lvl.astype(np.uint64) + np.uint64(int(now) & 0xFFFFFFFF)) * GOLDEN ^ np.uint64(mk.key))
-        qty = (np.floor((0.1 + 5 * unit_float(hq, 0, 20)) * 100) * mk.step_units).astype(np.int64) + mk.step_units
-        qty_a = (np.floor((0.1 + 5 * unit_float(hq, 20, 20)) * 100) * mk.step_units).astype(np.int64) + mk.step_units
-        bids = [[_fmt(p), _fmt(q)] for p, q in zip((last - tick * (1 + lvl)).tolist(), qty.tolist(), strict=True)
-                if p > 0]
-        asks = [[_fmt(p), _fmt(q)] for p, q in zip((last + tick * (1 + lvl)).tolist(), qty_a.tolist(), strict=True)]
-        return {"lastUpdateId": int(now * 1000), "bids": bids, "asks": asks}
+        book = self.truth.book(mk, now, self._limit_param(params, 100, 5000))
+        return {"lastUpdateId": int(now * 1000), "bids": [[_fmt(p), _fmt(q)] for p, q in book.bids],
+                "asks": [[_fmt(p), _fmt(q)] for p, q in book.asks]}

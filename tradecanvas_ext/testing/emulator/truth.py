@@ -1,6 +1,6 @@
 """The one truth model every dialect serves from: per market and timeframe, which candles exist at a given
 "now" (listing time, outages cut out, quiet stretches flat with volume 0), what they are, and the mark prices
-derived from them (`mark_of`). Holds no lock of its own (the data faults are read through
+derived from them (`mark_of`), and the order book around the last price (`Truth.book`). Holds no lock of its own (the data faults are read through
 `FaultController`); never formats an exchange answer."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from .candles import Rows, build_rows, minute_block, present_times
 from .faults import FaultController
-from .markets import Market, Markets
+from .markets import GOLDEN, Market, Markets, mix64, unit_float
 
 # Mark prices: the trade candle's open/high/low/close times (1 + MARK_BASIS_BP / 10^4), floored to 1e-8 (monotonic, so
 # high stays the highest); no volume; Binance's "number of basic data" = one sample a second of the bucket.
@@ -51,6 +51,14 @@ class Day:
     @property
     def ask(self) -> int:
         return self.last + self.tick
+
+
+@dataclass(frozen=True)
+class Book:
+    """An order book (1e-8 units), best first: `bids`/`asks` as (price, quantity) pairs."""
+
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
 
 
 class Truth:
@@ -102,3 +110,16 @@ class Truth:
         minute = int(now // 60)
         px = int(minute_block(mk, np.array([[minute, minute + 1]], dtype=np.int64))[0][0, 0])
         return Day(px, px, px, px, 0, 0.0, 0, mk.tick_units)
+
+    def book(self, mk: Market, now: float, depth: int) -> Book:
+        """`depth` levels a side, one tick apart from the last price outwards (bids above 0 only), with
+        quantities from the market's hash and the second: the same book on every dialect."""
+        last, tick = self.day(mk, now).last, mk.tick_units
+        lvl = np.arange(depth, dtype=np.int64)
+        with np.errstate(over="ignore"):
+            hq = mix64((lvl.astype(np.uint64) + np.uint64(int(now) & 0xFFFFFFFF)) * GOLDEN ^ np.uint64(mk.key))
+        qty_b = (np.floor((0.1 + 5 * unit_float(hq, 0, 20)) * 100) * mk.step_units).astype(np.int64) + mk.step_units
+        qty_a = (np.floor((0.1 + 5 * unit_float(hq, 20, 20)) * 100) * mk.step_units).astype(np.int64) + mk.step_units
+        bids = [(p, q) for p, q in zip((last - tick * (1 + lvl)).tolist(), qty_b.tolist(), strict=True) if p > 0]
+        asks = list(zip((last + tick * (1 + lvl)).tolist(), qty_a.tolist(), strict=True))
+        return Book(bids, asks)

@@ -1,5 +1,6 @@
 """The Bybit v5 dialect: /v5/market/kline (newest first, start/end inclusive in ms, 1000 a page),
-/v5/market/instruments-info and /v5/market/time, with Bybit's retCode bodies. Spot markets only."""
+/v5/market/instruments-info, /v5/market/time, /v5/market/tickers and /v5/market/orderbook, with Bybit's
+retCode bodies. Spot markets only."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..faults import FaultDecision
 from ..markets import UNIT
 
 PREFIX = "/v5/"
+ORDERBOOK_DEFAULT, ORDERBOOK_CAP = 1, 200  # spot depth: Bybit's docs, "[1, 200]. Default: 1"
 
 BYBIT = d.DialectSpec(
     name="bybit", ccxt_id="bybit", market_type="spot",
@@ -57,6 +59,8 @@ class BybitDialect(d.Dialect):
             return d.ok(self._instruments(params, now_ms))
         if kind == "market/tickers":
             return d.ok(self._tickers(params, now, now_ms))
+        if kind == "market/orderbook":
+            return d.ok(self._orderbook(params, now_ms))
         if kind == "market/kline":
             return d.ok(self._kline(params, now, now_ms, decision, salt))
         raise self.unknown(method, path)
@@ -97,6 +101,20 @@ class BybitDialect(d.Dialect):
                           "highPrice24h": f(day.high), "lowPrice24h": f(day.low),
                           "turnover24h": f"{day.quote_volume:.8f}", "volume24h": f(day.volume)})
         return _body(0, "OK", now_ms, {"category": "spot", "list": items})
+
+    def _orderbook(self, params: dict, now_ms: int) -> dict:
+        """What freqtrade's dry-run asks before it fills an order (`fetch_l2_order_book`)."""
+        mk = next((m for _, m in self.listed() if m.id == params.get("symbol")), None)
+        if params.get("category") != "spot" or mk is None:
+            return _body(10001, "Not supported symbols", now_ms)
+        try:
+            depth = max(1, min(int(params.get("limit", ORDERBOOK_DEFAULT)), ORDERBOOK_CAP))
+        except ValueError:
+            return _body(10001, "params error: invalid number", now_ms)
+        book, f = self.truth.book(mk, now_ms / 1000, depth), d.fmt_short
+        return _body(0, "OK", now_ms, {"s": mk.id, "b": [[f(p), f(q)] for p, q in book.bids],
+                                       "a": [[f(p), f(q)] for p, q in book.asks], "ts": now_ms,
+                                       "u": now_ms // 1000, "seq": now_ms // 1000, "cts": now_ms})
 
     def _kline(self, params: dict, now: float, now_ms: int, decision: FaultDecision, salt: int) -> dict:
         category = params.get("category", "linear")
