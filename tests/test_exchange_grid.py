@@ -30,7 +30,7 @@ from tradecanvas_ext.domain.timeframe import unaligned
 
 NOW = 1_700_006_400 + 30  # conftest's clock: a Wednesday, one day into a Binance 3d candle
 D3 = 259_200
-B3_OFFSET = 86_400  # written out here, not read from the package: 2017-08-17 (BTCUSDT's first 3d) is on it
+B3_OFFSET = 86_400  # written out here, not read from the package (FACTS: 1502668800 is a Binance 3d open time)
 LATEST_3D = 1_699_660_800  # the newest closed Binance 3d candle at NOW: 2023-11-11 00:00 UTC
 BIN3D = SeriesId.parse("binance:spot:BTC/USDT:3d")
 
@@ -86,8 +86,8 @@ def test_a_grid_is_its_length_in_every_computation_and_survives_pickling(tf, off
 def test_binances_3d_grid_is_one_day_off_the_epochs():
     g = exchange_grid("binance", "3d")
     assert g == D3 and g.offset == B3_OFFSET and exchange_grid("binanceusdm", "3d").offset == B3_OFFSET
-    first = int(datetime.datetime(2017, 8, 17, tzinfo=datetime.timezone.utc).timestamp())
-    assert is_aligned(first, g) and not is_aligned(first, D3)  # epoch's 3d grid: 2017-08-16
+    known = int(datetime.datetime(2017, 8, 14, tzinfo=datetime.timezone.utc).timestamp())
+    assert known == 1_502_668_800 and is_aligned(known, g) and not is_aligned(known, D3)
     assert BIN3D.tf_seconds.offset == B3_OFFSET and is_aligned(LATEST_3D, BIN3D.tf_seconds)
     assert expected_latest_closed_time(NOW, BIN3D.tf_seconds) == LATEST_3D
 

@@ -45,8 +45,8 @@ def timeframe_to_seconds(timeframe: str) -> int:
 
 # Grids of several days are the exchange's own: where its first candle of the grid opens after the epoch, per
 # (ccxt exchange id, timeframe). Binance (spot and USD-M futures, one kline service): 3d candles open at
-# t % 259200 == 86400 (1970-01-02 + k x 3 days; BTCUSDT's history there begins 2017-08-17 = 1502928000, a
-# time on it): see docs/emulator-dialects.md (Binance, "3d and 1w") for where this was read and what is assumed.
+# t % 259200 == 86400 (1970-01-02 + k x 3 days; e.g. 1502668800 = 2017-08-14, a Binance 3d open time): see
+# docs/emulator-dialects.md (Binance, "3d and 1w") for where this was read and what is assumed.
 EXCHANGE_GRID_OFFSETS: dict[tuple[str, str], int] = {("binance", "3d"): 86_400, ("binanceusdm", "3d"): 86_400}
 _DAY = _UNIT_SECONDS["d"]
 

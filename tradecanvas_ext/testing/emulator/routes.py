@@ -29,7 +29,7 @@ FUNDING_RATE = "0.00010000"
 
 _BINANCE_TIMEFRAMES = {tf: tf for tf in TIMEFRAMES}
 # Binance's kline grid where it is not the epoch's: 3d candles open at t % 259200 == 86400 (1970-01-02 + k x
-# 3d; BTCUSDT's history begins 2017-08-17 = 1502928000, on it), 1w on Mondays (1970-01-05 + k x 7d)
+# 3d; e.g. 1502668800 = 2017-08-14), 1w on Mondays (1970-01-05 + k x 7d)
 BINANCE_GRID_OFFSETS = {"3d": 86_400, "1w": 4 * 86_400}
 
 BINANCE_SPOT = DialectSpec(
