@@ -3,7 +3,11 @@ floor implied by the emulator's rate limit and ceil(N/1000) klines per series; t
 by `freqtrade download-data` pointed at the emulator. Prints one JSON line, with the burst floor (the emulator's token bucket) and the
 steady-rate floor (every request at the exchange's rate: (requests) / rate).
 
-Run: .venv/bin/python bench/backfill_bench.py [--series 20 --rate 10 --skip-freqtrade]
+With `--dialect NAME` (or `all`) instead: per emulator dialect, the repair of N missing 1m candles of one
+series through real ccxt (CcxtSource, the one range walk) at the emulator's rate limit, one JSON line each:
+requests vs ceil(N / the page limit the walk uses there), wall time vs the steady-rate floor (requests / rate).
+
+Run: .venv/bin/python bench/backfill_bench.py [--series 20 --rate 10 --skip-freqtrade] [--dialect all]
 """
 from __future__ import annotations
 
@@ -18,7 +22,10 @@ import time
 from pathlib import Path
 
 from tradecanvas_ext import Runtime, Settings
-from tradecanvas_ext.testing import ExchangeEmulator
+from tradecanvas_ext.domain import Hole, SeriesId
+from tradecanvas_ext.sources.ccxt_source import CcxtSource, ExchangePool, price_params
+from tradecanvas_ext.sources.exchange_facts import ExchangeFacts
+from tradecanvas_ext.testing import ExchangeEmulator, ManualClock
 
 DAY = 1440
 
@@ -74,12 +81,100 @@ def run_freqtrade(emu: ExchangeEmulator, syms: list[str], workdir: Path) -> dict
             "all_requests": emu.request_count(), "exit_code": proc.returncode, "url": url}
 
 
+# Per dialect: (emulator dialect, series, N missing 1m candles, how many candles before the newest closed one
+# the hole ends, what bounds N). N is inside what the dialect serves; OKX twice, one hole per endpoint.
+NOW = 1_700_006_400 + 30  # the emulator's clock: the 1m candle at NOW - 30 is forming
+TF = 60
+LATEST = NOW - 30 - TF  # the newest closed 1m candle
+DIALECT_RUNS: dict[str, tuple[str, str, int, int, str]] = {
+    "binance": ("binance", "binance:spot:BTC/USDT:1m", 3500, 0, "all history served"),
+    "binanceusdm": ("binanceusdm", "binanceusdm:futures:BTC/USDT:USDT:1m", 5250, 0, "all history served"),
+    "bybit": ("bybit", "bybit:spot:BTC/USDT:1m", 3500, 0, "all history served"),
+    "okx-candles": ("okx", "okx:spot:BTC/USDT:1m", 1400, 0,
+                    "/market/candles serves only the latest 1440: a recent hole"),
+    "okx-history-candles": ("okx", "okx:spot:BTC/USDT:1m", 3500, 3000,
+                            "/market/history-candles: a hole older than 1439 bars"),
+    "kraken": ("kraken", "kraken:spot:BTC/USD:1m", 719, 0,
+               "Kraken serves the latest 720 (the forming one included): 719 closed"),
+    "gate": ("gate", "gate:spot:BTC/USDT:1m", 3500, 0, "Gate serves the latest 10000 points"),
+    "hyperliquid": ("hyperliquid", "hyperliquid:futures:BTC/USDC:USDC:1m", 4999, 0,
+                    "Hyperliquid serves the latest 5000 (the forming one included): 4999 closed"),
+    "coinbase": ("coinbase", "coinbase:spot:BTC/USD:1m", 1000, 0, "all history served"),
+}
+
+
+def candle_cost(emu: ExchangeEmulator, sid: SeriesId, start: int, end: int) -> tuple[float, int]:
+    """ccxt's rate-limiter cost of one candle page of this walk (the class's own table, read from the call
+    it makes), and the page limit the walk uses for the hole."""
+    pool = ExchangePool(emu.ccxt_config(), timeout_ms=10_000)
+    try:
+        ex = pool.get(sid.exchange, sid.market).exchange
+        ex.load_markets()
+        facts = ExchangeFacts.of(ex, sid.symbol, sid.market)
+        page = facts.page_limit(start, NOW, TF)
+        costs: list[float] = []
+        measure = ex.calculate_rate_limiter_cost
+
+        def recorded(*args, **kwargs):
+            costs.append(float(measure(*args, **kwargs)))
+            return costs[-1]
+
+        ex.calculate_rate_limiter_cost = recorded  # the bench's probe only
+        facts.fetch(ex, sid.symbol, sid.timeframe, start, min(end, start + (page - 1) * TF), page, NOW, TF,
+                    price_params(sid))
+        return costs[-1], page
+    finally:
+        pool.close()
+
+
+def run_dialect(name: str, rate: float) -> dict:
+    dialect, series, n, back, bound = DIALECT_RUNS[name]
+    sid = SeriesId.parse(series)
+    end = LATEST - back * TF
+    start = end - (n - 1) * TF
+    emu = ExchangeEmulator(seed=5, clock=ManualClock(NOW), dialect=dialect, max_requests_per_second=rate).start()
+    try:
+        cost, page = candle_cost(emu, sid, start, end)
+        # the exchange's published rate as a user sets it: ccxt sleeps rateLimit x cost before a call, so
+        # this is one candle request per 1/rate seconds
+        pool = ExchangePool({**emu.ccxt_config(), "rateLimit": 1000.0 / rate / cost}, timeout_ms=10_000)
+        try:
+            pool.get(sid.exchange, sid.market).exchange.load_markets()
+            time.sleep(2.0 / rate)  # the markets load's throttle interval and the emulator's bucket refill
+            emu.reset_counts()
+            t0 = time.perf_counter()
+            res = CcxtSource(pool, emu.clock).fetch(sid, [Hole(start, end, n)], NOW)
+            wall = time.perf_counter() - t0
+        finally:
+            pool.close()
+        requests = emu.request_count("klines")
+        expected = math.ceil(n / page)
+        steady = requests / rate
+        filled = res.candles.rows() == emu.candles(sid.symbol, sid.timeframe, start, end)
+        return {"bench": "backfill_dialect", "dialect": name, "series": series, "missing": n, "n_bound": bound,
+                "page_limit": page, "rate_limit_rps": rate, "ccxt_cost_per_page": cost, "requests": requests,
+                "all_requests": emu.request_count(), "ceil_n_over_page": expected,
+                "requests_vs_ceil": round(requests / expected, 3), "wall_s": round(wall, 3),
+                "steady_floor_s": round(steady, 3), "wall_vs_steady_floor": round(wall / steady, 3),
+                "goal_vs_steady_floor": 1.05, "filled_equals_truth": filled, "errors": res.errors,
+                "voids": len(res.voids), "unavailable": len(res.unavailable), "retries": res.retries}
+    finally:
+        emu.stop()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--series", type=int, default=20)
     ap.add_argument("--rate", type=float, default=10.0, help="emulator rate limit, requests per second")
     ap.add_argument("--skip-freqtrade", action="store_true")
+    ap.add_argument("--dialect", action="append", choices=[*DIALECT_RUNS, "all"],
+                    help="per-dialect repair through real ccxt (repeatable; 'all' for every one)")
     args = ap.parse_args(argv)
+    if args.dialect:
+        names = list(DIALECT_RUNS) if "all" in args.dialect else args.dialect
+        for name in names:
+            print(json.dumps(run_dialect(name, args.rate)), flush=True)
+        return 0
     syms = symbols(args.series)
     # real clock: freqtrade in a subprocess reads the system time too
     emu = ExchangeEmulator(seed=3, symbols=syms, max_requests_per_second=args.rate).start()

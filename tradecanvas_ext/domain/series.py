@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .timeframe import timeframe_to_seconds
+from .timeframe import exchange_grid, timeframe_to_seconds
 
 MARKETS = ("spot", "futures")
 # freqtrade's non-default candle types of a futures market (its CandleType values); without one a series
@@ -43,7 +43,7 @@ class SeriesId:
         if not base.strip() or not quote.strip():
             raise ValueError(f"series_id: symbol {self.symbol!r} must be a ccxt unified symbol like BTC/USDT")
         try:
-            timeframe_to_seconds(self.timeframe)
+            exchange_grid(self.exchange, self.timeframe)
         except ValueError as exc:
             raise ValueError(f"series_id: {exc}") from None
         if self.candle_type is not None:
@@ -70,7 +70,8 @@ class SeriesId:
 
     @property
     def tf_seconds(self) -> int:
-        return timeframe_to_seconds(self.timeframe)
+        """The timeframe on this exchange's grid (a `Grid` where it is offset, e.g. Binance's 3d)."""
+        return exchange_grid(self.exchange, self.timeframe)
 
     @property
     def signed_prices(self) -> bool:

@@ -1,7 +1,8 @@
 """Timeframes and their candle grid. Up to `1d` the grid is epoch-aligned (`t % tf == 0`); `1w` candles open
-on Monday 00:00 UTC (the epoch was a Thursday). Months are refused: not a fixed length. Every alignment of
-the package goes through `align_down` / `align_up` / `is_aligned`, so every hole computation steps on the
-grid."""
+on Monday 00:00 UTC (the epoch was a Thursday); a grid of several days is the exchange's (`exchange_grid`:
+Binance's 3d opens on 1970-01-02 + k x 3d) and is refused where it is not known. Months are refused: not a
+fixed length. Every alignment of the package goes through `align_down` / `align_up` / `is_aligned`, so every
+hole computation steps on the grid (a `Grid` carries its offset into them)."""
 from __future__ import annotations
 
 import math
@@ -42,8 +43,55 @@ def timeframe_to_seconds(timeframe: str) -> int:
     return n * _UNIT_SECONDS[unit]
 
 
+# Grids of several days are the exchange's own: where its first candle of the grid opens after the epoch, per
+# (ccxt exchange id, timeframe). Binance (spot and USD-M futures, one kline service): 3d candles open at
+# t % 259200 == 86400 (1970-01-02 + k x 3 days; e.g. 1502668800 = 2017-08-14, a Binance 3d open time): see
+# docs/emulator-dialects.md (Binance, "3d and 1w") for where this was read and what is assumed.
+EXCHANGE_GRID_OFFSETS: dict[tuple[str, str], int] = {("binance", "3d"): 86_400, ("binanceusdm", "3d"): 86_400}
+_DAY = _UNIT_SECONDS["d"]
+
+
+class Grid(int):
+    """A timeframe's length in seconds on a grid that does not start at the epoch: an int (every length
+    computation is unchanged) that carries the grid's `offset` into `align_down` / `align_up` / `is_aligned`.
+    Arithmetic on it gives plain ints: only the timeframe itself knows its grid."""
+
+    offset: int
+
+    def __new__(cls, seconds: int, offset: int) -> Grid:
+        self = super().__new__(cls, seconds)
+        self.offset = int(offset) % int(seconds)
+        return self
+
+    def __reduce__(self):
+        return Grid, (int(self), self.offset)
+
+    def __repr__(self) -> str:
+        return f"Grid({int(self)}, offset={self.offset})"
+
+
+@lru_cache(maxsize=1024)
+def exchange_grid(exchange: str, timeframe: str) -> int:
+    """`timeframe`'s seconds on `exchange`'s candle grid: a plain int on the epoch grid (Monday for 1w), a
+    `Grid` where the exchange's grid is offset. A timeframe of several days whose grid on this exchange is
+    not known is refused (ValueError naming both), never guessed."""
+    tf = timeframe_to_seconds(timeframe)
+    offset = EXCHANGE_GRID_OFFSETS.get((exchange, timeframe))
+    if offset is not None:
+        return Grid(tf, offset)
+    if tf > _DAY and tf != WEEK:
+        known = ", ".join(f"{t} on {e}" for e, t in sorted(EXCHANGE_GRID_OFFSETS))
+        raise ValueError(
+            f"timeframe {timeframe!r} on exchange {exchange!r}: where its candles open on this exchange's grid "
+            f"is not known (known: {known}); use a timeframe up to 1d, or 1w")
+    return tf
+
+
 def grid_offset(tf: int) -> int:
-    """Where the grid of `tf` starts relative to the epoch: Monday for 1w, 0 otherwise."""
+    """Where the grid of `tf` starts relative to the epoch: the exchange's for a `Grid`, Monday for 1w, 0
+    otherwise."""
+    if isinstance(tf, Grid):
+        return tf.offset
     return WEEK_OFFSET if tf == WEEK else 0
 
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..domain import CandleBatch, Hole, SeriesId, merge_ranges
+from ..domain import CandleBatch, Hole, SeriesId, expected_latest_closed_time, grid_offset, merge_ranges
 from .base import SourceResult
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ def times_in_holes(times: np.ndarray, holes: Sequence[Hole]) -> np.ndarray:
 
 
 def rollup_batch(batch_1m: CandleBatch, tf: int) -> CandleBatch:
-    """Aggregate 1m candles into `tf` buckets (bucket = t // tf * tf); only complete buckets are returned.
+    """Aggregate 1m candles into `tf` buckets on its grid (`align_down`, vectorised: the Monday of 1w, the
+    exchange's offset of a `Grid`); only complete buckets are returned.
 
     A bucket is complete when all tf/60 of its 1m open times are present. open = first, close = last,
     high = max, low = min, volume = sum. Unaligned 1m rows are ignored; repeated times keep the last row.
@@ -50,7 +51,8 @@ def rollup_batch(batch_1m: CandleBatch, tf: int) -> CandleBatch:
     if len(b) == 0:
         return CandleBatch.empty()
     per_bucket = tf // BASE_TF
-    buckets = b.times // tf * tf
+    off = grid_offset(tf)
+    buckets = (b.times - off) // tf * tf + off
     keys, first, counts = np.unique(buckets, return_index=True, return_counts=True)
     last = first + counts - 1
     complete = counts == per_bucket  # unique aligned minutes inside one bucket: all present iff count == n
@@ -118,7 +120,7 @@ class RollupSource:
         if not holes or not self.applicable(series):
             return result
         tf = series.tf_seconds
-        last_closed = (int(now) - tf) // tf * tf  # newest bucket with bucket + tf <= now
+        last_closed = expected_latest_closed_time(now, tf)  # newest bucket with bucket + tf <= now
         spans = _read_spans(holes, tf, last_closed)
         if not spans:
             return result

@@ -11,7 +11,8 @@ import numpy as np
 
 from .markets import GOLDEN, UNIT, Market, mix64, unit_float
 
-#: Supported kline intervals (seconds). All are epoch aligned; Binance's 3d/1w/1M are not, so not served.
+#: Supported kline intervals (seconds). Up to 1d epoch aligned; 3d and 1w on a dialect's grid
+#: (`DialectSpec.grid_offsets`: Binance's 3d opens at t % 3d == 1d, its 1w on Mondays); 1M is not served.
 TIMEFRAMES: dict[str, int] = {
     "1m": 60,
     "3m": 180,
@@ -25,7 +26,19 @@ TIMEFRAMES: dict[str, int] = {
     "8h": 28800,
     "12h": 43200,
     "1d": 86400,
+    "3d": 259200,
+    "1w": 604800,
 }
+
+
+def grid_up(t: float, tf: int, off: int = 0) -> int:
+    """The grid time (t' % tf == off) at or after `t`."""
+    return math.ceil((t - off) / tf) * tf + off
+
+
+def grid_down(t: float, tf: int, off: int = 0) -> int:
+    """The grid time at or before `t`."""
+    return math.floor((t - off) / tf) * tf + off
 
 
 def timeframe_seconds(timeframe: str) -> int:
@@ -115,9 +128,9 @@ def _in_intervals(t: np.ndarray, intervals: Sequence[tuple[float, float]]) -> np
 
 
 def present_times(tf: int, lo: int, hi: int, outages: Sequence[tuple[float, float]],
-                  limit: int | None, from_end: bool) -> np.ndarray:
-    """Aligned open times in [lo, hi] (lo, hi aligned) not inside a merged outage interval; the first
-    (or, from_end, the last) `limit` of them, ascending."""
+                  limit: int | None, from_end: bool, off: int = 0) -> np.ndarray:
+    """Grid open times in [lo, hi] (lo, hi on the grid of offset `off`) not inside a merged outage interval;
+    the first (or, from_end, the last) `limit` of them, ascending."""
     if hi < lo:
         return np.empty(0, dtype=np.int64)
     segments: list[tuple[int, int]] = []
@@ -127,10 +140,10 @@ def present_times(tf: int, lo: int, hi: int, outages: Sequence[tuple[float, floa
             continue
         if s > hi:
             break
-        last_before = math.ceil(s / tf) * tf - tf
+        last_before = grid_up(s, tf, off) - tf
         if last_before >= cur:
             segments.append((cur, min(last_before, hi)))
-        cur = max(cur, math.ceil(e / tf) * tf)
+        cur = max(cur, grid_up(e, tf, off))
         if cur > hi:
             break
     if cur <= hi:

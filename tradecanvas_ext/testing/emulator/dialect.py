@@ -49,6 +49,8 @@ class DialectSpec:
     newest_first: bool  # candle rows answered newest first
     omits_quiet: bool  # buckets without trades are left out of the answer (not sent with volume 0)
     timeframes: Mapping[str, str] = field(default_factory=dict)  # unified timeframe -> exchange interval
+    # unified timeframe -> where its grid starts after the epoch (open times t % tf == offset); others 0
+    grid_offsets: Mapping[str, int] = field(default_factory=dict)
     rate_limit_status: int = 429  # the HTTP status of its rate-limit answer
     retry_after: bool = False  # its rate-limit answer carries a Retry-After header
     default_symbols: tuple[str, ...] = DEFAULT_SYMBOLS  # the emulator's markets when none are configured
@@ -63,6 +65,10 @@ class DialectSpec:
             if ep.kind == kind:
                 return ep
         raise KeyError(f"{self.name} has no candle endpoint {kind!r}")
+
+    def grid_offset(self, timeframe: str) -> int:
+        """Where this exchange's grid of `timeframe` starts after the epoch (0: epoch aligned)."""
+        return self.grid_offsets.get(timeframe, 0)
 
     @property
     def candle_kinds(self) -> frozenset[str]:

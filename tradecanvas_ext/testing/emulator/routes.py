@@ -26,19 +26,24 @@ FUNDING_INTERVAL_S = 8 * 3600  # Binance USD-M funds every 8 hours (00:00, 08:00
 FUNDING_RATE = "0.00010000"
 
 _BINANCE_TIMEFRAMES = {tf: tf for tf in TIMEFRAMES}
+# Binance's kline grid where it is not the epoch's: 3d candles open at t % 259200 == 86400 (1970-01-02 + k x
+# 3d; e.g. 1502668800 = 2017-08-14), 1w on Mondays (1970-01-05 + k x 7d)
+BINANCE_GRID_OFFSETS = {"3d": 86_400, "1w": 4 * 86_400}
 
 BINANCE_SPOT = DialectSpec(
     name="binance", ccxt_id="binance", market_type="spot",
     endpoints=(Endpoint("klines", API_PREFIX + "klines", MAX_KLINES_LIMIT, DEFAULT_KLINES_LIMIT,
                         limit_refused=True),),
-    time_unit="ms", newest_first=False, omits_quiet=False, timeframes=_BINANCE_TIMEFRAMES, retry_after=True)
+    time_unit="ms", newest_first=False, omits_quiet=False, timeframes=_BINANCE_TIMEFRAMES, retry_after=True,
+    grid_offsets=BINANCE_GRID_OFFSETS)
 BINANCE_USDM = DialectSpec(
     name="binanceusdm", ccxt_id="binanceusdm", market_type="swap",
     endpoints=(Endpoint("klines", FAPI_PREFIX + "klines", MAX_FAPI_KLINES_LIMIT, DEFAULT_KLINES_LIMIT,
                         limit_refused=True),
                Endpoint("markPriceKlines", FAPI_PREFIX + "markPriceKlines", MAX_FAPI_KLINES_LIMIT,
                         DEFAULT_KLINES_LIMIT, limit_refused=True)),
-    time_unit="ms", newest_first=False, omits_quiet=False, timeframes=_BINANCE_TIMEFRAMES, retry_after=True)
+    time_unit="ms", newest_first=False, omits_quiet=False, timeframes=_BINANCE_TIMEFRAMES, retry_after=True,
+    grid_offsets=BINANCE_GRID_OFFSETS)
 
 
 class ApiError(DialectError):
@@ -189,10 +194,11 @@ class BinanceRoutes(Dialect):
         end_ms = self._int_param(params, "endTime")
         if start_ms is not None and end_ms is not None and start_ms > end_ms:
             raise ApiError(400, -1023, "Start time is greater than end time.")
-        tf_ms = tf * 1000
-        hi = math.floor(now / tf) * tf if end_ms is None else (end_ms // tf_ms) * tf
-        lo = 0 if start_ms is None else -(-start_ms // tf_ms) * tf
-        rows = self.truth.rows(mk, tf, lo, hi, now, limit, from_end=start_ms is None, price=price)
+        # open times in [startTime, endTime] (inclusive, ms) on Binance's grid of the interval
+        hi = now if end_ms is None else end_ms // 1000
+        lo = 0 if start_ms is None else -(-start_ms // 1000)
+        rows = self.truth.rows(mk, tf, lo, hi, now, limit, from_end=start_ms is None, price=price,
+                               off=self.spec.grid_offset(interval))
         return apply_row_faults(self._format_klines(rows, tf), decision, self.seed, salt)
 
     @staticmethod

@@ -256,13 +256,14 @@ class ExchangeEmulator:
         mark-price candles (truth.mark_of) a futures dialect serves."""
         mk = self._find(symbol)
         return self.truth.closed(mk, timeframe_seconds(timeframe), start, end, float(self.clock()),
-                                 price=price).as_tuples()
+                                 price=price, off=self.dialect.spec.grid_offset(timeframe)).as_tuples()
 
     def served(self, symbol: str, timeframe: str, start: float, end: float) -> list[tuple]:
         """What this exchange answers for [start, end] inside its reach: `candles` without the quiet
         buckets on a dialect that omits those (Coinbase)."""
         mk = self._find(symbol)
-        rows = self.truth.closed(mk, timeframe_seconds(timeframe), start, end, float(self.clock()))
+        rows = self.truth.closed(mk, timeframe_seconds(timeframe), start, end, float(self.clock()),
+                                 off=self.dialect.spec.grid_offset(timeframe))
         return self.dialect.served(rows).as_tuples()
 
     def reach_start(self, timeframe: str, kind: str | None = None) -> int | None:
@@ -275,7 +276,8 @@ class ExchangeEmulator:
     def forming(self, symbol: str, timeframe: str) -> tuple | None:
         """The still-forming candle klines serves now (partial), or None inside an outage."""
         mk = self._find(symbol)
-        rows = self.truth.forming(mk, timeframe_seconds(timeframe), float(self.clock())).as_tuples()
+        rows = self.truth.forming(mk, timeframe_seconds(timeframe), float(self.clock()),
+                                  self.dialect.spec.grid_offset(timeframe)).as_tuples()
         return rows[0] if rows else None
 
     # ------------------------------------------------------------------ request handling

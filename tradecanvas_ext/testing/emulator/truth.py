@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .candles import Rows, build_rows, minute_block, present_times
+from .candles import Rows, build_rows, grid_down, grid_up, minute_block, present_times
 from .faults import FaultController
 from .markets import GOLDEN, Market, Markets, mix64, unit_float
 
@@ -68,36 +68,39 @@ class Truth:
         self.markets = markets
         self._faults = faults
 
-    def first_open(self, mk: Market, tf: int) -> int:
-        """The open time of the market's first candle of timeframe `tf` (the listing, aligned up)."""
-        return max(0, math.ceil(self._faults.listed_at(mk.symbol) / tf) * tf)
+    def first_open(self, mk: Market, tf: int, off: int = 0) -> int:
+        """The open time of the market's first candle of timeframe `tf` (the listing, aligned up to the grid
+        of offset `off`: a dialect's 3d / 1w grid)."""
+        return max(0, grid_up(self._faults.listed_at(mk.symbol), tf, off))
 
     def rows(self, mk: Market, tf: int, lo: int, hi: int, now: float, limit: int | None = None,
-             from_end: bool = False, price: str | None = None) -> Rows:
-        """The candles with open time in [lo, hi] (any ints; the forming candle is the latest there is),
-        ascending: the first (or, `from_end`, the last) `limit` of them. Quiet candles are included (volume
-        0); a dialect that omits them filters on `Rows.v`. `price="mark"`: their mark-price candles."""
+             from_end: bool = False, price: str | None = None, off: int = 0) -> Rows:
+        """The candles with open time in [lo, hi] (any ints; the forming candle is the latest there is) on
+        the grid of offset `off` (t % tf == off), ascending: the first (or, `from_end`, the last) `limit` of
+        them. Quiet candles are included (volume 0); a dialect that omits them filters on `Rows.v`.
+        `price="mark"`: their mark-price candles."""
         if price not in PRICES:
             raise ValueError(f"price {price!r} must be one of {PRICES}")
-        lo = max(math.ceil(lo / tf) * tf, self.first_open(mk, tf))
-        hi = min(math.floor(hi / tf) * tf, math.floor(now / tf) * tf)
+        lo = max(grid_up(lo, tf, off), self.first_open(mk, tf, off))
+        hi = min(grid_down(hi, tf, off), grid_down(now, tf, off))
         outages = self._faults.outage_intervals(mk.symbol)
         if hi < lo:
             times = np.empty(0, dtype=np.int64)
         else:
-            times = present_times(tf, lo, hi, outages, limit, from_end)
+            times = present_times(tf, lo, hi, outages, limit, from_end, off)
         rows = build_rows(mk, tf, times, now, outages, self._faults.quiet_intervals(mk.symbol))
         return rows if price is None else mark_of(rows, tf)
 
-    def closed(self, mk: Market, tf: int, start: float, end: float, now: float, price: str | None = None) -> Rows:
+    def closed(self, mk: Market, tf: int, start: float, end: float, now: float, price: str | None = None,
+               off: int = 0) -> Rows:
         """Closed candles with open time in [start, end] (`price="mark"`: their mark prices)."""
-        hi = min(math.floor(end / tf) * tf, math.floor(now / tf) * tf - tf)
-        return self.rows(mk, tf, math.ceil(start / tf) * tf, hi, now, price=price)
+        hi = min(grid_down(end, tf, off), grid_down(now, tf, off) - tf)
+        return self.rows(mk, tf, grid_up(start, tf, off), hi, now, price=price, off=off)
 
-    def forming(self, mk: Market, tf: int, now: float) -> Rows:
+    def forming(self, mk: Market, tf: int, now: float, off: int = 0) -> Rows:
         """The candle containing `now` (partial): one row, or none inside an outage or before the listing."""
-        t = math.floor(now / tf) * tf
-        return self.rows(mk, tf, t, t, now)
+        t = grid_down(now, tf, off)
+        return self.rows(mk, tf, t, t, now, off=off)
 
     def day(self, mk: Market, now: float) -> Day:
         """The market's last 1440 minutes up to the forming one (flat at the price of the moment when it
