@@ -17,6 +17,7 @@ from .ops import bp as ops_bp
 from .page import OPEN_ENDPOINTS as PAGE_ENDPOINTS
 from .page import bp as page_bp
 from .tail_answers import TailAnswers
+from .tail_front import TailFront
 from .ws import ENDPOINT as WS_ENDPOINT
 from .ws import init_websocket
 
@@ -66,6 +67,8 @@ def create_app(runtime) -> Flask:
     _install_access_check(app, gate)
     _install_token_check(app, gate)
     app.after_request(functools.partial(_answer_headers, gate))
+    # Flask's own middleware slot: the covered tail read answered from the kept bytes, the rest to Flask
+    app.wsgi_app = TailFront(app.wsgi_app, runtime, answers, gate, app.json.mimetype)
     return app
 
 

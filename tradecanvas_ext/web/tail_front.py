@@ -1,0 +1,53 @@
+"""TailFront: a WSGI layer in front of Flask that answers the covered tail read (GET /api/market/candles
+without `since`) from the kept answers when the one at the store's write sequence is there; every other
+request, and every one it is not sure of, goes to Flask unchanged. It decides no access rule itself (they
+are access.Gate's, the same Flask's hooks call) and builds no error (a refused or wrong request falls
+through, so Flask answers it, byte for byte as without this layer)."""
+from __future__ import annotations
+
+from werkzeug.wrappers import Request
+
+from .access import Gate
+from .blueprint import DEFAULT_LIMIT, MAX_LIMIT, kept_tail
+from .errors import parse_int, parse_series, single_arg
+from .tail_answers import TailAnswers
+
+PATH = "/api/market/candles"  # the market blueprint's candles route
+
+
+class TailFront:
+    """Holds no state of its own: the kept bodies are the app's TailAnswers, filled by the Flask view."""
+
+    def __init__(self, flask_wsgi, runtime, answers: TailAnswers, gate: Gate, mimetype: str):
+        self._flask = flask_wsgi
+        self._runtime = runtime
+        self._answers = answers
+        self._gate = gate
+        self._mimetype = mimetype
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") == "GET" and environ.get("PATH_INFO") == PATH:
+            body = self._kept_body(environ)
+            if body is not None:
+                # the headers Flask gives the view's answer of these bytes, then its after_request hook's
+                start_response("200 OK", [("Content-Type", self._mimetype), ("Content-Length", str(len(body))),
+                                          *self._gate.answer_headers(environ)])
+                return [body]
+        return self._flask(environ, start_response)
+
+    def _kept_body(self, environ) -> bytes | None:
+        """The body the view would answer from what is kept, or None (then Flask handles the request)."""
+        gate = self._gate
+        if not gate.host_ok(environ) or not gate.token_ok(environ):
+            return None  # Flask's hooks refuse it
+        args = Request(environ, populate_request=False, shallow=True).args  # parsed as Flask parses them
+        if "since" in args:
+            return None  # the plain read
+        rt = self._runtime
+        try:
+            sid = parse_series(single_arg(args, "series_id"), rt, inactive=True)
+            raw = single_arg(args, "limit")
+            limit = DEFAULT_LIMIT if raw is None else parse_int(raw, "limit", minimum=1, maximum=MAX_LIMIT)
+            return kept_tail(rt, self._answers, sid, limit)[2]
+        except Exception:  # a wrong parameter or a failing store: Flask answers it (its error, its log)
+            return None
