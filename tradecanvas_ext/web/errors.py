@@ -135,14 +135,23 @@ def int_arg(name: str, default: int | None = None, minimum: int = 0, maximum: in
 def parse_series(raw: object, runtime, name: str = "series_id", inactive: bool = False) -> SeriesId:
     """Parse a series_id (400 naming the wrong part) and require it to be configured (404); with
     `inactive`, a series the bot no longer trades (kept and listed) is accepted too."""
+    return require_series(parse_series_text(raw, name), runtime, inactive)
+
+
+def parse_series_text(raw: object, name: str = "series_id") -> SeriesId:
+    """The text part of parse_series (pure: the same text always gives the same answer)."""
     if raw is None:
         raise BadParameter(f"{name} is required, e.g. binance:spot:BTC/USDT:1m")
     if not isinstance(raw, str):
         raise BadParameter(f"{name} must be a string, got {type(raw).__name__}")
     try:
-        sid = parse_series_id(raw)
+        return parse_series_id(raw)
     except ValueError as exc:
         raise BadParameter(str(exc) if str(exc).startswith("series_id") else f"{name}: {exc}") from None
+
+
+def require_series(sid: SeriesId, runtime, inactive: bool = False) -> SeriesId:
+    """The runtime part of parse_series: the series is configured (or, with `inactive`, known), else 404."""
     if not (runtime.is_known(sid) if inactive else runtime.is_configured(sid)):
         raise UnknownSeries(str(sid))
     return sid

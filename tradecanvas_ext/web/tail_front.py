@@ -5,11 +5,14 @@ are access.Gate's, the same Flask's hooks call) and builds no error (a refused o
 through, so Flask answers it, byte for byte as without this layer)."""
 from __future__ import annotations
 
+import functools
+
 from werkzeug.wrappers import Request
 
+from ..domain import SeriesId
 from .access import Gate
 from .blueprint import DEFAULT_LIMIT, MAX_LIMIT, kept_tail
-from .errors import parse_int, parse_series, single_arg
+from .errors import ApiError, parse_int, parse_series_text, require_series, single_arg
 from .tail_answers import TailAnswers
 
 PATH = "/api/market/candles"  # the market blueprint's candles route
@@ -40,14 +43,28 @@ class TailFront:
         gate = self._gate
         if not gate.host_ok(environ) or not gate.token_ok(environ):
             return None  # Flask's hooks refuse it
-        args = Request(environ, populate_request=False, shallow=True).args  # parsed as Flask parses them
-        if "since" in args:
-            return None  # the plain read
+        query = tail_query(environ.get("QUERY_STRING", ""))
+        if query is None:
+            return None  # the plain read, or a parameter Flask will refuse
+        sid, limit = query
         rt = self._runtime
         try:
-            sid = parse_series(single_arg(args, "series_id"), rt, inactive=True)
-            raw = single_arg(args, "limit")
-            limit = DEFAULT_LIMIT if raw is None else parse_int(raw, "limit", minimum=1, maximum=MAX_LIMIT)
-            return kept_tail(rt, self._answers, sid, limit)[2]
-        except Exception:  # a wrong parameter or a failing store: Flask answers it (its error, its log)
+            return kept_tail(rt, self._answers, require_series(sid, rt, inactive=True), limit)[2]
+        except Exception:  # an unknown series or a failing store: Flask answers it (its error, its log)
             return None
+
+
+@functools.lru_cache(maxsize=256)  # pure; a chart asks the same few queries over and over
+def tail_query(query_string: str) -> tuple[SeriesId, int] | None:
+    """A query string's tail read (series, limit) as the view parses it, or None: not a tail read (`since`
+    is given) or a parameter the view refuses."""
+    environ = {"QUERY_STRING": query_string}
+    args = Request(environ, populate_request=False, shallow=True).args  # parsed as Flask parses them
+    if "since" in args:
+        return None
+    try:
+        sid = parse_series_text(single_arg(args, "series_id"))
+        raw = single_arg(args, "limit")
+        return sid, DEFAULT_LIMIT if raw is None else parse_int(raw, "limit", minimum=1, maximum=MAX_LIMIT)
+    except ApiError:
+        return None
