@@ -222,3 +222,12 @@ def test_over_the_wire_the_layer_and_flask_write_the_same_bytes(pair):
     finally:
         for s in servers:
             s.stop()
+
+
+def test_a_retired_series_is_still_read_in_front_without_a_tail_check(pair):
+    p = pair()
+    kept, _ = p.front()
+    p.rt.registry.retire([BTC])  # left the whitelist: its history stays readable, never repaired
+    assert not p.rt.is_configured(BTC) and p.rt.is_known(BTC)
+    answer, in_front = p.same()
+    assert in_front and answer == kept
