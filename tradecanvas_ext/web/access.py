@@ -115,6 +115,11 @@ CORS_MAX_AGE_S = "600"
 NO_SNIFF = ("X-Content-Type-Options", "nosniff")  # on every answer: a browser takes each body as its type
 
 
+@functools.lru_cache(maxsize=64)  # pure; a server has a handful of addresses
+def _own_names_of(*addresses: str | None) -> frozenset[str]:
+    return own_names(addresses)
+
+
 @dataclass(frozen=True)
 class Gate:
     """The access rules of one app, from its settings: asked with a request's WSGI environ."""
@@ -124,7 +129,7 @@ class Gate:
     token: str | None
 
     def _names(self, environ) -> tuple[frozenset[str], int]:
-        names = own_names((self.configured_address, environ.get("SERVER_NAME"), local_address(environ)))
+        names = _own_names_of(self.configured_address, environ.get("SERVER_NAME"), local_address(environ))
         return names, int(environ.get("SERVER_PORT") or 80)
 
     def host_ok(self, environ) -> bool:
