@@ -3,10 +3,10 @@
 on the database; this one holds no data and knows no table but what schema creation needs.
 
 Locks: SQLAlchemy's pool gives each thread its own connection; `fetch_one` takes a driver connection of
-its own from `_spare` (a SimpleQueue: one caller holds each connection at a time, no lock of ours). On SQLite, `SqliteDialect._write_lock`
-serialises this process's write transactions (held for the whole transaction, I/O included: that is its
-job) and `BEGIN IMMEDIATE` + busy_timeout serialise them across processes on one file (WAL lets readers
-run alongside). PostgreSQL needs no lock of ours: row locks, a schema-creation advisory lock, and
+its own from `_spare` (a SimpleQueue: one caller holds each connection at a time, no lock of ours). On
+SQLite, `SqliteDialect._write_lock` serialises this process's write transactions (held for the whole
+transaction, I/O included: that is its job) and `BEGIN IMMEDIATE` + busy_timeout serialise them across
+processes on one file (WAL lets readers run alongside). PostgreSQL needs no lock of ours: row locks, a schema-creation advisory lock, and
 transaction advisory locks that order the coverage index's read-modify-write: a candle write takes the
 store lock shared, then each of its series exclusively in ascending key order; a rebuild / verify takes
 the store lock exclusively (so the lock order is always store, then series ascending; no deadlock).

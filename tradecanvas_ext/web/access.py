@@ -1,7 +1,6 @@
-"""Who may connect (contracts 2 and 4): the Host names the server answers to (no DNS rebinding), the API
-token, the Origins that may open the WebSocket or read by CORS, and the headers every answer carries. The
-one implementation of each rule, as plain functions over header text and the WSGI environ, called by the
-Flask hooks (app.py) and the fast tail layer (tail_front.py) alike; it never builds a response."""
+"""Who may connect (contracts 2 and 4): Host (no DNS rebinding), API token, WebSocket and CORS Origins, and
+the headers every answer carries; one implementation, over the WSGI environ, for the Flask hooks and
+tail_front.py alike. It never builds a response and never reads settings (Gate is given them)."""
 from __future__ import annotations
 
 import functools

@@ -159,7 +159,8 @@ def require_series(sid: SeriesId, runtime, inactive: bool = False) -> SeriesId:
 
 def token_ok(expected: str | None, req, allow_query: bool = False) -> bool:
     """The token rule (access.token_matches) over a Flask request; `?token=` only with `allow_query`."""
-    return token_matches(expected, req.headers.get("Authorization"), req.args.get("token") if allow_query else None)
+    query_token = req.args.get("token") if allow_query else None
+    return token_matches(expected, req.headers.get("Authorization"), query_token)
 
 
 def series_arg(runtime, required: bool = True, inactive: bool = False) -> SeriesId | None:

@@ -1,8 +1,8 @@
-"""TailFront: a WSGI layer in front of Flask that answers the covered tail read (GET /api/market/candles
-without `since`) from the kept answers when the one at the store's write sequence is there; every other
-request, and every one it is not sure of, goes to Flask unchanged. It decides no access rule itself (they
-are access.Gate's, the same Flask's hooks call) and builds no error (a refused or wrong request falls
-through, so Flask answers it, byte for byte as without this layer)."""
+"""TailFront: the covered tail read (GET /api/market/candles without `since`) answered from the kept bytes in
+front of Flask; everything else goes to Flask. It never decides an access rule (access.Gate does) and never
+builds an error (a refused or wrong request falls through, and Flask answers it as without this layer).
+
+Locks: none of its own (TailAnswers locks itself; the query memo is functools.lru_cache)."""
 from __future__ import annotations
 
 import functools
