@@ -1,10 +1,13 @@
-"""Who may connect (contract section 4): the Host names the server answers to (no DNS rebinding) and the
-Origins that may open the WebSocket. Pure rules over header text; it never touches sockets or settings."""
+"""Who may connect (contracts 2 and 4): Host (no DNS rebinding), API token, WebSocket and CORS Origins, and
+the headers every answer carries; one implementation, over the WSGI environ, for the Flask hooks and
+tail_front.py alike. It never builds a response and never reads settings (Gate is given them)."""
 from __future__ import annotations
 
 import functools
+import hmac
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 LOCAL_NAME = "localhost"
 # A loopback literal is always one of our names: a DNS-rebinding page needs a host NAME, and inside a
@@ -77,3 +80,83 @@ def origin_allowed(origin: str | None, names: frozenset[str], port: int, cors_or
     if scheme.lower() != "http" or not sep or "/" in rest:
         return False
     return host_allowed(rest, names, port)
+
+
+def token_matches(expected: str | None, authorization: str | None, query_token: str | None = None) -> bool:
+    """True when no token is configured, or the request carries it: `Authorization: Bearer <token>`, else
+    `query_token` (the WebSocket's `?token=`, as browsers cannot set headers there; None elsewhere).
+    Constant-time comparison."""
+    if not expected:
+        return True
+    given = None
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        given = value.strip()
+    else:
+        given = query_token
+    if not given:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+
+
+def local_address(environ) -> str | None:
+    """The address this connection reached (one of ours even when bound to 0.0.0.0); None outside a server."""
+    sock = environ.get("werkzeug.socket")
+    try:
+        return sock.getsockname()[0] if sock is not None else None
+    except (OSError, IndexError, TypeError):
+        return None
+
+
+CORS_METHODS = "GET, POST, OPTIONS"
+CORS_HEADERS = "Authorization, Content-Type"
+CORS_MAX_AGE_S = "600"
+NO_SNIFF = ("X-Content-Type-Options", "nosniff")  # on every answer: a browser takes each body as its type
+
+
+@functools.lru_cache(maxsize=64)  # pure; a server has a handful of addresses
+def _own_names_of(*addresses: str | None) -> frozenset[str]:
+    return own_names(addresses)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The access rules of one app, from its settings: asked with a request's WSGI environ."""
+
+    configured_address: str
+    cors_origins: frozenset[str]
+    token: str | None
+
+    def _names(self, environ) -> tuple[frozenset[str], int]:
+        names = _own_names_of(self.configured_address, environ.get("SERVER_NAME"), local_address(environ))
+        return names, int(environ.get("SERVER_PORT") or 80)
+
+    def host_ok(self, environ) -> bool:
+        """The Host header names this server (checked before the token and before any upgrade)."""
+        names, port = self._names(environ)
+        return host_allowed(environ.get("HTTP_HOST"), names, port)
+
+    def websocket_origin_ok(self, environ) -> bool:
+        names, port = self._names(environ)
+        return origin_allowed(environ.get("HTTP_ORIGIN"), names, port, self.cors_origins)
+
+    def token_ok(self, environ) -> bool:
+        """The token by header (a request to a route that needs it; the WebSocket checks its own)."""
+        return token_matches(self.token, environ.get("HTTP_AUTHORIZATION"))
+
+    def answer_headers(self, environ) -> list[tuple[str, str]]:
+        """The headers added to every answer, in order: CORS (when cors_origins is set: `Vary: Origin`, and
+        the allow headers for a listed Origin, the preflight ones for an OPTIONS that asks), then nosniff."""
+        out = []
+        if self.cors_origins:
+            out.append(("Vary", "Origin"))
+            origin = environ.get("HTTP_ORIGIN")
+            if origin is not None and origin in self.cors_origins:
+                out.append(("Access-Control-Allow-Origin", origin))
+                method = (environ.get("REQUEST_METHOD") or "GET").upper()
+                if method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
+                    out += [("Access-Control-Allow-Methods", CORS_METHODS),
+                            ("Access-Control-Allow-Headers", CORS_HEADERS),
+                            ("Access-Control-Max-Age", CORS_MAX_AGE_S)]
+        out.append(NO_SNIFF)
+        return out

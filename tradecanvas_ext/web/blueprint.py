@@ -32,29 +32,36 @@ def _window_candles(start: int, end: int, tf: int) -> int:
     return 0 if e < s else (e - s) // tf + 1
 
 
+def kept_tail(rt, answers, sid, limit: int):
+    """The tail read's first part, shared by the view and tail_front.py: the tail check (it may repair),
+    then the series' write sequence, then the body kept at exactly that sequence (None when there is none).
+    The sequence is read AFTER the check (which may write) and BEFORE any read, so a body built on a miss
+    is at least that new. Returns (coverage, seq, body)."""
+    settings = rt.settings
+    coverage = None
+    if settings.enable_market_auto_tail_backfill and rt.is_configured(sid):
+        target = min(limit, settings.auto_tail_backfill_max_candles)
+        try:  # the service applies the cooldown and single flight; a failed repair never fails a read
+            coverage = rt.backfill.ensure_tail_coverage(sid, target=target, to_time=None, read_path=True)
+        except Exception:
+            log.warning("%s: read-path tail coverage failed; serving what is stored", sid, exc_info=True)
+    seq = rt.store.write_seq(sid)
+    return coverage, seq, answers.get(sid, limit, seq)
+
+
 @bp.get("/candles")
 def candles():
     rt = runtime()
     sid = series_arg(rt, inactive=True)  # an inactive series' history stays readable, never repaired
     since = int_arg("since")
     limit = int_arg("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    settings = rt.settings
-    coverage = None
-    if since is None and settings.enable_market_auto_tail_backfill and rt.is_configured(sid):
-        target = min(limit, settings.auto_tail_backfill_max_candles)
-        try:  # the service applies the cooldown and single flight; a failed repair never fails a read
-            coverage = rt.backfill.ensure_tail_coverage(sid, target=target, to_time=None, read_path=True)
-        except Exception:
-            log.warning("%s: read-path tail coverage failed; serving what is stored", sid, exc_info=True)
     store = rt.store
     if since is not None:
         return jsonify(_candles_doc(store, sid, store.read_after(sid, since, limit), store.head_time(sid),
-                                    coverage))
-    # a tail answer is a function of the stored candles and voids alone: kept as bytes per write sequence,
-    # read AFTER the tail check (which may write) and BEFORE the reads (so the body is at least that new)
+                                    None))
+    # a tail answer is a function of the stored candles and voids alone: kept as bytes per write sequence
     answers = current_app.extensions[TAIL_ANSWERS]
-    seq = store.write_seq(sid)
-    body = answers.get(sid, limit, seq)
+    coverage, seq, body = kept_tail(rt, answers, sid, limit)
     if body is not None:
         return current_app.response_class(body, mimetype=current_app.json.mimetype)
     batch = store.read_tail(sid, limit)

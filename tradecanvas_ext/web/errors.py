@@ -2,7 +2,6 @@
 that raise them. Never answers with HTML, and never puts a traceback or a secret in a response."""
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 
@@ -12,6 +11,7 @@ from werkzeug.routing import WebsocketMismatch
 
 from ..domain import MAX_TIME, SeriesId
 from ..series_ids import parse_series_id
+from .access import token_matches
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,16 @@ def register_error_handlers(app: Flask) -> None:
 
 # ---- request parsing -------------------------------------------------------------------------------------
 
-def _single_arg(name: str) -> str | None:
-    values = request.args.getlist(name)
+def single_arg(args, name: str) -> str | None:
+    """The one value of query parameter `name` in `args` (a MultiDict), None when absent."""
+    values = args.getlist(name)
     if len(values) > 1:
         raise BadParameter(f"{name} is given {len(values)} times; give it once")
     return values[0] if values else None
+
+
+def _single_arg(name: str) -> str | None:
+    return single_arg(request.args, name)
 
 
 def parse_int(raw: object, name: str, minimum: int = 0, maximum: int = MAX_INT) -> int:
@@ -130,33 +135,32 @@ def int_arg(name: str, default: int | None = None, minimum: int = 0, maximum: in
 def parse_series(raw: object, runtime, name: str = "series_id", inactive: bool = False) -> SeriesId:
     """Parse a series_id (400 naming the wrong part) and require it to be configured (404); with
     `inactive`, a series the bot no longer trades (kept and listed) is accepted too."""
+    return require_series(parse_series_text(raw, name), runtime, inactive)
+
+
+def parse_series_text(raw: object, name: str = "series_id") -> SeriesId:
+    """The text part of parse_series (pure: the same text always gives the same answer)."""
     if raw is None:
         raise BadParameter(f"{name} is required, e.g. binance:spot:BTC/USDT:1m")
     if not isinstance(raw, str):
         raise BadParameter(f"{name} must be a string, got {type(raw).__name__}")
     try:
-        sid = parse_series_id(raw)
+        return parse_series_id(raw)
     except ValueError as exc:
         raise BadParameter(str(exc) if str(exc).startswith("series_id") else f"{name}: {exc}") from None
+
+
+def require_series(sid: SeriesId, runtime, inactive: bool = False) -> SeriesId:
+    """The runtime part of parse_series: the series is configured (or, with `inactive`, known), else 404."""
     if not (runtime.is_known(sid) if inactive else runtime.is_configured(sid)):
         raise UnknownSeries(str(sid))
     return sid
 
 
 def token_ok(expected: str | None, req, allow_query: bool = False) -> bool:
-    """True when no token is configured, or the request carries it: `Authorization: Bearer <token>`, or
-    (WebSockets only, as browsers cannot set headers there) `?token=`. Constant-time comparison."""
-    if not expected:
-        return True
-    given = None
-    scheme, _, value = (req.headers.get("Authorization") or "").strip().partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        given = value.strip()
-    elif allow_query:
-        given = req.args.get("token")
-    if not given:
-        return False
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+    """The token rule (access.token_matches) over a Flask request; `?token=` only with `allow_query`."""
+    query_token = req.args.get("token") if allow_query else None
+    return token_matches(expected, req.headers.get("Authorization"), query_token)
 
 
 def series_arg(runtime, required: bool = True, inactive: bool = False) -> SeriesId | None:
