@@ -117,3 +117,43 @@ def test_kept_per_limit_and_never_at_another_sequence():
     answers.put(BTC, 11, 3, b"b")
     answers.put(BTC, 12, 3, b"c")  # past max_answers: the least recently used goes
     assert answers.get(BTC, 10, 3) is None and answers.get(BTC, 12, 3) == b"c"
+
+
+def test_a_whole_window_skips_the_check_until_its_newest_closed_time_moves(make_runtime, exchange, clock,
+                                                                           monkeypatch):
+    rt = make_runtime(serve=True, enable_ccxt_backfill_on_read=True, backfill_cooldown_s=0)
+    checks = []
+    check = rt.backfill.ensure_tail_coverage
+    monkeypatch.setattr(rt.backfill, "ensure_tail_coverage", lambda *a, **k: checks.append(1) or check(*a, **k))
+    first = read(rt)  # the check fills the whole window from the exchange
+    assert times(first) == [LAST - (LIMIT - 1 - i) * TF for i in range(LIMIT)] and len(checks) == 1
+    assert read(rt).content == first.content and len(checks) == 1  # same window, no write: no check
+    clock.advance(TF)  # a new closed candle is due: the next read checks again and fetches it
+    r = read(rt)
+    assert len(checks) == 2 and times(r)[-1] == LAST + TF
+    assert r.json()["candles"][-1] == dict(zip(("candle_time", "open", "high", "low", "close", "volume"),
+                                               exchange.candles("BTC/USDT", "1m", LAST + TF, LAST + TF)[0], strict=True))
+    assert read(rt).content == r.content and len(checks) == 2
+
+
+def test_a_window_with_a_hole_is_checked_on_every_read(rt, monkeypatch):
+    base = LAST - 60 * TF
+    rt.store.upsert_closed(BTC, [row(base + i * TF) for i in range(61) if i != 40])
+    checks = []
+    check = rt.backfill.ensure_tail_coverage
+    monkeypatch.setattr(rt.backfill, "ensure_tail_coverage", lambda *a, **k: checks.append(1) or check(*a, **k))
+    for n in range(1, 4):  # kept bytes, but the hole may be repaired by the check: it runs each time
+        assert read(rt).json()["holes"][0]["start"] == base + 40 * TF and len(checks) == n
+
+
+def test_whole_is_kept_only_at_its_sequence_and_newest_time():
+    answers = TailAnswers()
+    answers.put(BTC, 10, 3, b"a", whole_at=600)
+    assert answers.get_whole(BTC, 10, 3, 600) == b"a"
+    assert answers.get_whole(BTC, 10, 3, 660) is None and answers.get_whole(BTC, 10, 4, 600) is None
+    answers.put(BTC, 10, 4, b"b")
+    assert answers.get_whole(BTC, 10, 4, 600) is None and answers.get(BTC, 10, 4) == b"b"
+    answers.mark_whole(BTC, 10, 3, 600)  # a mark for an older sequence changes nothing
+    assert answers.get_whole(BTC, 10, 4, 600) is None
+    answers.mark_whole(BTC, 10, 4, 660)
+    assert answers.get_whole(BTC, 10, 4, 660) == b"b"

@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("market", __name__, url_prefix="/api/market")
 
 TAIL_ANSWERS = "tradecanvas.tail_answers"  # app.extensions key of the app's TailAnswers
+# WSGI environ key: (series, limit, coverage, seq) of a tail check tail_front.py ran and found nothing kept for
+TAIL_CHECKED = "tradecanvas.tail_checked"
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 5000
 MAX_GAPS_WINDOW_CANDLES = 5_000_000  # bounds the work of one /gaps call
@@ -36,17 +38,37 @@ def kept_tail(rt, answers, sid, limit: int):
     """The tail read's first part, shared by the view and tail_front.py: the tail check (it may repair),
     then the series' write sequence, then the body kept at exactly that sequence (None when there is none).
     The sequence is read AFTER the check (which may write) and BEFORE any read, so a body built on a miss
-    is at least that new. Returns (coverage, seq, body)."""
+    is at least that new. A body whose check found the same window whole, with no write since, skips the
+    check: the check would read the same whole window and do nothing (candles are never deleted; every
+    write moves the sequence). Returns (coverage, seq, body)."""
     settings = rt.settings
-    coverage = None
-    if settings.enable_market_auto_tail_backfill and rt.is_configured(sid):
-        target = min(limit, settings.auto_tail_backfill_max_candles)
-        try:  # the service applies the cooldown and single flight; a failed repair never fails a read
-            coverage = rt.backfill.ensure_tail_coverage(sid, target=target, to_time=None, read_path=True)
-        except Exception:
-            log.warning("%s: read-path tail coverage failed; serving what is stored", sid, exc_info=True)
+    if not (settings.enable_market_auto_tail_backfill and rt.is_configured(sid)):
+        seq = rt.store.write_seq(sid)
+        return None, seq, answers.get(sid, limit, seq)
+    latest = expected_latest_closed_time(rt.backfill.clock(), sid.tf_seconds)
     seq = rt.store.write_seq(sid)
-    return coverage, seq, answers.get(sid, limit, seq)
+    body = answers.get_whole(sid, limit, seq, latest)
+    if body is not None:
+        return None, seq, body
+    coverage = None
+    target = min(limit, settings.auto_tail_backfill_max_candles)
+    try:  # the service applies the cooldown and single flight; a failed repair never fails a read
+        coverage = rt.backfill.ensure_tail_coverage(sid, target=target, to_time=None, read_path=True)
+    except Exception:
+        log.warning("%s: read-path tail coverage failed; serving what is stored", sid, exc_info=True)
+    seq = rt.store.write_seq(sid)
+    body = answers.get(sid, limit, seq)
+    whole = whole_at(coverage)
+    if body is not None and whole is not None:
+        answers.mark_whole(sid, limit, seq, whole)
+    return coverage, seq, body
+
+
+def whole_at(coverage) -> int | None:
+    """The newest closed time of a tail check's window when it found no hole at all, else None."""
+    if coverage is None or coverage.holes or coverage.end < coverage.start:
+        return None
+    return coverage.end
 
 
 @bp.get("/candles")
@@ -61,14 +83,19 @@ def candles():
                                     None))
     # a tail answer is a function of the stored candles and voids alone: kept as bytes per write sequence
     answers = current_app.extensions[TAIL_ANSWERS]
-    coverage, seq, body = kept_tail(rt, answers, sid, limit)
+    checked = request.environ.get(TAIL_CHECKED)
+    if checked is not None and checked[:2] == (sid, limit):  # checked in front of Flask a moment ago
+        coverage, seq = checked[2:]
+        body = answers.get(sid, limit, seq)
+    else:
+        coverage, seq, body = kept_tail(rt, answers, sid, limit)
     if body is not None:
         return current_app.response_class(body, mimetype=current_app.json.mimetype)
     batch = store.read_tail(sid, limit)
     # the newest `limit` candles end at the head
     head = int(batch.times[-1]) if len(batch) else store.head_time(sid)
     response = jsonify(_candles_doc(store, sid, batch, head, coverage))
-    answers.put(sid, limit, seq, response.get_data())
+    answers.put(sid, limit, seq, response.get_data(), whole_at(coverage))
     return response
 
 

@@ -11,7 +11,7 @@ from werkzeug.wrappers import Request
 
 from ..domain import SeriesId
 from .access import Gate
-from .blueprint import DEFAULT_LIMIT, MAX_LIMIT, kept_tail
+from .blueprint import DEFAULT_LIMIT, MAX_LIMIT, TAIL_CHECKED, kept_tail
 from .errors import ApiError, parse_int, parse_series_text, require_series, single_arg
 from .tail_answers import TailAnswers
 
@@ -49,9 +49,12 @@ class TailFront:
         sid, limit = query
         rt = self._runtime
         try:
-            return kept_tail(rt, self._answers, require_series(sid, rt, inactive=True), limit)[2]
+            coverage, seq, body = kept_tail(rt, self._answers, require_series(sid, rt, inactive=True), limit)
         except Exception:  # an unknown series or a failing store: Flask answers it (its error, its log)
             return None
+        if body is None:  # the view builds it: from this check, not a second one
+            environ[TAIL_CHECKED] = (sid, limit, coverage, seq)
+        return body
 
 
 @functools.lru_cache(maxsize=256)  # pure; a chart asks the same few queries over and over
