@@ -130,6 +130,40 @@ def test_a_damaged_index_is_found_marked_and_rebuilt_on_open(db_url):
     s.close()
 
 
+def test_verify_and_rebuild_on_demand_from_the_command_line(db_url, tmp_path):
+    """`tradecanvas coverage verify|rebuild` in a real subprocess, while this process keeps the store open:
+    verify names the damaged series (exit 1); rebuild repairs the index, moves every write sequence (so this
+    process's window and kept answers are dropped) and verifies (exit 0)."""
+    sid, other = fresh_series(), fresh_series()
+    s = open_store(db_url, origin="test")
+    s.candles.upsert_closed(sid, [candle(t * TF) for t in (0, 1, 2, 5, 6, 9)])
+    s.candles.upsert_closed(other, [candle(t * TF) for t in range(4)])
+    good = index_runs(s, sid)
+    key = s.candles.series_key(sid)
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"user_data_dir": str(tmp_path), "tradecanvas": {"enabled": True, "db_url": db_url}}))
+
+    def cli(action: str):
+        return subprocess.run([sys.executable, "-m", "tradecanvas_ext.cli.main", "coverage", action, "--config",
+                               str(cfg)], capture_output=True, text=True, timeout=120, cwd=REPO,
+                              env=subprocess_env())
+
+    ok = cli("verify")
+    assert ok.returncode == 0 and "agrees" in ok.stdout, ok.stderr
+    with s.dialect.write() as conn:  # damage one run, as a buggy or old writer would
+        conn.execute(update(R).where(R.c.series_key == key, R.c.run_start == 5 * TF).values(run_end=7 * TF))
+    assert s.candles.raw_holes(sid, 0, 9 * TF) != list_holes(np.array([0, 1, 2, 5, 6, 9]) * TF, 0, 9 * TF, TF)
+    bad = cli("verify")
+    assert bad.returncode == 1 and str(sid) in bad.stdout and str(other) not in bad.stdout, bad.stderr
+    seqs = {x: s.candles.write_seq(x) for x in (sid, other)}
+    fixed = cli("rebuild")
+    assert fixed.returncode == 0 and "agrees" in fixed.stdout, fixed.stderr
+    assert all(s.candles.write_seq(x) > seqs[x] for x in (sid, other))
+    assert index_runs(s, sid) == good
+    assert_agrees(s, sid, 0, 10 * TF)
+    s.close()
+
+
 def test_a_store_without_the_index_is_rebuilt_on_open(db_url):
     """A store written before the index existed: candles, no runs, no marker."""
     sid = fresh_series()

@@ -198,6 +198,26 @@ def cmd_run_bot(args) -> int:
     return run_bot(argv + (["--strategy", args.strategy] if args.strategy else []))
 
 
+def cmd_coverage(args) -> int:
+    """`verify`: 0 when the coverage index agrees with the candles, 1 (and the series named) when not, the
+    store then marked so its next open rebuilds; `rebuild`: recompute it now, then verify."""
+    storage = _open_store(_load(args))
+    store = storage.candles
+    try:
+        if args.action == "rebuild":
+            n = store.rebuild_coverage()
+            print(f"rebuilt the coverage index of {n} series from their candles")
+        bad = store.verify_coverage()
+    finally:
+        storage.close()
+    if bad:
+        print(f"the coverage index disagrees with the candles of {len(bad)} series: {', '.join(bad)}; "
+              "run `tradecanvas coverage rebuild` (or the next open of the store rebuilds it)")
+        return 1
+    print("the coverage index agrees with the candles")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .serve import serve
 
@@ -231,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv = command("serve", cmd_serve, "HTTP + WebSocket server, startup sync and a live tail, until Ctrl-C")
     sv.add_argument("--poll-interval", type=float, default=5.0, dest="poll_interval",
                     help="seconds between two live tail top-ups from the exchange")
+    cv = command("coverage", cmd_coverage, "verify the coverage index (the runs behind holes) against the "
+                 "candles, or rebuild it")
+    cv.add_argument("action", choices=("verify", "rebuild"))
     command("demo", cmd_demo, "emulator + startup sync + health, without a bot")
     rb = command("run-bot", cmd_run_bot, "emulator + a freqtrade dry-run bot with the extension (make run)",
                  config=False)

@@ -300,6 +300,26 @@ class CandleStore:
         return split_by_voids(raw, [(v.start, v.end) for v in vs], sid.tf_seconds,
                               [(u.start, u.end) for u in us])
 
+    # ---- the coverage index on demand (`tradecanvas coverage verify|rebuild`) ------------------------
+    def verify_coverage(self) -> list[str]:
+        """The series ids whose coverage runs differ from their candles ([] = right); a mismatch marks the
+        store, so the next open rebuilds it even if nobody asks."""
+        bad = self._coverage.verify()
+        return self._keys.ids_of(bad) if bad else []
+
+    def rebuild_coverage(self) -> int:
+        """Recompute every series' coverage runs from its candles and move every write sequence in the same
+        transaction, so the recent windows and kept answers of every process built on the old runs are
+        dropped. Returns the number of series."""
+        with self._dialect.write() as conn:
+            self._dialect.lock_store(conn)
+            self._coverage.rebuild_in(conn, None)
+            keys = self._keys.all_keys(conn)
+            if keys:
+                self._seq.bump(conn, keys)
+        self._windows.invalidate_all()
+        return len(keys)
+
     # ---- voids ------------------------------------------------------------------------------------
     def record_void(self, sid: SeriesId, start: int, end: int, source: str, checked_at: float) -> None:
         """A range a source confirmed it has no data for. Re-recording a start refreshes checked_at."""

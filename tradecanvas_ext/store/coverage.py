@@ -119,9 +119,10 @@ class CoverageIndex:
         """Recompute the runs (of `keys`, or of every series) from the candles, and mark the index good."""
         with self._dialect.write() as conn:
             self._dialect.lock_store(conn)
-            self._rebuild(conn, keys)
+            self.rebuild_in(conn, keys)
 
-    def _rebuild(self, conn: Connection, keys: list[int] | None) -> None:
+    def rebuild_in(self, conn: Connection, keys: list[int] | None) -> None:
+        """`rebuild` inside the caller's write transaction, which holds the store lock."""
         gone = delete(R) if keys is None else delete(R).where(R.c.series_key.in_(keys))
         conn.execute(gone)
         conn.execute(insert(R).from_select(["series_key", "run_start", "run_end"], self._truth(keys)))
@@ -150,7 +151,7 @@ class CoverageIndex:
             if self._marker(conn) == _OK:  # another process rebuilt it meanwhile
                 return False
             log.info("rebuilding the coverage index from the candles")
-            self._rebuild(conn, None)
+            self.rebuild_in(conn, None)
         return True
 
     def _marker(self, conn: Connection | None = None) -> str | None:

@@ -47,3 +47,14 @@ class SeriesKeys:
         """Every series id the store has a row for, as stored (sorted)."""
         with self._dialect.read() as conn:
             return [r[0] for r in conn.execute(select(S.c.series_id).order_by(S.c.series_id))]
+
+    def ids_of(self, keys: list[int]) -> list[str]:
+        """The series ids (as stored, sorted) of `keys`."""
+        with self._dialect.read() as conn:
+            return [r[0] for r in conn.execute(select(S.c.series_id).where(S.c.series_key.in_(keys))
+                                               .order_by(S.c.series_id))]
+
+    @staticmethod
+    def all_keys(conn) -> list[int]:
+        """Every series key, read in the caller's transaction."""
+        return [int(r[0]) for r in conn.execute(select(S.c.series_key))]
