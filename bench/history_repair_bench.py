@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
 from tradecanvas_ext.history.files import list_files
-from tradecanvas_ext.history.repair import Repair, Window, open_levels, series_for
+from tradecanvas_ext.history.repair import Job, Repair, Window, open_levels, series_for
 from tradecanvas_ext.settings import Settings
 from tradecanvas_ext.testing import ExchangeEmulator
 
@@ -90,8 +91,9 @@ def run_ours(emu, datadir: Path, workdir: Path, rate: float) -> dict:
     repair = Repair(levels)
     emu.reset_counts()
     t0 = time.perf_counter()
-    reports = [repair.run(f, series_for(f, "binance", "spot"), str(series_for(f, "binance", "spot")), Window(), False)
-               for f in list_files(datadir, "feather", "spot")]
+    jobs = [Job(f, series_for(f, "binance", "spot"), str(series_for(f, "binance", "spot")))
+            for f in list_files(datadir, "feather", "spot")]
+    reports = repair.run_all(jobs, Window(), False)
     wall = time.perf_counter() - t0
     levels.close()
     return {"wall_s": round(wall, 3), "klines_requests": emu.request_count("klines"),

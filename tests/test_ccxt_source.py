@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tradecanvas_ext.domain import Hole, SeriesId
+from tradecanvas_ext.sources.base import PageLimit
 from tradecanvas_ext.sources.ccxt_source import MAX_TRIES, CcxtSource, ExchangePool
 from tradecanvas_ext.testing.emulator import ExchangeEmulator
 
@@ -406,3 +407,42 @@ def test_concurrent_fetches_on_one_exchange_are_all_correct(emulator, source):
         assert res.requests == 2
     assert emulator.request_count("exchangeInfo") == 1
     assert emulator.request_count("klines") == 16
+
+
+# ---------------------------------------------------------------------------------------------- page limit
+
+
+def test_page_limit_is_the_page_the_walk_asks(emulator, source):
+    """The page a caller groups holes by is the walk's: a hole of exactly that many candles is one request,
+    one more candle is two; the markets it loaded are the fetch's (no second load)."""
+    page = source.page_limit(BTC_1M, OLD_END - 5000 * 60, NOW)
+    assert page == PageLimit(1000)  # ccxt's features for binance spot
+    for n, requests in ((page.candles, 1), (page.candles + 1, 2)):
+        emulator.reset_counts()
+        res = source.fetch(BTC_1M, [hole(OLD_END - (n - 1) * 60, OLD_END)], NOW)
+        assert res.errors == [] and len(res.candles) == n
+        assert emulator.request_count("klines") == res.requests == requests
+        assert emulator.request_count("exchangeInfo") == 0
+
+
+def test_page_limit_of_okx_follows_the_endpoint_it_picks_by_age():
+    """OKX serves 300 a page from /market/candles, 100 from /market/history-candles (older than 1439
+    candles): the page limit says which, from the same rule the walk uses."""
+    with ExchangeEmulator(seed=3, clock=clock, dialect="okx") as emu:
+        pool = ExchangePool(emu.ccxt_config(), timeout_ms=2000)
+        try:
+            src = CcxtSource(pool, clock)
+            sid = SeriesId.parse("okx:spot:BTC/USDT:1m")
+            assert src.page_limit(sid, LAST_CLOSED - 100 * 60, NOW) == PageLimit(300)
+            assert src.page_limit(sid, LAST_CLOSED - 2000 * 60, NOW) == PageLimit(100)
+        finally:
+            pool.close()
+
+
+def test_page_limit_when_markets_cannot_load_is_an_error_not_an_exception(emulator, pool):
+    emulator.faults.http_error(503, n=MAX_TRIES, path="exchangeInfo")
+    src = CcxtSource(pool, clock, sleep=lambda s: None)
+    got = src.page_limit(BTC_1M, OLD_END, NOW)
+    assert got.candles is None and "loading markets" in got.error and "binance:spot:BTC/USDT:1m" in got.error
+    assert emulator.request_count("exchangeInfo") == MAX_TRIES and src.retries == MAX_TRIES - 1
+    assert src.page_limit(BTC_1M, OLD_END, NOW) == PageLimit(1000)  # the failure was not cached

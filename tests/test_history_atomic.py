@@ -69,9 +69,10 @@ def test_sigkill_in_the_middle_of_rewrites_leaves_the_old_or_the_new_file(tmp_pa
     print(f"\n[kills] seed {seed}: {seen}, {mid_rewrite} inside a rewrite")
 
 
-def emulator_files(tmp_path, emu, holes_every: int) -> tuple[dict, list[int], object]:
-    """Two 1m files of the last 2 days from the emulator, one-candle holes cut every `holes_every` rows, and
-    a config pointing the repair at the emulator."""
+def emulator_files(tmp_path, emu, holes_every: int, hours: int = 96) -> tuple[dict, list[int], object]:
+    """Two 1m files of the last `hours` from the emulator, one-candle holes cut every `holes_every` rows, and
+    a config pointing the repair at the emulator (Binance: a page is 1000 candles, holes that fit in one
+    share a request)."""
     datadir = tmp_path / "user_data" / "data" / "binance"
     datadir.mkdir(parents=True)
     handler = get_datahandler(datadir, "feather")
@@ -79,7 +80,7 @@ def emulator_files(tmp_path, emu, holes_every: int) -> tuple[dict, list[int], ob
     full = {}
     drop: list[int] = []
     for pair in ("BTC/USDT", "ETH/USDT"):
-        rows = emu.candles(pair, "1m", end - 48 * 3600, end)
+        rows = emu.candles(pair, "1m", end - hours * 3600, end)
         df = pd.DataFrame(rows, columns=["t", "open", "high", "low", "close", "volume"])
         df.insert(0, "date", pd.to_datetime(df.pop("t"), unit="s", utc=True))
         full[pair] = df
@@ -107,7 +108,7 @@ def emu():
 def test_a_repair_killed_at_random_points_is_finished_by_the_next(tmp_path, emu):
     seed = random.randrange(2**32)
     rng = random.Random(seed)
-    full, drop, handler = emulator_files(tmp_path, emu, holes_every=97)  # ~6 fetch calls per file
+    full, drop, handler = emulator_files(tmp_path, emu, holes_every=97)  # 6 fetch calls (pages) per file
     datadir = tmp_path / "user_data" / "data" / "binance"
     cmd = [TRADECANVAS, "data", "repair", "--config", str(tmp_path / "config.json")]
     emu.faults.slow(0.15, n=None)
@@ -131,7 +132,7 @@ def test_a_repair_killed_at_random_points_is_finished_by_the_next(tmp_path, emu)
 
 
 def test_ctrl_c_stops_between_requests_and_writes_what_was_fetched(tmp_path, emu):
-    full, drop, handler = emulator_files(tmp_path, emu, holes_every=520)  # 5 holes, one fetch call each
+    full, drop, handler = emulator_files(tmp_path, emu, holes_every=1100)  # 5 holes, one page each
     emu.faults.slow(0.2, n=None)
     cmd = [TRADECANVAS, "data", "repair", "--config", str(tmp_path / "config.json"), "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),

@@ -70,6 +70,24 @@ def test_with_ranges_records_newer_checks_and_cuts_filled_times():
                    sc.Checked(300, 420, "ccxt", 2.0), sc.Checked(480, 600, "ccxt", 1.0))
 
 
+def test_a_repair_records_unavailable_ranges_and_cuts_what_it_filled_or_proved_void():
+    """The side-car a repair writes: learned unavailable ranges beside the voids; a re-checked unavailable
+    range loses the times now filled or proven void; voids stay voids."""
+    from tradecanvas_ext.history.repair import Repair
+
+    old = sc.Sidecar("binance:spot:BTC/USDT:1m", voids=(sc.Checked(6000, 6060, "ccxt", 1.0),),
+                     unavailable=(sc.Checked(0, 600, "ccxt", 1.0),))
+    learned_void = [sc.Checked(480, 540, "ccxt", 9.0)]
+    learned_unavailable = [sc.Checked(1200, 1320, "ccxt", 9.0)]
+    filled = CandleBatch.from_rows([(t, 2.0, 3.0, 1.0, 2.0, 1.0) for t in (120, 180)])
+    side = Repair._sidecar(old, learned_void, learned_unavailable, filled, TF, now=9.0)
+    assert side.voids == (sc.Checked(480, 540, "ccxt", 9.0), sc.Checked(6000, 6060, "ccxt", 1.0))
+    assert side.unavailable == (sc.Checked(0, 60, "ccxt", 1.0), sc.Checked(240, 420, "ccxt", 1.0),
+                                sc.Checked(600, 600, "ccxt", 1.0), sc.Checked(1200, 1320, "ccxt", 9.0))
+    assert side.updated_at == 9.0 and side.series_id == old.series_id
+    assert Repair._sidecar(old, [], [], CandleBatch.empty(), TF, now=9.0) is old
+
+
 def test_sidecar_round_trip_and_its_name(tmp_path):
     data = tmp_path / "BTC_USDT-1m.json"
     assert sc.sidecar_path(data) == tmp_path / ".tradecanvas" / "BTC_USDT-1m.json.voids"

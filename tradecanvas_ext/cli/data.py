@@ -202,35 +202,39 @@ class _StopOnCtrlC:
 def cmd_data_repair(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..history.repair import Repair, open_levels, scan, series_for, series_text
+    from ..history.repair import Job, Repair, open_levels, scan, series_for, series_text
 
     sel = select(args, repair=True)
     levels = open_levels(sel.settings)
     stop = threading.Event()
     repair = Repair(levels, stop=stop)
     err = _console(stderr=True)
-    jobs = []
+    jobs, wanted = [], {}
     for f in sel.files:
         text = series_text(f, sel.exchange, sel.trading_mode)
-        jobs.append((f, series_for(f, sel.exchange, sel.trading_mode), text,
-                     sum(h.missing_candles for h in repair.todo(scan(f, text, sel.window)))))
-    reports = []
+        jobs.append(Job(f, series_for(f, sel.exchange, sel.trading_mode), text))
+        wanted[f] = sum(h.missing_candles for h in repair.todo(scan(f, text, sel.window)))
     try:
         with _StopOnCtrlC(stop, err), Progress(TextColumn("{task.description:40}"), BarColumn(),
                                                 MofNCompleteColumn(), TimeElapsedColumn(), console=err,
                                                 transient=False, disable=args.json) as progress:
-            total = progress.add_task("total (candles looked for)", total=sum(j[3] for j in jobs) or 1)
-            for f, sid, text, wanted in jobs:
-                if stop.is_set():
-                    break
-                task = progress.add_task(f.name, total=wanted or 1)
+            total = progress.add_task("total (candles looked for)", total=sum(wanted.values()) or 1)
+            tasks = {}
 
-                def advance(n: int, task=task) -> None:
+            def begin(f):
+                tasks[f] = task = progress.add_task(f.name, total=wanted[f] or 1)
+
+                def advance(n: int) -> None:
                     progress.advance(task, n)
                     progress.advance(total, n)
 
-                reports.append(repair.run(f, sid, text, sel.window, args.dry_run, advance))
-                progress.update(task, completed=wanted or 1)
+                return advance
+
+            def done(report) -> None:
+                f = report.before.file
+                progress.update(tasks[f], completed=wanted[f] or 1)
+
+            reports = repair.run_all(jobs, sel.window, args.dry_run, begin, done)
     finally:
         levels.close()
     interrupted = stop.is_set()

@@ -2,21 +2,27 @@
 through the decision tree — the bot's store (read-only: what the bot holds costs no request), the rollup of
 its 1m candles, then the ccxt range walk — and merge into the file and its side-car. It must never write a
 made-up candle, change a row the file holds, or write to the bot's store.
+
+Threads: `Repair.run_all` rewrites one file in a writer thread while the calling thread fetches the next.
+They share no mutable state and no lock: a file's `Fetched` (its report, rows, new candles, side-car) is
+handed over whole and the caller does not touch it again until its `commit` returned.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..domain import CandleBatch, Hole, SeriesId, list_holes
 from ..domain.clock import SYSTEM_CLOCK, Clock
 from ..series_ids import checked
-from ..sources.base import SourceResult
+from ..sources.base import RangeSource, SourceResult
 from ..sources.rollup import times_in_holes
 from . import files as hf
 from . import plan
@@ -24,13 +30,13 @@ from . import sidecar as sc
 
 log = logging.getLogger(__name__)
 
-# One fetch call asks one range of at most this many grid times: a long hole is cut into such pieces, and
-# holes close enough to fit in one are asked as ONE range (the file's rows between them come back too and
-# are dropped), so they share a page. 500 is one page on almost every exchange (binance 1000, bybit 1000,
-# kraken 720, okx 300 is two), and one call is what a Ctrl-C waits for. The range is asked with the file's
-# candle on each side of it: an answer that holds candles on both sides of a missing time is the exchange's
-# evidence of a void (contract section 5).
-FETCH_SPAN_CANDLES = 500
+# One fetch call asks the range walk for one range of at most the source's page (`RangeSource.page_limit`:
+# Binance 1000, Kraken 720, OKX 100 or 300 by age): a long hole is cut into pages, and holes that fit in one
+# page are asked as ONE range (the file's rows between them come back too and are dropped), so they share
+# the page: the fewest requests that cover every hole. One call is what a Ctrl-C waits for. The walk adds
+# the file's candle on each side when it fits in the page (an answer with candles on both sides of a
+# missing time is the exchange's evidence of a void, contract section 5), and re-asks an edge it could
+# not see from both sides.
 STORE_ORIGIN = "tradecanvas-data-repair"
 
 
@@ -128,7 +134,7 @@ class Levels:
 
     store: StoreLevel | None
     rollup: object | None  # sources.rollup.RollupSource over the bot's store
-    ccxt: object | None  # sources.ccxt_source.CcxtSource (None: enable_ccxt_backfill is off)
+    ccxt: RangeSource | None  # sources.ccxt_source.CcxtSource (None: enable_ccxt_backfill is off)
     void_recheck_age_s: float
     close: Callable[[], None] = lambda: None
 
@@ -178,6 +184,7 @@ class FileReport:
     after: FileScan | None = None
     filled: dict[str, int] = field(default_factory=lambda: {"store": 0, "rollup": 0, "ccxt": 0})
     voids_learned: int = 0
+    unavailable_learned: int = 0
     requests: int = 0
     errors: list[str] = field(default_factory=list)
     interrupted: bool = False
@@ -207,9 +214,31 @@ class FileReport:
     def to_dict(self) -> dict:
         return {"file": str(self.before.file.path), "series_id": self.before.series_id,
                 "before": self.before.to_dict(), "after": (self.after or self.before).to_dict(),
-                "filled": dict(self.filled), "voids_learned": self.voids_learned, "requests": self.requests,
+                "filled": dict(self.filled), "voids_learned": self.voids_learned,
+                "unavailable_learned": self.unavailable_learned, "requests": self.requests,
                 "still_missing": self.remaining, "why": self.why(), "errors": list(self.errors),
                 "interrupted": self.interrupted, "written": self.written, "complete": self.complete}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file to repair and the series it holds (None: no range source serves it)."""
+
+    file: hf.HistoryFile
+    series: SeriesId | None
+    series_id: str
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One file's repair between fetching and writing: its report so far, the rows read, the new candles (at
+    times the file does not hold) and the side-car to write."""
+
+    report: FileReport
+    window: Window
+    frame: pd.DataFrame
+    new: CandleBatch
+    sidecar: sc.Sidecar
 
 
 class Repair:
@@ -230,20 +259,50 @@ class Repair:
 
     def run(self, f: hf.HistoryFile, sid: SeriesId | None, series_id: str, window: Window, dry_run: bool,
             advance: Callable[[int], None] = lambda n: None) -> FileReport:
+        """One file: fetch what its holes need, then write it (unless `dry_run`)."""
+        return self.commit(self.fetch(Job(f, sid, series_id), window, advance), dry_run)
+
+    def run_all(self, jobs: Iterable[Job], window: Window, dry_run: bool,
+                begin: Callable[[hf.HistoryFile], Callable[[int], None]] = lambda f: lambda n: None,
+                done: Callable[[FileReport], None] = lambda r: None) -> list[FileReport]:
+        """The files one after the other, each one's rewrite (in one writer thread) overlapping the next one's
+        requests, so the rate limit and not the disk sets the pace; at most one rewrite runs at a time.
+        Stops before the next file once `stop` is set; every file fetched is written (or its error raised)
+        before this returns, also on KeyboardInterrupt. `begin(file)` gives the file's progress callback;
+        `done(report)` follows each written file, in order; both are called in the calling thread."""
+        reports: list[FileReport] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="history-rewrite") as writer:
+            pending: Future[FileReport] | None = None
+            for job in jobs:
+                if self.stop.is_set():
+                    break
+                got = self.fetch(job, window, begin(job.file))
+                if pending is not None:
+                    reports.append(pending.result())
+                    done(reports[-1])
+                pending = writer.submit(self.commit, got, dry_run)
+            if pending is not None:
+                reports.append(pending.result())
+                done(reports[-1])
+        return reports
+
+    def fetch(self, job: Job, window: Window, advance: Callable[[int], None] = lambda n: None) -> Fetched:
+        """Read the file and fetch its holes through the levels; nothing is written."""
+        f, sid, series_id = job.file, job.series, job.series_id
         df = hf.read_frame(f)
         before = scan(f, series_id, window, df)
         report = FileReport(before)
         todo = self.todo(before)
         if not todo:
-            report.after = before
-            return report
+            return Fetched(report, window, df, CandleBatch.empty(), before.sidecar)
         if sid is None or not f.is_ohlcv:
             report.skipped = f"candle type {f.candle_type}: no range source for it"
-            return report
+            return Fetched(report, window, df, CandleBatch.empty(), before.sidecar)
         tf = f.tf_seconds
         existing = hf.frame_times(df)
         found: list[CandleBatch] = []
-        learned: list[sc.Checked] = []
+        learned: list[sc.Checked] = []  # voids
+        beyond: list[sc.Checked] = []  # unavailable: older than the exchange serves
         now = self.clock()
 
         def still(holes: list[Hole]) -> list[Hole]:
@@ -271,32 +330,45 @@ class Repair:
         if left and self.levels.ccxt is None:
             report.errors.append("the exchange level is off (enable_ccxt_backfill)")
         elif left:
-            for group in plan.group_for_fetch(left, tf, FETCH_SPAN_CANDLES - 2, max_holes=FETCH_SPAN_CANDLES):
+            # the oldest page is the smallest (OKX's history endpoint): a group of that size is one page anywhere
+            page = self.levels.ccxt.page_limit(sid, left[0].start - tf, now)
+            groups = [] if page.candles is None else plan.group_for_fetch(left, tf, page.candles, len(left))
+            if page.error:
+                report.errors.append(page.error)
+            for group in groups:
                 if self.stop.is_set():
                     report.interrupted = True
                     break
                 now = self.clock()
-                span = Hole(group[0].start - tf, group[-1].end + tf, (group[-1].end - group[0].start) // tf + 3)
+                span = Hole(group[0].start, group[-1].end, (group[-1].end - group[0].start) // tf + 1)
                 res = self.levels.ccxt.fetch(sid, [span], now)
                 batch = self._valid(res.candles, sid, now, report, "ccxt")
                 found.append(batch)
                 report.filled["ccxt"] += len(plan.new_rows(existing, batch, group))
                 learned.extend(sc.Checked(s, e, "ccxt", now) for s, e in plan.clip(res.voids, group, tf))
+                beyond.extend(sc.Checked(s, e, "ccxt", now) for s, e in plan.clip(res.unavailable, group, tf))
                 report.requests += res.requests
                 report.errors.extend(res.errors)
                 advance(sum(h.missing_candles for h in group))
         new = plan.new_rows(existing, CandleBatch.concat(found), todo)
         report.voids_learned = sum((c.end - c.start) // tf + 1 for c in learned)
-        side = self._sidecar(before.sidecar, learned, new, tf, now)
+        report.unavailable_learned = sum((c.end - c.start) // tf + 1 for c in beyond)
+        return Fetched(report, window, df, new, self._sidecar(before.sidecar, learned, beyond, new, tf, now))
+
+    @staticmethod
+    def commit(got: Fetched, dry_run: bool) -> FileReport:
+        """Merge what was fetched into the file and write it and its side-car, each atomically (unless
+        `dry_run`); the report's `after` is the file as written (or as a dry run would have written it)."""
+        report = got.report
+        f, before = report.before.file, report.before
+        merged = hf.merged_frame(got.frame, got.new)
         if not dry_run:
-            if len(new):
-                hf.write_frame(f, hf.merged_frame(df, new))
-            if side != before.sidecar:
-                sc.save(f.path, side)
-            report.written = bool(len(new)) or side != before.sidecar
-            report.after = scan(f, series_id, window)
-        else:
-            report.after = scan(f, series_id, window, hf.merged_frame(df, new), side)
+            if len(got.new):
+                hf.write_frame(f, merged)
+            if got.sidecar != before.sidecar:
+                sc.save(f.path, got.sidecar)
+            report.written = bool(len(got.new)) or got.sidecar != before.sidecar
+        report.after = scan(f, before.series_id, got.window, merged, got.sidecar)
         return report
 
     @staticmethod
@@ -307,18 +379,29 @@ class Repair:
         return good
 
     @staticmethod
-    def _sidecar(old: sc.Sidecar, learned: list[sc.Checked], new: CandleBatch, tf: int, now: float) -> sc.Sidecar:
-        if not learned and not len(new):
+    def _sidecar(old: sc.Sidecar, voids: list[sc.Checked], unavailable: list[sc.Checked], new: CandleBatch,
+                 tf: int, now: float) -> sc.Sidecar:
+        """`old` with the voids and unavailable ranges learned recorded (a newer check wins) and the filled
+        times cut out of both."""
+        if not voids and not unavailable and not len(new):
             return old
         filled = [(int(t), int(t)) for t in new.times]
-        voids = tuple(old.voids)
-        by_source: dict[tuple[str, float], list[tuple[int, int]]] = {}
-        for c in learned:
-            by_source.setdefault((c.source, c.checked_at), []).append((c.start, c.end))
-        for (source, at), ranges in sorted(by_source.items(), key=lambda kv: kv[0][1]):
-            voids = sc.with_ranges(voids, ranges, source, at, tf, drop=filled)
-        if not by_source:
-            voids = sc.with_ranges(voids, [], "ccxt", now, tf, drop=filled)
-        if voids == old.voids:
+        proven = [(c.start, c.end) for c in voids]  # a re-checked range the exchange now proves empty
+        side = sc.Sidecar(old.series_id, _recorded(old.voids, voids, filled, tf),
+                          _recorded(old.unavailable, unavailable, filled + proven, tf), now, old.extra)
+        if (side.voids, side.unavailable) == (old.voids, old.unavailable):
             return old
-        return sc.Sidecar(old.series_id, voids, old.unavailable, now, old.extra)
+        return side
+
+
+def _recorded(old: tuple[sc.Checked, ...], learned: list[sc.Checked], filled: list[tuple[int, int]],
+              tf: int) -> tuple[sc.Checked, ...]:
+    out = tuple(old)
+    by_source: dict[tuple[str, float], list[tuple[int, int]]] = {}
+    for c in learned:
+        by_source.setdefault((c.source, c.checked_at), []).append((c.start, c.end))
+    for (source, at), ranges in sorted(by_source.items(), key=lambda kv: kv[0][1]):
+        out = sc.with_ranges(out, ranges, source, at, tf, drop=filled)
+    if not by_source and filled:
+        out = sc.with_ranges(out, [], "", 0.0, tf, drop=filled)
+    return out

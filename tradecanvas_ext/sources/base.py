@@ -40,6 +40,15 @@ class SourceResult:
     retries: int = 0
 
 
+@dataclass(frozen=True)
+class PageLimit:
+    """A range source's page for one series: `candles` one request returns at most, or None when it could
+    not be learned (`error` says why)."""
+
+    candles: int | None
+    error: str | None = None
+
+
 class CandleSource(Protocol):
     name: str
 
@@ -85,3 +94,13 @@ def fetch_holes_in_order(wanted: list[tuple[int, int]], fetch_hole: FetchHole, r
             break
     result.candles = CandleBatch.concat(batches).dedupe_sorted()
     result.voids = merge_ranges(voids, tf)
+
+
+class RangeSource(CandleSource, Protocol):
+    """A source that fetches holes page by page (the ccxt level): it tells its page, so that holes sharing
+    one are asked as one range."""
+
+    def page_limit(self, series: SeriesId, since: int, now: float | None = None,
+                   deadline: float | None = None) -> PageLimit:
+        """The page the source's walk plans with for `series` from `since` on. Never raises."""
+        ...

@@ -20,7 +20,7 @@ import ccxt  # imported at start-up on purpose: it costs ~0.25 s (FACTS)
 
 from ..domain import Hole, SeriesId
 from ..domain.clock import SYSTEM_CLOCK, Clock
-from .base import SourceResult, closed_hole_ranges
+from .base import PageLimit, SourceResult, closed_hole_ranges
 from .exchange_facts import ExchangeFacts, known_reach, late_candle_grace_s, too_old
 from .range_walk import Page, RangeWalk, RetryPolicy, TimeBound, Transient, parse_retry_after, record_error
 
@@ -216,6 +216,30 @@ class CcxtSource:
             self.retries += result.retries
         return result
 
+    def page_limit(self, series: SeriesId, since: int, now: float | None = None,
+                   deadline: float | None = None) -> PageLimit:
+        """Candles one request of the range walk returns at most for `series` from `since` on (the page it
+        plans with: ccxt's `features`, a documented larger page, OKX's endpoint by age), so a caller can ask
+        holes that share a page as one range. Loads the exchange's markets once (cached by the pool's
+        exchange object); never raises: a failure comes back as `PageLimit.error`."""
+        result = SourceResult()
+        now = self._clock() if now is None else now
+        try:
+            _, facts = self._facts(series, deadline, result)
+        except Exception as exc:  # TimeBound, retries spent, a permanent error: the fetch would fail too
+            return PageLimit(None, f"ccxt {series}: loading markets: {type(exc).__name__}: {exc}")
+        finally:
+            with self._stats_lock:
+                self.retries += result.retries
+        return PageLimit(facts.page_limit(since, now, series.tf_seconds))
+
+    def _facts(self, series: SeriesId, deadline: float | None, result: SourceResult) -> tuple[_Entry, ExchangeFacts]:
+        """The pooled exchange of `series`, its markets loaded (retried per the walk's policy), and its facts."""
+        entry = self._pool.get(series.exchange, series.market)
+        self._walk.retrying(lambda remaining: _call(entry, _load_markets, remaining, self._clock),
+                            deadline, result, f"ccxt {series}")
+        return entry, ExchangeFacts.of(entry.exchange, series.symbol, series.market)
+
     def _fetch(self, series: SeriesId, holes: list[Hole], now: float, deadline: float | None,
                result: SourceResult) -> None:
         tf = series.tf_seconds
@@ -227,10 +251,7 @@ class CcxtSource:
             result.errors.append(f"{label}: funding-rate series are filled from freqtrade only")
             return
         try:
-            entry = self._pool.get(series.exchange, series.market)
-            self._walk.retrying(lambda remaining: _call(entry, _load_markets, remaining, self._clock),
-                                deadline, result, label)
-            facts = ExchangeFacts.of(entry.exchange, series.symbol, series.market)
+            entry, facts = self._facts(series, deadline, result)
         except TimeBound as stop:
             result.errors.append(f"{label}: loading markets: {stop}")
             return
