@@ -124,6 +124,56 @@ def test_rows_are_parsed_once_each_and_garbage_is_skipped():
     assert batch.times.tolist() == [T0, T0 + TF] and float(batch.open[1]) == 9.0  # the last row wins
 
 
+def _oracle_rows(raw, start, end, tf, now):
+    """The row-by-row reading of an answer (the walk's rule before it was vectorised): the oracle."""
+    out = {}
+    for r in raw:
+        try:
+            t_ms = int(r[0])
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+            continue
+        if len(r) < 6 or t_ms % 1000 or (t_ms // 1000) % tf:
+            continue
+        t = t_ms // 1000
+        if start <= t <= end and t + tf <= now:
+            vals = []
+            for x in r[1:6]:
+                try:
+                    vals.append(float(x))
+                except (TypeError, ValueError, OverflowError):
+                    vals.append(math.nan)
+            out[t] = vals  # the last row of a time wins
+    return sorted(out.items())
+
+
+_value = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6), st.none(),
+                   st.sampled_from(["1.5", "x", ""]))
+_time = st.one_of(st.integers(-5, 40).map(lambda k: (T0 + k * TF) * 1000),  # aligned, some not closed
+                  st.integers(-5, 40 * TF).map(lambda k: (T0 + k) * 1000),  # whole seconds, mostly off the grid
+                  st.integers(-5, 40).map(lambda k: (T0 + k * TF) * 1000 + 1),  # on the grid but for 1 ms
+                  st.integers(T0 * 1000, (T0 + 40 * TF) * 1000), st.floats(0, 2e12), st.just(10**30),
+                  st.sampled_from([None, "x", str(T0 * 1000)]))
+_row = st.one_of(st.lists(_value, min_size=5, max_size=7).flatmap(lambda v: _time.map(lambda t: [t, *v])),
+                 st.lists(_time, min_size=0, max_size=3), st.just({"t": 1}), st.just("row"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_row, max_size=30), st.booleans())
+def test_rows_read_at_once_equal_the_row_by_row_reading(raw, regular):
+    """The vectorised parse (one numpy conversion of a regular answer) equals the row-by-row rule on any
+    answer, garbage included; `regular` keeps only well-formed numeric rows, the path ccxt's answers take."""
+    if regular:
+        raw = [r for r in raw if isinstance(r, list) and len(r) >= 6
+               and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in r)]
+    now = T0 + 30 * TF + 30
+    got = clean_rows(raw, T0, T0 + 35 * TF, TF, now)
+    want = _oracle_rows(raw, T0, T0 + 35 * TF, TF, now)
+    assert got.times.tolist() == [t for t, _ in want]
+    for i, (_, vals) in enumerate(want):
+        row = [float(getattr(got, f)[i]) for f in ("open", "high", "low", "close", "volume")]
+        assert all((math.isnan(a) and math.isnan(b)) or a == b for a, b in zip(row, vals, strict=True))
+
+
 @pytest.mark.parametrize(("after_close", "newer_row", "kept"), [(5, False, False), (20, False, True),
                                                                    (5, True, True)])
 def test_the_just_closed_candle_waits_for_the_grace_or_a_newer_row(after_close, newer_row, kept):

@@ -27,11 +27,12 @@ from .timeframe import (
     is_aligned,
     is_closed,
     timeframe_to_seconds,
+    unaligned,
 )
 
 __all__ = [
     "Candle", "CandleBatch", "InvalidCandle", "Hole", "count_covered", "covered_in_runs", "holes_from_runs",
     "list_holes", "merge_ranges", "merge_runs", "runs_of", "split_by_voids", "CANDLE_TYPES", "MARKETS", "MAX_TIME", "SeriesId", "align_down", "align_up", "expected_latest_closed_time",
     "grid_offset", "is_aligned", "is_closed", "timeframe_to_seconds", "EXCHANGE_GRID_OFFSETS", "Grid",
-    "exchange_grid",
+    "exchange_grid", "unaligned",
 ]

@@ -19,12 +19,13 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from ..domain import (
+    MAX_TIME,
     CandleBatch,
     align_down,
     expected_latest_closed_time,
-    is_aligned,
     list_holes,
     merge_ranges,
+    unaligned,
 )
 from .base import SourceResult, fetch_holes_in_order
 from .reach import Reach, reach_from_oldest
@@ -145,32 +146,71 @@ def newest_void(now: float, tf: int) -> int:
     return align_down(void_cutoff(now, tf) - tf, tf)
 
 
-def _rows(raw, tf: int):
-    """(time, row) of the well-formed aligned rows, as sent."""
-    for r in raw or ():
+class PageRows:
+    """One answer's well-formed aligned rows, parsed once: times (s) and the five values as sent, in the
+    answer's order. Well-formed: at least 6 fields, the time a whole number of seconds in ms on the grid; a
+    value that is no number becomes NaN (the service's validation rejects that row)."""
+
+    __slots__ = ("times", "values")
+
+    def __init__(self, raw, tf: int):
+        times, values = _parsed(raw)
+        keep = ~unaligned(times, tf)
+        self.times, self.values = times[keep], values[keep]
+
+    def times_from(self, since: int) -> np.ndarray:
+        """Sorted unique times at or after `since`: what the exchange says it has."""
+        return np.unique(self.times[self.times >= since])
+
+    def clean(self, start: int, end: int, tf: int, now: float) -> CandleBatch:
+        """Rows inside [start, end] and closed, one per time (the last wins), ascending."""
+        t = self.times
+        keep = (t >= start) & (t <= end) & (t + tf <= now)
+        v = self.values[keep]
+        return CandleBatch(t[keep], v[:, 0], v[:, 1], v[:, 2], v[:, 3], v[:, 4]).dedupe_sorted()
+
+
+_EXACT = 2.0**53  # times in ms beyond this are not exact in a float: the row-by-row parse decides
+
+
+def _parsed(raw) -> tuple[np.ndarray, np.ndarray]:
+    """(times in s, (n, 5) values) of the rows whose time is whole seconds in ms. One numpy conversion for
+    a regular answer (what ccxt parses); row by row only when a row is not a plain sequence of numbers."""
+    raw = raw or ()
+    try:
+        a = np.array([r[:6] for r in raw], dtype=np.float64)
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+        a = None
+    if a is not None and a.ndim == 2 and a.shape[1] == 6 and bool(np.all(np.abs(a[:, 0]) < _EXACT)):
+        t_ms = a[:, 0]
+        whole = np.isfinite(t_ms) & (np.trunc(t_ms) % 1000 == 0)
+        return (np.trunc(t_ms[whole]).astype(np.int64) // 1000), a[whole, 1:6]
+    times, values = [], []
+    for r in raw:
         try:
             t_ms = int(r[0])
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError):
             continue
-        if len(r) >= 6 and not t_ms % 1000 and is_aligned(t_ms // 1000, tf):
-            yield t_ms // 1000, r
+        if len(r) >= 6 and not t_ms % 1000 and abs(t_ms // 1000) <= MAX_TIME:  # past it: no candle time
+            times.append(t_ms // 1000)
+            values.append([_num(x) for x in r[1:6]])
+    return np.asarray(times, dtype=np.int64), np.asarray(values, dtype=np.float64).reshape(-1, 5)
 
 
 def row_times(raw, since: int, tf: int) -> np.ndarray:
     """Sorted unique times of the well-formed aligned rows at or after `since`: what the exchange says it has."""
-    return np.unique(np.asarray([t for t, _ in _rows(raw, tf) if t >= since], dtype=np.int64))
+    return PageRows(raw, tf).times_from(since)
 
 
 def clean_rows(raw, start: int, end: int, tf: int, now: float) -> CandleBatch:
     """Rows inside [start, end], aligned and closed, one per time (the last wins), ascending."""
-    rows = [(t, *(_num(x) for x in r[1:6])) for t, r in _rows(raw, tf) if start <= t <= end and t + tf <= now]
-    return CandleBatch.from_rows(rows).dedupe_sorted()
+    return PageRows(raw, tf).clean(start, end, tf, now)
 
 
 def _num(x) -> float:
     try:
         return float(x)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return math.nan  # the service's validation rejects the row
 
 
@@ -353,9 +393,10 @@ class RangeWalk:
             except Exception as exc:
                 record_error(result, transport.label, ask.lo, end, exc)
                 return True
-            seen = row_times(raw, page.start, tf)
+            rows = PageRows(raw, tf)
+            seen = rows.times_from(page.start)
             complete = len(raw) < page.asked
-            found.batches.append(hold_back_unfinal(clean_rows(raw, max(start, ask.lo), end, tf, now), seen, tf,
+            found.batches.append(hold_back_unfinal(rows.clean(max(start, ask.lo), end, tf, now), seen, tf,
                                                    now, transport.grace_s))
             found.voids.extend((max(s, start), min(e, end)) for s, e in void_evidence(
                 page.start, page.end, seen, tf, now, oldest, transport.omits_empty, complete)
