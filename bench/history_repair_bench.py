@@ -92,7 +92,7 @@ def run_ours(emu, datadir: Path, workdir: Path, rate: float) -> dict:
     emu.reset_counts()
     t0 = time.perf_counter()
     jobs = [Job(f, series_for(f, "binance", "spot"), str(series_for(f, "binance", "spot")))
-            for f in list_files(datadir, "feather", "spot")]
+            for f in list_files(datadir, "feather", "spot", "binance")]
     reports = repair.run_all(jobs, Window(), False)
     wall = time.perf_counter() - t0
     levels.close()
@@ -117,7 +117,7 @@ def run_erase(emu, syms, datadir: Path, workdir: Path, start: int, end: int) -> 
          "--timerange", f"{start}-{end}", "--pairs", *syms],
         capture_output=True, text=True, timeout=3600, env={**os.environ, "NO_COLOR": "1"})
     wall = time.perf_counter() - t0
-    rows = sum(len(pd.read_feather(f.path)) for f in list_files(datadir, "feather", "spot"))
+    rows = sum(len(pd.read_feather(f.path)) for f in list_files(datadir, "feather", "spot", "binance"))
     return {"wall_s": round(wall, 3), "klines_requests": emu.request_count("klines"),
             "all_requests": emu.request_count(), "exit_code": proc.returncode, "rows_after": rows}
 

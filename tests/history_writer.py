@@ -12,7 +12,7 @@ from tradecanvas_ext.history.files import HistoryFile, write_frame
 
 def main() -> int:
     datadir, data_format, rows = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    f = HistoryFile(datadir, data_format, "BTC/USDT", "1m", "spot")
+    f = HistoryFile(datadir, data_format, "BTC/USDT", "1m", "spot", "binance")
     a, b = frames(rows)
     from freqtrade.data.history.datahandlers import get_datahandler  # the imports, before "ready"
 

@@ -52,7 +52,7 @@ def test_backtest_marks_the_repaired_files_void_and_enters_only_on_real_rows(tmp
     settings = Settings.from_config(cfg)
     levels = open_levels(settings)
     try:
-        f = HistoryFile(datadir, "feather", "BTC/USDT", "1m", "spot")
+        f = HistoryFile(datadir, "feather", "BTC/USDT", "1m", "spot", "binance")
         report = Repair(levels).run(f, series_for(f, "binance", "spot"), "binance:spot:BTC/USDT:1m", Window(),
                                     dry_run=False)
     finally:

@@ -35,7 +35,7 @@ def same(df: pd.DataFrame, want: pd.DataFrame) -> bool:
 def test_sigkill_in_the_middle_of_rewrites_leaves_the_old_or_the_new_file(tmp_path, data_format):
     seed = random.randrange(2**32)
     rng = random.Random(seed)
-    f = HistoryFile(tmp_path, data_format, "BTC/USDT", "1m", "spot")
+    f = HistoryFile(tmp_path, data_format, "BTC/USDT", "1m", "spot", "binance")
     handler = get_datahandler(tmp_path, data_format)
 
     def load():

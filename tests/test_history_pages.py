@@ -45,7 +45,7 @@ def levels_for(tmp_path: Path, emu, exchange: str):
 
 def jobs(datadir: Path, exchange: str) -> list[Job]:
     out = []
-    for f in list_files(datadir, "feather", "spot"):
+    for f in list_files(datadir, "feather", "spot", exchange):
         sid = series_for(f, exchange, "spot")
         out.append(Job(f, sid, str(sid)))
     return out
@@ -158,3 +158,31 @@ def test_ranges_older_than_the_reach_go_to_the_side_car_as_unavailable(tmp_path)
             assert second.complete and kraken.request_count() == 0 and not second.written
         finally:
             levels.close()
+
+
+def test_a_binance_3d_file_is_repaired_on_binances_grid(tmp_path, binance):
+    """Binance's 3d candles open at t % 3d == 1d (the exchange's grid, not the epoch's): the file's holes
+    are found on that grid and filled with exactly the exchange's candles; on the epoch's grid every time
+    of the file would look unaligned and no hole could be named."""
+    d3 = 3 * 86400
+    end = (int(time.time()) - 86400) // d3 * d3 + 86400 - 2 * d3  # two grid steps back: closed
+    assert end % d3 == 86400
+    start = end - 60 * d3
+    cut = [(start + 10 * d3, start + 11 * d3), (start + 40 * d3, start + 40 * d3)]
+    rows = binance.candles("BTC/USDT", "3d", start, end)
+    assert [r[0] % d3 for r in rows] == [86400] * 61
+    keep = [r for r in rows if not any(a <= r[0] <= b for a, b in cut)]
+    df = pd.DataFrame(keep, columns=["t", "open", "high", "low", "close", "volume"])
+    df.insert(0, "date", pd.to_datetime(df.pop("t"), unit="s", utc=True))
+    datadir = tmp_path / "binance"
+    get_datahandler(datadir, "feather").ohlcv_store("BTC/USDT", "3d", df, CandleType.SPOT)
+    [job] = jobs(datadir, "binance")
+    before = scan(job.file, job.series_id, Window())
+    assert [(g.start, g.end) for g in before.gaps] == cut
+    levels = levels_for(tmp_path, binance, "binance")
+    try:
+        [report] = Repair(levels).run_all([job], Window(), False)
+    finally:
+        levels.close()
+    assert report.complete and report.errors == [] and report.filled["ccxt"] == 3
+    assert file_rows(job.file) == [tuple(r) for r in rows]

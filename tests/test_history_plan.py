@@ -116,13 +116,13 @@ def test_a_futures_file_is_listed_read_and_rewritten_in_its_own_folder(tmp_path,
 
     from tradecanvas_ext.history.files import HistoryFile, list_files, merged_frame, read_frame, write_frame
 
-    f = HistoryFile(tmp_path, data_format, "BTC/USDT:USDT", "1h", "futures")
+    f = HistoryFile(tmp_path, data_format, "BTC/USDT:USDT", "1h", "futures", "binance")
     t = np.array([0, 3600, 10800], dtype=np.int64)
     df = pd.DataFrame({"date": pd.to_datetime(t, unit="s", utc=True).as_unit("ms"), "open": 1.0, "high": 2.0,
                        "low": 0.5, "close": 1.5, "volume": 3.0})
     write_frame(f, df)
     assert f.path.parent == tmp_path / "futures" and f.path.is_file()
-    assert list_files(tmp_path, data_format, "futures") == [f] and list_files(tmp_path, data_format, "spot") == []
+    assert list_files(tmp_path, data_format, "futures", "binance") == [f] and list_files(tmp_path, data_format, "spot", "binance") == []
     loaded = read_frame(f)
     write_frame(f, merged_frame(loaded, CandleBatch.from_rows([(7200, 1.0, 2.0, 0.5, 1.5, 4.0)])))
     again = read_frame(f)

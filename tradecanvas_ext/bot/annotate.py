@@ -158,5 +158,5 @@ def sidecar_voids(config, sid: SeriesId, df: pd.DataFrame) -> list[tuple[int, in
         return []
     t = epoch_seconds(df["date"])
     f = HistoryFile(Path(datadir), config.get("dataformat_ohlcv") or "feather", sid.symbol, sid.timeframe,
-                    candle_type_of(sid))
+                    candle_type_of(sid), sid.exchange)
     return voids_over(f.path, int(t.min()), int(t.max()))

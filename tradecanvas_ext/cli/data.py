@@ -73,7 +73,7 @@ def select(args, repair: bool) -> Selection:
     datadir = Path(config["datadir"])
     trading_mode = args.trading_mode or _value(config.get("trading_mode")) or "spot"
     data_format = args.data_format or settings.data_format
-    files = list_files(datadir, data_format, trading_mode)
+    files = list_files(datadir, data_format, trading_mode, settings.exchange)
     if args.pairs:
         try:
             wanted = set(expand_pairlist(args.pairs, sorted({f.pair for f in files})))

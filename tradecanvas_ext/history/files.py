@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..domain import CandleBatch, timeframe_to_seconds
+from ..domain import CandleBatch, exchange_grid, timeframe_to_seconds
 from ..sources.freqtrade_source import batch_to_frame, frame_to_batch
 from .atomic import remove_stale_scratch, replace_atomically
 
@@ -27,6 +27,7 @@ class HistoryFile:
     pair: str
     timeframe: str
     candle_type: str  # freqtrade's CandleType value: spot, futures, mark, index, premiumIndex, funding_rate
+    exchange: str  # whose candle grid the file's times are on (Binance's 3d is not the epoch's)
 
     @property
     def path(self) -> Path:
@@ -40,7 +41,8 @@ class HistoryFile:
 
     @property
     def tf_seconds(self) -> int:
-        return timeframe_to_seconds(self.timeframe)
+        """The timeframe on the exchange's grid: every hole of the file steps on it."""
+        return exchange_grid(self.exchange, self.timeframe)
 
     @property
     def is_ohlcv(self) -> bool:
@@ -61,12 +63,13 @@ def _candle_type(value: str):
     return CandleType.from_string(value)
 
 
-def list_files(datadir: Path, data_format: str, trading_mode: str) -> list[HistoryFile]:
-    """Every candle file freqtrade's handler lists in `datadir` for the trading mode (as `list-data` does)."""
+def list_files(datadir: Path, data_format: str, trading_mode: str, exchange: str) -> list[HistoryFile]:
+    """Every candle file freqtrade's handler lists in `datadir` for the trading mode (as `list-data` does),
+    of `exchange` (the config's: freqtrade's datadir is one exchange's)."""
     from freqtrade.enums import TradingMode
 
     found = handler_class(data_format).ohlcv_get_available_data(Path(datadir), TradingMode(trading_mode))
-    files = {HistoryFile(Path(datadir), data_format, pair, tf, str(ct.value)) for pair, tf, ct in found}
+    files = {HistoryFile(Path(datadir), data_format, pair, tf, str(ct.value), exchange) for pair, tf, ct in found}
     return sorted(files, key=lambda f: (f.pair, f.candle_type, timeframe_seconds_or_zero(f.timeframe)))
 
 
