@@ -27,7 +27,7 @@ SERVER_OPTIONS = {"ping_interval": 25, "max_message_size": 64 * 1024}
 # The route's thread looks again this often even when its bell never rang. simple_websocket (1.x) rings
 # before it marks the socket closed when its reader refuses a frame over max_message_size, so a thread
 # that only waited for the bell could wait forever, holding its place under max_connections.
-_IDLE_WAKE_S = 1.0
+_IDLE_WAKE_S = 5.0
 _FRAMES_PER_TURN = 64  # frames handled before what is queued is written: a flood cannot starve its own writes
 
 
