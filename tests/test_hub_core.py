@@ -128,6 +128,60 @@ def test_a_hole_left_inside_a_recovered_range_gets_its_own_gap(sqlite_url):
         storage.close()
 
 
+class RecordedReads:
+    """The real store, recording how many candles each read of a range returned."""
+
+    def __init__(self, store):
+        self.store, self.sizes = store, []
+
+    def read_between(self, series_id, start, end, limit=None):
+        b = self.store.read_between(series_id, start, end, limit)
+        self.sizes.append(len(b))
+        return b
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_long_recovered_range_goes_out_a_page_at_a_time_under_the_budget(sqlite_url, monkeypatch):
+    """A recovery that writes some 4,500 candles: what fills the jump is read a page at a time, each page after
+    the first waits for the catch-up budget (a client that subscribes from 0 again and again must not read
+    and serialise a whole history unbudgeted), and the subscription gets it whole, in order, then goes on."""
+    from tradecanvas_ext.hub import candle_hub
+
+    monkeypatch.setattr(candle_hub, "CATCHUP_BURST_S", 1e-6)  # read at the hub's construction
+    monkeypatch.setattr(candle_hub, "CATCHUP_CPU_SHARE", 0.05)
+    storage = open_store(sqlite_url, origin="test")
+    store = storage.candles
+    store.upsert_closed(SID, [row(T)])
+    found = [T + k * TF for k in range(1, 4501) if k % 700]  # with holes the recovery did not find
+    reads = RecordedReads(store)
+    hub = CandleHub(reads, PartialBackfill(store, found), SeriesRegistry([SID]), gap_backfill=True,
+                    metrics=Metrics(), recovery_bound_s=30.0)
+    try:
+        sock = Socket()
+        client = hub.connect(sock.send)
+        client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
+        sock.until(lambda m: m["type"] == "subscribed")
+        hub.publish_closed(SID, [row(T + 4501 * TF)])  # the jump: T+60 .. T+270000 missing
+        got = sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 4501 * TF, timeout=60)
+        want = []
+        for k in range(1, 4502):
+            if k % 700:
+                want.append(("c", T + k * TF))
+            else:
+                want.append(("gap", T + k * TF, T + (k + 1) * TF, 1, "unrecovered"))
+        assert events(got) == want
+        assert hub.recoveries_started == 1  # one recovery for the jump: its later pages are part of it
+        assert reads.sizes and max(reads.sizes) <= candle_hub.CATCHUP_PAGE
+        # five pages: the second to the fourth waited for the budget (the last 500 are a short jump of
+        # their own, which goes at once, as a live one does)
+        assert hub.catchups_paused >= 3
+    finally:
+        hub.close()
+        storage.close()
+
+
 # -- messages written once -------------------------------------------------------------------------------------
 
 def test_candle_texts_are_the_messages_the_dict_builders_describe():
@@ -176,9 +230,9 @@ class HeldReads:
             self.release.wait(30)
         return self.store.read_tail(series_id, limit)
 
-    def read_between(self, series_id, start, end):
+    def read_between(self, series_id, start, end, limit=None):
         self.release.wait(30)
-        return self.store.read_between(series_id, start, end)
+        return self.store.read_between(series_id, start, end, limit)
 
     def __getattr__(self, name):
         return getattr(self.store, name)
