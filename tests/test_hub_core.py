@@ -128,6 +128,36 @@ def test_a_hole_left_inside_a_recovered_range_gets_its_own_gap(sqlite_url):
         storage.close()
 
 
+def test_client_triggered_recoveries_share_a_time_budget(hub_parts, monkeypatch):
+    """Past the recovery budget a recovery waits its turn: its subscription announces the gap at its time
+    bound and goes on, and the recovery, when its turn comes with nobody waiting for it any more, fetches
+    nothing (inside the bot every recovery takes the bot's own exchange: clients must not keep it busy)."""
+    from tests.conftest import wait_for
+    from tradecanvas_ext.hub import candle_hub
+
+    monkeypatch.setattr(candle_hub, "RECOVERY_BURST_S", 1e-6)  # read at the hub's construction
+    monkeypatch.setattr(candle_hub, "RECOVERY_TIME_SHARE", 0.5)  # a recovery of d seconds: 2d to pay off
+    store, backfill, make = hub_parts
+    hub = make(recovery_bound_s=0.3)
+    store.upsert_closed(SID, [row(T)])
+    sock = Socket()
+    client = hub.connect(sock.send)
+    client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
+    sock.until(lambda m: m["type"] == "subscribed")
+    hub.publish_closed(SID, [row(T + 2 * TF)])  # the first recovery runs at once and is held ...
+    sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 2 * TF)  # ... past the bound
+    backfill.release.set()  # it took over 0.3 s of the budget: the next waits over 0.6 s
+    wait_for(lambda: backfill.finished.is_set() and hub.recovery_queue(SID) == [], 10, interval=0.02,
+             what="the first recovery to end")
+    hub.publish_closed(SID, [row(T + 4 * TF)])  # the second waits for the budget, past the bound
+    got = sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 4 * TF)
+    assert events(got) == [("gap", T + TF, T + 2 * TF, 1, "unrecovered"), ("c", T + 2 * TF),
+                           ("gap", T + 3 * TF, T + 4 * TF, 1, "unrecovered"), ("c", T + 4 * TF)]
+    wait_for(lambda: hub.recovery_queue(SID) == [], 10, interval=0.02, what="the second recovery's turn")
+    assert backfill.calls == [(SID, T + TF, T + 2 * TF)]  # its subscription had moved on: nothing fetched
+    assert hub.recoveries_started == 2 and hub.recoveries_run == 1
+
+
 class RecordedReads:
     """The real store, recording how many candles each read of a range returned."""
 

@@ -12,8 +12,10 @@ a page over budget parks its subscription, and one waker thread resumes them in 
 a page. The waker also ends recovery waits at their time bound (no thread per waiting subscription).
 
 Recoveries share one budget per series: they run one at a time, in order; a jump whose range one of them
-covers waits for it, one that overlaps or touches a queued one widens it; one whose every waiting
-subscription is gone when its turn comes does nothing. The backfill service fetches only what the store
+covers waits for it, one that overlaps or touches a queued one widens it; one for which no subscription
+waits any more when its turn comes (gone, or past its time bound) does nothing. All series' recoveries
+together take at most RECOVERY_TIME_SHARE of the wall clock after a burst (budget.py, in seconds of wall
+time): past it a recovery waits its turn, and its subscriptions announce the gap at their time bound. The backfill service fetches only what the store
 still misses and owns the cooldown (how soon the same range may be fetched again).
 
 Locks, and their order (a lock is only ever taken with the ones before it released, except as noted):
@@ -73,6 +75,11 @@ FORMING_MIN_INTERVAL_S = 0.25  # wall-clock throttle of candle_forming per serie
 CATCHUP_CPU_SHARE = 0.05
 CATCHUP_BURST_S = 1.0
 CATCHUP_COST_FACTOR = 2.0
+# Client-triggered recoveries, all series together, may take this share of the wall clock (after a burst):
+# inside the bot they fetch through the bot's own exchange (its request lock, its rate limit), so a client
+# that subscribes from 0 again and again would otherwise keep the bot's exchange busy walking history back.
+RECOVERY_TIME_SHARE = 0.1
+RECOVERY_BURST_S = 10.0
 
 
 class HubClient:
@@ -278,7 +285,10 @@ class CandleHub:
         self._seq = itertools.count()  # ties in the heap never compare subscriptions
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tc-hub")
         self._recovery_pool = ThreadPoolExecutor(recovery_workers, thread_name_prefix="tc-hub-recovery")
+        self._recovery_budget = CatchUpBudget(RECOVERY_TIME_SHARE, RECOVERY_BURST_S)
+        self._closing = threading.Event()
         self.recoveries_started = 0
+        self.recoveries_run = 0  # those that called the backfill service (someone still waited)
         self.catchups_paused = 0  # catch-up pages that waited for the budget
         self._closed = False
         self._waker = threading.Thread(target=self._wake_paused, name="tc-hub-waker", daemon=True)
@@ -319,6 +329,7 @@ class CandleHub:
         with self._lock:
             clients = list(self._clients)
             self._closed = True
+        self._closing.set()
         with self._paused_cv:
             self._paused.clear()
             self._deadlines.clear()
@@ -601,19 +612,25 @@ class CandleHub:
         return repair.future
 
     def _run_repairs(self, series: SeriesId) -> None:
-        """The series' recoveries, one at a time in order. Each does nothing when, at its turn, every
-        subscription that waited for it is gone; the service fetches only what the store still misses."""
+        """The series' recoveries, one at a time in order, each once the recovery budget has credit. Each
+        does nothing when, at its turn, no subscription waits for it any more (gone, or past its time
+        bound); the service fetches only what the store still misses."""
         while True:
+            while (wait := self._recovery_budget.wait_s()) > 0 and not self._closing.wait(wait):
+                pass  # meanwhile a queued recovery may still widen: one fetch for more subscriptions
             with self._lock:
                 repair = self._recoveries[series][0]
                 repair.started = True
                 waiters = list(repair.waiters)
+            t0 = time.monotonic()
             try:
-                if any(not s.closed for s in waiters):
+                if not self._closing.is_set() and any(s.waits_for_recovery for s in waiters):
                     self._backfill.backfill_gap(series, repair.a, repair.last + series.tf_seconds)
+                    self.recoveries_run += 1
             except Exception:
                 log.exception("%s: gap recovery [%d, %d] failed", series, repair.a, repair.last)
             finally:
+                self._recovery_budget.charge(time.monotonic() - t0)
                 with self._lock:
                     line = self._recoveries[series]
                     line.popleft()
