@@ -57,6 +57,15 @@ class Socket:
             return list(self.received)
 
 
+def subscribed(hub: CandleHub, since: int) -> Socket:
+    """A client of `hub` subscribed to SID from `since`, its `subscribed` reply received."""
+    sock = Socket()
+    client = hub.connect(sock.send)
+    client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": since}))
+    sock.until(lambda m: m["type"] == "subscribed")
+    return sock
+
+
 @pytest.fixture
 def hub_parts(sqlite_url):
     storage = open_store(sqlite_url, origin="test")
@@ -81,10 +90,7 @@ def test_a_recovery_past_its_time_bound_resumes_the_subscription_and_announces_t
     store, backfill, make = hub_parts
     hub = make(recovery_bound_s=0.3)
     store.upsert_closed(SID, [row(T)])
-    sock = Socket()
-    client = hub.connect(sock.send)
-    client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
-    sock.until(lambda m: m["type"] == "subscribed")
+    sock = subscribed(hub, since=T)
     t0 = time.monotonic()
     hub.publish_closed(SID, [row(T + 2 * TF)])  # a jump: T + 60 is missing, its recovery never ends
     got = sock.until(lambda m: m["type"] == "candle_closed")
@@ -114,10 +120,7 @@ def test_a_hole_left_inside_a_recovered_range_gets_its_own_gap(sqlite_url):
     hub = CandleHub(store, PartialBackfill(store, [T + TF, T + 3 * TF]), SeriesRegistry([SID]),
                     gap_backfill=True, metrics=Metrics(), recovery_bound_s=30.0)
     try:
-        sock = Socket()
-        client = hub.connect(sock.send)
-        client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
-        sock.until(lambda m: m["type"] == "subscribed")
+        sock = subscribed(hub, since=T)
         hub.publish_closed(SID, [row(T + 4 * TF)])  # jump: T+60 .. T+180 missing, T+120 stays missing
         got = sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 4 * TF)
         assert events(got) == [("c", T + TF), ("gap", T + 2 * TF, T + 3 * TF, 1, "unrecovered"),
@@ -140,10 +143,7 @@ def test_client_triggered_recoveries_share_a_time_budget(hub_parts, monkeypatch)
     store, backfill, make = hub_parts
     hub = make(recovery_bound_s=0.3)
     store.upsert_closed(SID, [row(T)])
-    sock = Socket()
-    client = hub.connect(sock.send)
-    client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
-    sock.until(lambda m: m["type"] == "subscribed")
+    sock = subscribed(hub, since=T)
     hub.publish_closed(SID, [row(T + 2 * TF)])  # the first recovery runs at once and is held ...
     sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 2 * TF)  # ... past the bound
     backfill.release.set()  # it took over 0.3 s of the budget: the next waits over 0.6 s
@@ -189,10 +189,7 @@ def test_a_long_recovered_range_goes_out_a_page_at_a_time_under_the_budget(sqlit
     hub = CandleHub(reads, PartialBackfill(store, found), SeriesRegistry([SID]), gap_backfill=True,
                     metrics=Metrics(), recovery_bound_s=30.0)
     try:
-        sock = Socket()
-        client = hub.connect(sock.send)
-        client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
-        sock.until(lambda m: m["type"] == "subscribed")
+        sock = subscribed(hub, since=T)
         hub.publish_closed(SID, [row(T + 4501 * TF)])  # the jump: T+60 .. T+270000 missing
         got = sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 4501 * TF, timeout=60)
         want = []
@@ -278,10 +275,7 @@ def test_a_live_candle_reaches_an_idle_subscription_without_a_worker(hub_parts):
                     recovery_bound_s=30.0, workers=1)
     try:
         store.upsert_closed(SID, [row(T)])
-        sock = Socket()
-        client = hub.connect(sock.send)
-        client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
-        sock.until(lambda m: m["type"] == "subscribed")
+        sock = subscribed(hub, since=T)
         other = hub.connect(Socket().send)
         other.handle_text(json.dumps({"type": "subscribe", "series_id": str(eth)}))
         assert reads.reading.wait(10)  # the one worker, done with the first catch-up, is now held

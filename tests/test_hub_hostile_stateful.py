@@ -174,6 +174,18 @@ def split_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], int]:
     return out, i
 
 
+def frames_until_closed(s: socket.socket, timeout: float = 15.0) -> list[tuple[int, bytes]]:
+    """Every whole frame the server sends on `s` until it closes it (within `timeout`, else TimeoutError)."""
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return split_frames(data)[0]
+
+
 def control_frame(opcode: int, payload: bytes = b"") -> bytes:
     """A masked client control frame (a pong to the server's ping)."""
     mask = os.urandom(4)
@@ -508,16 +520,9 @@ class HostileMachine(RuleBasedStateMachine):
         s = stalled_client(self.url, rcvbuf=1 << 20)
         try:
             s.sendall(b"".join(frame({"type": "ping"}) for _ in range(FRAME_BURST + 100)))
-            s.settimeout(15)
-            data = b""
-            try:
-                while chunk := s.recv(1 << 16):
-                    data += chunk
-            except ConnectionResetError:
-                pass
+            frames = frames_until_closed(s)
         finally:
             s.close()
-        frames, _ = split_frames(data)
         texts = [json.loads(p) for op, p in frames if op == 0x1]
         assert [m.get("code") for m in texts if m["type"] == "error"] == ["rate_limited"]
         assert any(op == 0x8 and int.from_bytes(p[:2], "big") == 1008 for op, p in frames)

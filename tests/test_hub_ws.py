@@ -97,7 +97,7 @@ def test_a_socket_past_its_frame_allowance_is_told_and_closed_and_others_go_on(s
     """A flood of frames gets one error `rate_limited` and a close (1008) once past the burst; a normal
     client on the same server keeps its subscription and the delivery guarantee."""
 
-    from tests.test_hub_hostile_stateful import split_frames
+    from tests.test_hub_hostile_stateful import frames_until_closed
     from tests.wsclient import frame, stalled_client
     from tradecanvas_ext.web import ws as ws_route
 
@@ -111,15 +111,9 @@ def test_a_socket_past_its_frame_allowance_is_told_and_closed_and_others_go_on(s
     try:
         flood.sendall(b"".join(frame({"type": "ping"}) for _ in range(40)))  # the burst: all answered
         flood.sendall(b"".join(frame({"type": "subscribe", "series_id": SID, "since": 0}) for _ in range(20)))
-        flood.settimeout(30)
-        data = b""
-        while chunk := flood.recv(1 << 16):
-            data += chunk
-    except ConnectionResetError:
-        pass
+        frames = frames_until_closed(flood, timeout=30)
     finally:
         flood.close()
-    frames, _ = split_frames(data)
     texts = [json.loads(p) for op, p in frames if op == 0x1]
     assert texts[:40] == [{"type": "pong"}] * 40
     errors = [m for m in texts if m["type"] == "error"]
