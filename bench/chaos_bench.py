@@ -368,11 +368,12 @@ class Hostile(threading.Thread):
 
 # ---- the run -----------------------------------------------------------------------------------------------
 def py_spy(binary: str | None, pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
-    """py-spy sampling the threads that hold the GIL for `seconds` (where the interpreter's time goes)."""
+    """py-spy sampling the threads that hold the GIL for `seconds` (where the interpreter's time goes);
+    non-blocking: the bot is not paused for each sample."""
     if binary is None:
         return None
-    return subprocess.Popen([binary, "record", "--pid", str(pid), "--gil", "--threads", "--format", "raw",
-                             "--rate", "50", "--duration", str(max(1, int(seconds) - 2)), "--output", str(out)],
+    return subprocess.Popen([binary, "record", "--pid", str(pid), "--gil", "--threads", "--nonblocking",
+                             "--format", "raw", "--rate", "50", "--duration", str(max(1, int(seconds) - 2)), "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

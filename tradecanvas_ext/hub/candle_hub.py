@@ -15,8 +15,9 @@ Recoveries share one budget per series: they run one at a time, in order; a jump
 covers waits for it, one that overlaps or touches a queued one widens it; one for which no subscription
 waits any more when its turn comes (gone, or past its time bound) does nothing. All series' recoveries
 together take at most RECOVERY_TIME_SHARE of the wall clock after a burst (budget.py, in seconds of wall
-time): past it a recovery waits its turn, and its subscriptions announce the gap at their time bound. The backfill service fetches only what the store
-still misses and owns the cooldown (how soon the same range may be fetched again).
+time): past it a recovery waits its turn, and its subscriptions announce the gap at their time bound.
+The backfill service fetches only what the store still misses and owns the cooldown (how soon the same
+range may be fetched again).
 
 Locks, and their order (a lock is only ever taken with the ones before it released, except as noted):
 - `CandleHub._lock` guards `_clients`, `_by_series`, `_recoveries` (and each `_Repair` in it),
@@ -623,15 +624,16 @@ class CandleHub:
                 repair.started = True
                 waiters = list(repair.waiters)
             t0 = time.monotonic()
+            ran = not self._closing.is_set() and any(s.waits_for_recovery for s in waiters)
             try:
-                if not self._closing.is_set() and any(s.waits_for_recovery for s in waiters):
+                if ran:
                     self._backfill.backfill_gap(series, repair.a, repair.last + series.tf_seconds)
-                    self.recoveries_run += 1
             except Exception:
                 log.exception("%s: gap recovery [%d, %d] failed", series, repair.a, repair.last)
             finally:
                 self._recovery_budget.charge(time.monotonic() - t0)
                 with self._lock:
+                    self.recoveries_run += ran
                     line = self._recoveries[series]
                     line.popleft()
                     if not line:
