@@ -367,6 +367,16 @@ class Hostile(threading.Thread):
 
 
 # ---- the run -----------------------------------------------------------------------------------------------
+def py_spy(binary: str | None, pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
+    """py-spy sampling the threads that hold the GIL for `seconds` (where the interpreter's time goes);
+    non-blocking: the bot is not paused for each sample."""
+    if binary is None:
+        return None
+    return subprocess.Popen([binary, "record", "--pid", str(pid), "--gil", "--threads", "--nonblocking",
+                             "--format", "raw", "--rate", "50", "--duration", str(max(1, int(seconds) - 2)), "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def pct(values: list[float], q: float) -> float:
     """Nearest-rank percentile."""
     v = sorted(values)
@@ -387,6 +397,9 @@ def main() -> None:
     ap.add_argument("--malloc-arena-max", type=int, default=None,
                     help="MALLOC_ARENA_MAX for the bot process (glibc; default: glibc's own, 8 per core)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    ap.add_argument("--py-spy", default=None, metavar="PATH",
+                    help="a py-spy binary: record the bot's GIL-holding stacks in each phase (raw, collapsed) "
+                         "to pyspy_a.txt and pyspy_b.txt in the temporary directory (implies --keep)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tc-chaos-bench-"))
@@ -424,15 +437,21 @@ def main() -> None:
             hostiles.append(h)
             h.start()
         t_a0 = time.time()
+        spy = py_spy(args.py_spy, bot.proc.pid, args.phase_s, tmp / "pyspy_a.txt")
         time.sleep(args.phase_s)
         t_a1 = time.time()
+        if spy is not None:
+            spy.wait()
         for h in hostiles:
             h.stop.set()
         for h in hostiles:
             h.join(15)
         t_b0 = time.time()
+        spy = py_spy(args.py_spy, bot.proc.pid, args.phase_s, tmp / "pyspy_b.txt")
         time.sleep(args.phase_s)
         t_b1 = time.time()
+        if spy is not None:
+            spy.wait()
         final_heads = {s: bot.head(s) for s in bot.series}
         time.sleep(10)  # what was stored by then has reached every normal client
         violations = [v for n in normals for v in n.violations(final_heads)]
@@ -482,7 +501,7 @@ def main() -> None:
         "bot_alive_until_stop": alive, "bot_exit_code": code,
         "python": sys.version.split()[0],
     }
-    if args.keep:
+    if args.keep or args.py_spy:
         out["tmp"] = str(tmp)
     else:
         shutil.rmtree(tmp, ignore_errors=True)

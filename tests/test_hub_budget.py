@@ -44,7 +44,9 @@ def test_a_catch_up_paused_by_the_budget_arrives_whole(make_runtime, monkeypatch
     from tradecanvas_ext.hub import candle_hub
 
     monkeypatch.setattr(candle_hub, "CATCHUP_BURST_S", 1e-6)  # read at the hub's construction
-    monkeypatch.setattr(candle_hub, "CATCHUP_CPU_SHARE", 0.5)  # every page after the first waits a little
+    # every page after the first waits: its debt (twice its CPU, some ms) takes 50 times as long to pay off,
+    # longer than sending a page takes even on a loaded machine (the next page is read once it is sent)
+    monkeypatch.setattr(candle_hub, "CATCHUP_CPU_SHARE", 0.02)
     rt = make_runtime(serve=True, enable_market_gap_backfill=False)
     stored = synthetic(LAST_CLOSED - 4999 * TF, 5000)
     rt.store.upsert_closed(BTC_ID, stored)

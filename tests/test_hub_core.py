@@ -57,6 +57,15 @@ class Socket:
             return list(self.received)
 
 
+def subscribed(hub: CandleHub, since: int) -> Socket:
+    """A client of `hub` subscribed to SID from `since`, its `subscribed` reply received."""
+    sock = Socket()
+    client = hub.connect(sock.send)
+    client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": since}))
+    sock.until(lambda m: m["type"] == "subscribed")
+    return sock
+
+
 @pytest.fixture
 def hub_parts(sqlite_url):
     storage = open_store(sqlite_url, origin="test")
@@ -81,10 +90,7 @@ def test_a_recovery_past_its_time_bound_resumes_the_subscription_and_announces_t
     store, backfill, make = hub_parts
     hub = make(recovery_bound_s=0.3)
     store.upsert_closed(SID, [row(T)])
-    sock = Socket()
-    client = hub.connect(sock.send)
-    client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
-    sock.until(lambda m: m["type"] == "subscribed")
+    sock = subscribed(hub, since=T)
     t0 = time.monotonic()
     hub.publish_closed(SID, [row(T + 2 * TF)])  # a jump: T + 60 is missing, its recovery never ends
     got = sock.until(lambda m: m["type"] == "candle_closed")
@@ -114,15 +120,90 @@ def test_a_hole_left_inside_a_recovered_range_gets_its_own_gap(sqlite_url):
     hub = CandleHub(store, PartialBackfill(store, [T + TF, T + 3 * TF]), SeriesRegistry([SID]),
                     gap_backfill=True, metrics=Metrics(), recovery_bound_s=30.0)
     try:
-        sock = Socket()
-        client = hub.connect(sock.send)
-        client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
-        sock.until(lambda m: m["type"] == "subscribed")
+        sock = subscribed(hub, since=T)
         hub.publish_closed(SID, [row(T + 4 * TF)])  # jump: T+60 .. T+180 missing, T+120 stays missing
         got = sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 4 * TF)
         assert events(got) == [("c", T + TF), ("gap", T + 2 * TF, T + 3 * TF, 1, "unrecovered"),
                                ("c", T + 3 * TF), ("c", T + 4 * TF)]
         assert hub.recoveries_started == 1
+    finally:
+        hub.close()
+        storage.close()
+
+
+def test_client_triggered_recoveries_share_a_time_budget(hub_parts, monkeypatch):
+    """Past the recovery budget a recovery waits its turn: its subscription announces the gap at its time
+    bound and goes on, and the recovery, when its turn comes with nobody waiting for it any more, fetches
+    nothing (inside the bot every recovery takes the bot's own exchange: clients must not keep it busy)."""
+    from tests.conftest import wait_for
+    from tradecanvas_ext.hub import candle_hub
+
+    monkeypatch.setattr(candle_hub, "RECOVERY_BURST_S", 1e-6)  # read at the hub's construction
+    monkeypatch.setattr(candle_hub, "RECOVERY_TIME_SHARE", 0.5)  # a recovery of d seconds: 2d to pay off
+    store, backfill, make = hub_parts
+    hub = make(recovery_bound_s=0.3)
+    store.upsert_closed(SID, [row(T)])
+    sock = subscribed(hub, since=T)
+    hub.publish_closed(SID, [row(T + 2 * TF)])  # the first recovery runs at once and is held ...
+    sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 2 * TF)  # ... past the bound
+    backfill.release.set()  # it took over 0.3 s of the budget: the next waits over 0.6 s
+    wait_for(lambda: backfill.finished.is_set() and hub.recovery_queue(SID) == [], 10, interval=0.02,
+             what="the first recovery to end")
+    hub.publish_closed(SID, [row(T + 4 * TF)])  # the second waits for the budget, past the bound
+    got = sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 4 * TF)
+    assert events(got) == [("gap", T + TF, T + 2 * TF, 1, "unrecovered"), ("c", T + 2 * TF),
+                           ("gap", T + 3 * TF, T + 4 * TF, 1, "unrecovered"), ("c", T + 4 * TF)]
+    wait_for(lambda: hub.recovery_queue(SID) == [], 10, interval=0.02, what="the second recovery's turn")
+    assert backfill.calls == [(SID, T + TF, T + 2 * TF)]  # its subscription had moved on: nothing fetched
+    assert hub.recoveries_started == 2 and hub.recoveries_run == 1
+
+
+class RecordedReads:
+    """The real store, recording how many candles each read of a range returned."""
+
+    def __init__(self, store):
+        self.store, self.sizes = store, []
+
+    def read_between(self, series_id, start, end, limit=None):
+        b = self.store.read_between(series_id, start, end, limit)
+        self.sizes.append(len(b))
+        return b
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_long_recovered_range_goes_out_a_page_at_a_time_under_the_budget(sqlite_url, monkeypatch):
+    """A recovery that writes some 4,500 candles: what fills the jump is read a page at a time, each page after
+    the first waits for the catch-up budget (a client that subscribes from 0 again and again must not read
+    and serialise a whole history unbudgeted), and the subscription gets it whole, in order, then goes on."""
+    from tradecanvas_ext.hub import candle_hub
+
+    monkeypatch.setattr(candle_hub, "CATCHUP_BURST_S", 1e-6)  # read at the hub's construction
+    monkeypatch.setattr(candle_hub, "CATCHUP_CPU_SHARE", 0.05)
+    storage = open_store(sqlite_url, origin="test")
+    store = storage.candles
+    store.upsert_closed(SID, [row(T)])
+    found = [T + k * TF for k in range(1, 4501) if k % 700]  # with holes the recovery did not find
+    reads = RecordedReads(store)
+    hub = CandleHub(reads, PartialBackfill(store, found), SeriesRegistry([SID]), gap_backfill=True,
+                    metrics=Metrics(), recovery_bound_s=30.0)
+    try:
+        sock = subscribed(hub, since=T)
+        hub.publish_closed(SID, [row(T + 4501 * TF)])  # the jump: T+60 .. T+270000 missing
+        got = sock.until(lambda m: m.get("candle", {}).get("candle_time") == T + 4501 * TF, timeout=60)
+        want = []
+        for k in range(1, 4502):
+            if k % 700:
+                want.append(("c", T + k * TF))
+            else:
+                want.append(("gap", T + k * TF, T + (k + 1) * TF, 1, "unrecovered"))
+        assert events(got) == want
+        assert hub.recoveries_started == 1  # one recovery for the jump: its later pages are part of it
+        assert reads.sizes and max(reads.sizes) <= candle_hub.CATCHUP_PAGE
+        # five pages: the second to the fourth waited for the budget (the last 500 are a short jump of
+        # their own, which goes at once, as a live one does)
+        assert hub.catchups_paused >= 3
     finally:
         hub.close()
         storage.close()
@@ -176,9 +257,9 @@ class HeldReads:
             self.release.wait(30)
         return self.store.read_tail(series_id, limit)
 
-    def read_between(self, series_id, start, end):
+    def read_between(self, series_id, start, end, limit=None):
         self.release.wait(30)
-        return self.store.read_between(series_id, start, end)
+        return self.store.read_between(series_id, start, end, limit)
 
     def __getattr__(self, name):
         return getattr(self.store, name)
@@ -194,10 +275,7 @@ def test_a_live_candle_reaches_an_idle_subscription_without_a_worker(hub_parts):
                     recovery_bound_s=30.0, workers=1)
     try:
         store.upsert_closed(SID, [row(T)])
-        sock = Socket()
-        client = hub.connect(sock.send)
-        client.handle_text(json.dumps({"type": "subscribe", "series_id": str(SID), "since": T}))
-        sock.until(lambda m: m["type"] == "subscribed")
+        sock = subscribed(hub, since=T)
         other = hub.connect(Socket().send)
         other.handle_text(json.dumps({"type": "subscribe", "series_id": str(eth)}))
         assert reads.reading.wait(10)  # the one worker, done with the first catch-up, is now held

@@ -1,7 +1,8 @@
 """Hypothesis mixes normal WebSocket clients with hostile ones (stalled, slow, cut in the middle of a
-catch-up, subscribe floods, malformed and oversized frames, reconnect loops, half-sent HTTP requests) on a
-real server and real sockets, while candles are ingested: contract section 4's delivery guarantee holds
-for every normal client, no `ingest_closed` passes its bound, and no hostile client outlives its socket."""
+catch-up, subscribe floods, frame floods, malformed and oversized frames, reconnect loops, half-sent HTTP
+requests) on a real server and real sockets, while candles are ingested: contract section 4's delivery
+guarantee holds for every normal client, no `ingest_closed` passes its bound, and no hostile client
+outlives its socket."""
 from __future__ import annotations
 
 import json
@@ -39,6 +40,7 @@ BIG_CANDLES = 20_000  # ~2.2 MB as candle_closed messages
 BARRIER = LAST_CLOSED + 10_000 * TF  # forming candles far after every closed one: sent to every subscription
 INGEST_BOUND_S = 1.0  # a bound check (contract section 4, item 6), not a speed claim
 SEND_TIMEOUT_S = 1.0  # the server's WS_SEND_TIMEOUT_S here: a stalled client is dropped in seconds
+FRAME_BURST = 1000  # a socket's frame allowance here: above what a normal client sends in one example
 PING_INTERVAL_S = 2.0  # the WebSocket ping period here: a client that sends no pong is closed in seconds
 PENDING_BYTES = 512 * 1024  # the hub's MAX_PENDING_BYTES here: above a catch-up page plus a burst (~430 KB)
 BURST = 1500  # candles in the largest ingest: ~255 KB as candle_closed messages
@@ -170,6 +172,18 @@ def split_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], int]:
         out.append((op, bytes(buf[i + h:i + h + n])))
         i += h + n
     return out, i
+
+
+def frames_until_closed(s: socket.socket, timeout: float = 15.0) -> list[tuple[int, bytes]]:
+    """Every whole frame the server sends on `s` until it closes it (within `timeout`, else TimeoutError)."""
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return split_frames(data)[0]
 
 
 def control_frame(opcode: int, payload: bytes = b"") -> bytes:
@@ -501,6 +515,19 @@ class HostileMachine(RuleBasedStateMachine):
             s.close()
 
     @rule()
+    def frame_flood(self):
+        """More frames than a socket's allowance at once: an error `rate_limited`, then the close (1008)."""
+        s = stalled_client(self.url, rcvbuf=1 << 20)
+        try:
+            s.sendall(b"".join(frame({"type": "ping"}) for _ in range(FRAME_BURST + 100)))
+            frames = frames_until_closed(s)
+        finally:
+            s.close()
+        texts = [json.loads(p) for op, p in frames if op == 0x1]
+        assert [m.get("code") for m in texts if m["type"] == "error"] == ["rate_limited"]
+        assert any(op == 0x8 and int.from_bytes(p[:2], "big") == 1008 for op, p in frames)
+
+    @rule()
     def half_sent_request(self):
         s = socket.create_connection(("127.0.0.1", int(self.url.rsplit(":", 1)[1])), timeout=10)
         s.sendall(b"GET /api/market/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
@@ -591,6 +618,7 @@ def test_hostile_clients_never_break_the_guarantee_or_hold_ingest_back(monkeypat
     candle_hub.log.addHandler(DROPS)
     monkeypatch.setattr(candle_hub, "MAX_PENDING_BYTES", PENDING_BYTES)
     monkeypatch.setitem(ws.SERVER_OPTIONS, "ping_interval", PING_INTERVAL_S)  # copied by each app
+    monkeypatch.setattr(ws, "FRAME_BURST", FRAME_BURST)  # read at each connection
 
     class Final(HostileMachine):
         def teardown(self):

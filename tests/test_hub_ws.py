@@ -1,6 +1,7 @@
 """Contract section 4 through a real server on 127.0.0.1 and a real WebSocket client library."""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -90,6 +91,38 @@ def test_a_burst_of_frames_is_answered_whole_in_turns(served, monkeypatch):
     ws.ws.sock.sendall(b"".join(frames))
     for _ in range(150):
         assert ws.until(lambda m: True, timeout=10) == {"type": "pong"}
+
+
+def test_a_socket_past_its_frame_allowance_is_told_and_closed_and_others_go_on(served, exchange, monkeypatch):
+    """A flood of frames gets one error `rate_limited` and a close (1008) once past the burst; a normal
+    client on the same server keeps its subscription and the delivery guarantee."""
+
+    from tests.test_hub_hostile_stateful import frames_until_closed
+    from tests.wsclient import frame, stalled_client
+    from tradecanvas_ext.web import ws as ws_route
+
+    monkeypatch.setattr(ws_route, "FRAME_BURST", 40)  # read at each connection
+    monkeypatch.setattr(ws_route, "FRAME_RATE_PER_S", 0.5)
+    rt = served()
+    rt.store.upsert_closed(BTC_ID, candles(exchange, T, T + 60))
+    normal = served.client(rt)
+    normal.subscribe(SID, since=T)
+    flood = stalled_client(rt.url, rcvbuf=1 << 20)
+    try:
+        flood.sendall(b"".join(frame({"type": "ping"}) for _ in range(40)))  # the burst: all answered
+        flood.sendall(b"".join(frame({"type": "subscribe", "series_id": SID, "since": 0}) for _ in range(20)))
+        frames = frames_until_closed(flood, timeout=30)
+    finally:
+        flood.close()
+    texts = [json.loads(p) for op, p in frames if op == 0x1]
+    assert texts[:40] == [{"type": "pong"}] * 40
+    errors = [m for m in texts if m["type"] == "error"]
+    assert len(errors) == 1 and errors[0]["code"] == "rate_limited", errors
+    closes = [p for op, p in frames if op == 0x8]
+    assert closes and int.from_bytes(closes[0][:2], "big") == 1008
+    rt.ingest_closed(SID, candles(exchange, T + 120))
+    normal.until(lambda m: m.get("candle", {}).get("candle_time") == T + 120)
+    assert check_guarantee(normal.received, SID, TF, T) == [T + 60, T + 120]
 
 
 def test_catch_up_with_batch(served, exchange):

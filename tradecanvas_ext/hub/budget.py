@@ -1,6 +1,7 @@
 """CatchUpBudget: the share of one core that catch-up pages may use, hub-wide, so that clients that
-subscribe again and again (or many at once) cannot starve the bot's loop of the interpreter. It never
-blocks and never sleeps: it says how long the next page must wait.
+subscribe again and again (or many at once) cannot starve the bot's loop of the interpreter; the hub also
+keeps one in seconds of wall time for client-triggered recoveries (the bot's exchange they share). It never
+blocks and never sleeps: it says how long the next piece of work must wait.
 
 `_lock` guards the credit and the time it was last brought up to date; taken alone, for a few additions.
 """

@@ -7,12 +7,17 @@ what stays missing is announced by one `gap`. Flow control: a client's unsent da
 (MAX_PENDING_BYTES, then it is dropped), and a catch-up page is read only once the writer has sent the
 previous one, so a client that keeps reading gets any catch-up; live candles never wait for a client.
 Catch-up pages, all clients together, use at most CATCHUP_CPU_SHARE of a core after a burst (budget.py):
-a page over budget parks its subscription, and one waker thread resumes them in turn.
+a page over budget parks its subscription, and one waker thread resumes them in turn. What fills a jump
+(after its recovery) is read the same way, a page at a time under the same budget, when it is longer than
+a page. The waker also ends recovery waits at their time bound (no thread per waiting subscription).
 
 Recoveries share one budget per series: they run one at a time, in order; a jump whose range one of them
-covers waits for it, one that overlaps or touches a queued one widens it; one whose every waiting
-subscription is gone when its turn comes does nothing. The backfill service fetches only what the store
-still misses and owns the cooldown (how soon the same range may be fetched again).
+covers waits for it, one that overlaps or touches a queued one widens it; one for which no subscription
+waits any more when its turn comes (gone, or past its time bound) does nothing. All series' recoveries
+together take at most RECOVERY_TIME_SHARE of the wall clock after a burst (budget.py, in seconds of wall
+time): past it a recovery waits its turn, and its subscriptions announce the gap at their time bound.
+The backfill service fetches only what the store still misses and owns the cooldown (how soon the same
+range may be fetched again).
 
 Locks, and their order (a lock is only ever taken with the ones before it released, except as noted):
 - `CandleHub._lock` guards `_clients`, `_by_series`, `_recoveries` (and each `_Repair` in it),
@@ -26,8 +31,8 @@ Locks, and their order (a lock is only ever taken with the ones before it releas
   page's "taken" callback (which takes a `Subscription._lock`). A client's bell (an Event) is set after
   `_out_cv` is released.
 - `HubClient._lock` guards the client's subscription map. Taken alone.
-- `CandleHub._paused_cv` guards `_paused` (catch-ups waiting for the budget). Taken alone; inside it only
-  `CatchUpBudget._lock` (budget.py), the innermost.
+- `CandleHub._paused_cv` guards `_paused` (catch-ups waiting for the budget) and `_deadlines` (the time
+  bounds of recovery waits). Taken alone; inside it only `CatchUpBudget._lock` (budget.py), the innermost.
 No lock is held during I/O (store reads, sends, closes, log lines) or while calling the backfill service.
 Publishing (`publish_closed`, the bot loop's `ingest_closed`) takes only `CandleHub._lock` and
 `Subscription._lock`, each held for a bounded, client-independent time: it never waits on a client. An
@@ -36,6 +41,8 @@ thread, straight into the client's queue; anything else goes to the worker pool.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -69,6 +76,11 @@ FORMING_MIN_INTERVAL_S = 0.25  # wall-clock throttle of candle_forming per serie
 CATCHUP_CPU_SHARE = 0.05
 CATCHUP_BURST_S = 1.0
 CATCHUP_COST_FACTOR = 2.0
+# Client-triggered recoveries, all series together, may take this share of the wall clock (after a burst):
+# inside the bot they fetch through the bot's own exchange (its request lock, its rate limit), so a client
+# that subscribes from 0 again and again would otherwise keep the bot's exchange busy walking history back.
+RECOVERY_TIME_SHARE = 0.1
+RECOVERY_BURST_S = 10.0
 
 
 class HubClient:
@@ -270,9 +282,14 @@ class CandleHub:
         self._budget = CatchUpBudget(CATCHUP_CPU_SHARE, CATCHUP_BURST_S)
         self._paused_cv = threading.Condition(threading.Lock())
         self._paused: deque[tuple[Subscription, object]] = deque()  # catch-ups waiting for the budget
+        self._deadlines: list[tuple[float, int, Subscription, object]] = []  # heap: recovery waits' bounds
+        self._seq = itertools.count()  # ties in the heap never compare subscriptions
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tc-hub")
         self._recovery_pool = ThreadPoolExecutor(recovery_workers, thread_name_prefix="tc-hub-recovery")
+        self._recovery_budget = CatchUpBudget(RECOVERY_TIME_SHARE, RECOVERY_BURST_S)
+        self._closing = threading.Event()
         self.recoveries_started = 0
+        self.recoveries_run = 0  # those that called the backfill service (someone still waited)
         self.catchups_paused = 0  # catch-up pages that waited for the budget
         self._closed = False
         self._waker = threading.Thread(target=self._wake_paused, name="tc-hub-waker", daemon=True)
@@ -313,8 +330,10 @@ class CandleHub:
         with self._lock:
             clients = list(self._clients)
             self._closed = True
+        self._closing.set()
         with self._paused_cv:
             self._paused.clear()
+            self._deadlines.clear()
             self._paused_cv.notify()
         for c in clients:
             self.disconnect(c)
@@ -403,7 +422,7 @@ class CandleHub:
                 sub.push_front(event)
                 self._start_drain(sub)
                 return
-            page = isinstance(event, CatchUp)
+            page = not inline and isinstance(event, CatchUp | Candles)  # store pages and fills: budgeted
             cpu = time.thread_time() if page else 0.0
             try:
                 recovery = self._handle(sub, event)
@@ -415,9 +434,10 @@ class CandleHub:
                 token = sub.park(SubState.WAITING_CLIENT)
                 page_sent = partial(self._resume, sub, token)
             sub.next_page_queued = False
-            overflowed = sub.hand_over(sub.out.take(), page_sent)
-            if page and not isinstance(recovery, _Pause):
-                self._budget.charge((time.thread_time() - cpu) * CATCHUP_COST_FACTOR)
+            messages = sub.out.take()
+            if page and not isinstance(recovery, _Pause):  # before the hand-over: the next page may start
+                self._budget.charge((time.thread_time() - cpu) * CATCHUP_COST_FACTOR)  # as soon as it is sent
+            overflowed = sub.hand_over(messages, page_sent)
             if overflowed:
                 self.drop(sub.client)  # overflowed: dropped here, with no lock held
                 return
@@ -476,17 +496,13 @@ class CandleHub:
         return self._deliver(sub, m.CandleTexts(sub.key, page))
 
     def _wait_for(self, sub: Subscription, recovery: Future) -> None:
-        """Pause `sub` until the recovery ends, or `recovery_bound_s` passes, whichever comes first."""
+        """Pause `sub` until the recovery ends, or `recovery_bound_s` passes, whichever comes first (the
+        waker keeps the deadline: no thread per wait, however many clients wait)."""
         token = sub.park()
-        timer = threading.Timer(self.recovery_bound_s, self._resume, (sub, token))
-        timer.daemon = True
-
-        def done(_f: Future) -> None:
-            timer.cancel()
-            self._resume(sub, token)
-
-        timer.start()
-        recovery.add_done_callback(done)  # runs at once when the recovery already ended
+        with self._paused_cv:
+            heapq.heappush(self._deadlines, (time.monotonic() + self.recovery_bound_s, next(self._seq), sub, token))
+            self._paused_cv.notify()
+        recovery.add_done_callback(lambda _f: self._resume(sub, token))  # at once when it already ended
 
     def _pause(self, sub: Subscription) -> None:
         """Park `sub` until the catch-up budget lets the waker resume it (first paused, first resumed)."""
@@ -496,27 +512,40 @@ class CandleHub:
             self._paused_cv.notify()
 
     def _wake_paused(self) -> None:
-        """The waker thread: resumes paused catch-ups one at a time, each once the budget has credit."""
+        """The waker thread: resumes paused catch-ups one at a time, each once the budget has credit, and
+        recovery waits whose time bound has passed (a wait that already ended ignores it)."""
         while True:
+            due: list[tuple[Subscription, object]] = []
             with self._paused_cv:
-                self._paused_cv.wait_for(lambda: self._paused or self._closed)
-                if self._closed:
-                    return
-                wait = self._budget.wait_s()
-                if wait > 0:
-                    self._paused_cv.wait(wait)
-                    continue
-                sub, token = self._paused.popleft()
-            self._resume(sub, token)
+                while not due:
+                    if self._closed:
+                        return
+                    now = time.monotonic()
+                    while self._deadlines and self._deadlines[0][0] <= now:
+                        _, _, sub, token = heapq.heappop(self._deadlines)
+                        due.append((sub, token))
+                    if due:
+                        break
+                    timeout = self._deadlines[0][0] - now if self._deadlines else None
+                    if self._paused:
+                        wait = self._budget.wait_s()
+                        if wait <= 0:
+                            due.append(self._paused.popleft())
+                            break
+                        timeout = wait if timeout is None else min(timeout, wait)
+                    self._paused_cv.wait(timeout)
+            for sub, token in due:
+                self._resume(sub, token)
 
     def _resume(self, sub: Subscription, token: object) -> None:
         if sub.resume(token):
             self._start_drain(sub)
 
-    def _deliver(self, sub: Subscription, texts: m.CandleTexts) -> Future | None:
+    def _deliver(self, sub: Subscription, texts: m.CandleTexts) -> Future | _Pause | None:
         """Send the candles after the cursor in order; at a jump, recover then announce what is still
         missing. Returns the recovery when one started: the batch is queued first again, to go on after
-        the cursor when it ends."""
+        the cursor when it ends. What fills a long jump goes a page at a time, like a catch-up: the batch
+        is queued first again after each page (and waits for the budget, or for the page to be sent)."""
         tf = sub.tf
         times = texts.times
         i = 0 if sub.cursor is None else int(np.searchsorted(times, sub.cursor, side="right"))
@@ -528,7 +557,14 @@ class CandleHub:
                 if recovery is not None:
                     sub.push_front(Candles(texts))
                     return recovery
-                self._send_range_with_gaps(sub, a, last)
+                if (last - a) // tf >= CATCHUP_PAGE and self._budget.wait_s() > 0:  # a catch-up in disguise
+                    self.catchups_paused += 1
+                    sub.push_front(Candles(texts))
+                    return _PAUSE
+                if self._send_range_with_gaps(sub, a, last):  # a page of it: the rest once it is sent
+                    sub.push_front(Candles(texts))
+                    sub.next_page_queued = True
+                    return None
                 if sub.cursor is not None and t <= sub.cursor:
                     i += 1
                     continue
@@ -546,8 +582,9 @@ class CandleHub:
         """None when [a, last] can be sent now (the store has it, or a recovery was tried or is not
         allowed); else the recovery to wait for: one that covers the range, a queued one widened to
         take it, or a new one queued behind the series' others."""
-        if (a, last) in sub.attempted or not self._gap_backfill or not self._missing(sub.series, a, last):
-            return None
+        if (not self._gap_backfill or any(x <= a and last <= y for x, y in sub.attempted)
+                or not self._missing(sub.series, a, last)):
+            return None  # tried already (a later page of the same jump is part of it), or nothing to try
         sub.attempted.add((a, last))
         with self._lock:
             return self._join_repair(sub, a, last)
@@ -576,20 +613,27 @@ class CandleHub:
         return repair.future
 
     def _run_repairs(self, series: SeriesId) -> None:
-        """The series' recoveries, one at a time in order. Each does nothing when, at its turn, every
-        subscription that waited for it is gone; the service fetches only what the store still misses."""
+        """The series' recoveries, one at a time in order, each once the recovery budget has credit. Each
+        does nothing when, at its turn, no subscription waits for it any more (gone, or past its time
+        bound); the service fetches only what the store still misses."""
         while True:
+            while (wait := self._recovery_budget.wait_s()) > 0 and not self._closing.wait(wait):
+                pass  # meanwhile a queued recovery may still widen: one fetch for more subscriptions
             with self._lock:
                 repair = self._recoveries[series][0]
                 repair.started = True
                 waiters = list(repair.waiters)
+            t0 = time.monotonic()
+            ran = not self._closing.is_set() and any(s.waits_for_recovery for s in waiters)
             try:
-                if any(not s.closed for s in waiters):
+                if ran:
                     self._backfill.backfill_gap(series, repair.a, repair.last + series.tf_seconds)
             except Exception:
                 log.exception("%s: gap recovery [%d, %d] failed", series, repair.a, repair.last)
             finally:
+                self._recovery_budget.charge(time.monotonic() - t0)
                 with self._lock:
+                    self.recoveries_run += ran
                     line = self._recoveries[series]
                     line.popleft()
                     if not line:
@@ -607,15 +651,18 @@ class CandleHub:
         """The store lacks a candle of [a, last] that is neither a confirmed void nor unavailable."""
         return any(not h.settled for h in self._store.holes(series, a, last))
 
-    def _send_range_with_gaps(self, sub: Subscription, a: int, last: int) -> None:
-        """What the store now has in [a, last], in order, each remaining hole announced before its candle."""
-        fill = m.CandleTexts(sub.key, self._store.read_between(sub.series, a, last))
+    def _send_range_with_gaps(self, sub: Subscription, a: int, last: int) -> bool:
+        """What the store now has in [a, last], in order, each remaining hole announced before its candle:
+        one page of it (CATCHUP_PAGE candles). True when the page was full and more of the range may
+        follow: the caller sends the rest later, like a catch-up (flow control, budget)."""
+        fill = m.CandleTexts(sub.key, self._store.read_between(sub.series, a, last, limit=CATCHUP_PAGE))
         tf = sub.tf
         for k, t in enumerate(fill.times.tolist()):
             if t > sub.cursor + tf:
                 self._announce_gap(sub, sub.cursor + tf, t)
             sub.out.candles(fill, k, k + 1)
             sub.cursor = t
+        return len(fill) == CATCHUP_PAGE and sub.cursor < last
 
     def _announce_gap(self, sub: Subscription, start: int, actual: int) -> None:
         """The hole [start, actual) before the candle at `actual`: one `gap` per kind (void, unavailable,

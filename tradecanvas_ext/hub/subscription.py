@@ -124,6 +124,12 @@ class Subscription:
             self._queue.clear()
 
     @property
+    def waits_for_recovery(self) -> bool:
+        """Paused on a jump: its recovery is still of use to it (not closed, not past its time bound)."""
+        with self._lock:
+            return self._state is SubState.WAITING_RECOVERY
+
+    @property
     def closed(self) -> bool:
         """Unsubscribed, replaced or disconnected: nothing done for it any more reaches anyone."""
         with self._lock:

@@ -1,7 +1,7 @@
 """The `/ws/market` WebSocket route (flask-sock): token check, then frames in to the hub and the hub's
 messages out, both on the request's own thread (two threads per socket: this one and simple_websocket's
-reader), until either side closes. It never parses protocol messages itself (the hub does) and never logs
-the token."""
+reader), until either side closes; a socket past its frame allowance is told (`rate_limited`) and closed.
+It never parses protocol messages itself (the hub does) and never logs the token."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,7 @@ from flask import Flask, current_app, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
+from ..hub.budget import CatchUpBudget
 from .errors import token_ok
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,13 @@ SERVER_OPTIONS = {"ping_interval": 25, "max_message_size": 64 * 1024}
 # The route's thread looks again this often even when its bell never rang. simple_websocket (1.x) rings
 # before it marks the socket closed when its reader refuses a frame over max_message_size, so a thread
 # that only waited for the bell could wait forever, holding its place under max_connections.
-_IDLE_WAKE_S = 1.0
+_IDLE_WAKE_S = 5.0
 _FRAMES_PER_TURN = 64  # frames handled before what is queued is written: a flood cannot starve its own writes
+# A socket may send FRAME_BURST frames at once, then FRAME_RATE_PER_S a second (ours, beyond the contract):
+# past that it gets an error `rate_limited` and is closed (1008). A chart sends a few frames a minute; each
+# frame (a subscribe above all) costs the bot's interpreter, so a flood must not go on for good.
+FRAME_BURST = 256
+FRAME_RATE_PER_S = 10.0
 
 
 class OpenWebSockets:
@@ -77,6 +83,14 @@ def _cut(ws) -> None:
         pass
 
 
+def _refuse_flood(ws, client) -> None:
+    """A socket past its frame allowance: an error saying why, then the close."""
+    client.send_error("rate_limited", f"more than {FRAME_BURST} frames at once or {FRAME_RATE_PER_S:g} a second "
+                                      "on this socket: closing it")
+    client.write_queued()
+    _close(ws, CLOSE_POLICY_VIOLATION, "rate limited")
+
+
 def market_ws(ws) -> None:
     runtime = current_app.extensions["tradecanvas.runtime"]
     registry: OpenWebSockets = current_app.extensions[EXTENSION_KEY]
@@ -96,12 +110,18 @@ def market_ws(ws) -> None:
         # when it queues a message: this thread wakes for either
         bell = ws.event
         client = hub.connect(send=ws.send, close=lambda: _cut(ws), bell=bell)
+        # the frame allowance as a budget in seconds: one frame costs 1 / FRAME_RATE_PER_S of it
+        allowance = CatchUpBudget(1.0, FRAME_BURST / FRAME_RATE_PER_S)
         try:
             while True:
                 bell.clear()  # before looking: whatever comes after rings it again
                 taken = 0
                 while taken < _FRAMES_PER_TURN and (text := ws.receive(timeout=0)) is not None:
                     taken += 1
+                    if allowance.wait_s() > 0:
+                        _refuse_flood(ws, client)
+                        return
+                    allowance.charge(1.0 / FRAME_RATE_PER_S)
                     if isinstance(text, (bytes, bytearray)):
                         client.send_error("bad_request", "binary frames are not supported; send JSON text frames")
                     else:
