@@ -67,3 +67,19 @@ def test_runtime_start_runs_the_startup_sync_in_the_background(make_runtime, exc
                        db_url=f"sqlite:///{rt.settings.user_data_dir}/off.db")
     assert off.wait_startup_sync(5) is None and off.health()["startup_sync"] is None
     assert off.store.head_time(off.series_ids[0]) is None
+
+
+def test_a_sync_inside_the_late_candle_grace_targets_the_newest_final_candle(make_runtime, exchange, clock):
+    """5 s after a 1m close the just-closed candle may still change (the late-candle grace, 15 s): the sync
+    targets the candle before it and reports synced, instead of lagging by a candle it held back itself;
+    the just-closed one is not stored until it is final."""
+    clock.set(NOW - 30 + 5)  # 5 s after the close of the candle that opened at NOW - 90
+    rt = make_runtime(series=[BTC], startup_sync_target_candles=100)
+    out = rt.run_startup_sync()
+    [row] = out["series_results"]
+    assert row["status"] == "synced" and out["series_synced"] == 1, row
+    assert row["target_time"] == row["after_head_time"] == NOW - 150
+    assert rt.store.head_time(rt.series_ids[0]) == NOW - 150
+    clock.advance(15)  # the grace has passed: the next sync takes it
+    again = rt.run_startup_sync()["series_results"][0]
+    assert again["status"] == "synced" and again["after_head_time"] == NOW - 90

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..domain import SeriesId, expected_latest_closed_time
+from ..sources.exchange_facts import late_candle_grace_s
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +19,12 @@ MAX_WORKERS = 4
 
 
 def sync_one(runtime, sid: SeriesId, target: int | None = None) -> dict:
-    """One series up to its latest closed candle over `target` candles (startup_sync_target_candles)."""
+    """One series up to its latest closed candle over `target` candles (startup_sync_target_candles). In
+    the late-candle grace after a close, that is the candle before: the just-closed one may still change,
+    so no path stores it yet (it comes live, or with the next read) and the sync does not wait for it."""
     target = runtime.settings.startup_sync_target_candles if target is None else target
-    target_time = expected_latest_closed_time(runtime.clock(), sid.tf_seconds)
+    tf = sid.tf_seconds
+    target_time = expected_latest_closed_time(runtime.clock() - late_candle_grace_s(tf), tf)
     row = {"series_id": str(sid), "target_time": target_time, "before_head_time": None,
            "after_head_time": None, "covered_candles": 0, "error": None, "status": "errors"}
     try:
