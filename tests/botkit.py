@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import json
 import math
+import re
 import signal
 import socket
 import subprocess
@@ -129,6 +130,23 @@ SERIES = ("binance:spot:BTC/USDT:1m", "binance:spot:ETH/USDT:1m", "binance:spot:
 # freqtrade's exit code after a SIGINT it handled, read from its main.py: `return_code = 130` in 2026.9, `= 0`
 # in 2026.1 (`make test-freqtrade-range` runs these tests on both ends of setup.cfg's range)
 SIGINT_EXITS = (130,) if "return_code = 130" in inspect.getsource(freqtrade.main) else (0,)
+
+
+_RECORD_START = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")  # freqtrade's log line: a new record
+
+
+def log_problems(log: str) -> list[str]:
+    """The bot log's records (a line and its continuation lines) that carry a traceback or an ERROR. One
+    shutdown race of freqtrade's own is not one: the test's SIGINT landing inside freqtrade's SQL as a
+    KeyboardInterrupt, its cleanup then failing on that, with no frame of this package in it."""
+    records: list[str] = []
+    for line in log.splitlines():
+        if _RECORD_START.match(line) or not records:
+            records.append(line)
+        else:
+            records[-1] += "\n" + line
+    bad = [r for r in records if "Traceback" in r or " - ERROR - " in r.split("\n", 1)[0]]
+    return [r for r in bad if not ("KeyboardInterrupt" in r and "tradecanvas_ext" not in r)]
 
 
 def latest_closed(tf: int = 60, now: float | None = None) -> int:

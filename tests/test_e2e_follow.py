@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.botkit import get_json, wait_for, write_strategy
+from tests.botkit import get_json, log_problems, wait_for, write_strategy
 from tests.test_e2e_bot import (  # noqa: F401 (pytest fixture)
     SIGINT_EXITS,
     Bot,
@@ -138,5 +138,5 @@ def test_series_follow_a_remote_pairlist_and_informative_pairs(tmp_path, emu3, b
     # the 5m informative columns (merged onto the 1m rows) were marked against the 5m series
     assert all(r["tc_real_5m"] == 1 for r in rows_ if r["tc_real_5m"] == r["tc_real_5m"])  # NaN before the first
     assert bot.stop() in SIGINT_EXITS, bot.log()[-8000:]
-    assert "Traceback" not in bot.log()
+    assert log_problems(bot.log()) == [], log_problems(bot.log())
     print(f"\n[follow timings] SOL green {t_green:.1f}s after start, total {time.monotonic() - t_start:.0f}s")
