@@ -266,6 +266,45 @@ def test_each_loop_stores_and_publishes_what_closed_since_the_last(tmp_path, glu
     assert rt.store.head_time(SID) == T + 11 * 60
 
 
+class HoldWatchingStrategy(PlainTradeCanvasStrategy):
+    """Records, for each pair it analyses, whether the chart clients' work was held back meanwhile."""
+
+    held: list = []
+
+    def populate_indicators(self, dataframe, metadata):
+        from tradecanvas_ext.bot.glue import process_glue
+
+        self.held.append(process_glue().runtime.hub.priority.held)
+        return dataframe
+
+
+def test_the_loops_refresh_and_analysis_hold_client_work_back(tmp_path, glue, monkeypatch):
+    """hub/priority.py: from gather_informative_pairs (right before freqtrade's refresh) to the end of
+    analyze, client work waits; after it, and after an analysis that raised, it does not."""
+    cfg = ft_config(tmp_path)
+    ex = offline_exchange(cfg)
+    set_cache(ex, cache_frame(range(T, T + 10 * 60, 60)))
+    HoldWatchingStrategy.held = []
+    s = started(make_strategy(HoldWatchingStrategy, cfg, ex))
+    priority = glue.runtime.hub.priority
+    priority.max_hold_s = 60.0
+    assert not priority.held
+    s.gather_informative_pairs()  # freqtrade's process(): the informative pairs, then the refresh
+    assert priority.held
+    s.bot_loop_start(current_time=None)
+    s.analyze(["BTC/USDT"])
+    assert HoldWatchingStrategy.held == [True]  # the pair was analysed inside the hold
+    assert not priority.held and priority.holds == 1
+
+    def broken(self, pairs):
+        raise RuntimeError("an analysis that fails")
+
+    monkeypatch.setattr(IStrategy, "analyze", broken)
+    with pytest.raises(RuntimeError):
+        s.analyze(["BTC/USDT"])
+    assert not priority.held and priority.holds == 2
+
+
 def test_forming_candle_in_the_cache_is_not_stored(tmp_path, glue, clock):
     cfg = ft_config(tmp_path)
     ex = offline_exchange(cfg)

@@ -15,6 +15,7 @@ import requests
 import websocket
 
 from tradecanvas_ext import create_app
+from tradecanvas_ext.hub.priority import LoopPriority
 from tradecanvas_ext.web.server import ServerError, WebServer
 
 TOKEN = "ws-s3cret-token-value"
@@ -85,6 +86,7 @@ class FakeHub:
         self.clients: list[FakeClient] = []
         self.disconnected: list[FakeClient] = []
         self.lock = threading.Lock()
+        self.priority = LoopPriority()  # never entered: the bot's loop holds nothing back here
 
     def connect(self, send, close=None, bell=None):
         client = FakeClient(send, close)

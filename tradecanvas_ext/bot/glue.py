@@ -288,6 +288,20 @@ class BotGlue:
         """Wait (bounded by the time bound) while a series that joined has its first sync; False on timeout."""
         return self.first_syncs.wait(sid)
 
+    # ---- the loop's heavy part (hub/priority.py) -------------------------------------------------------
+    def loop_priority(self, strategy, heavy: bool) -> None:
+        """freqtrade's thread: its loop begins (`heavy`) or ends the refresh and analysis of its pairs;
+        meanwhile the chart clients' work waits (bounded by LoopPriority.max_hold_s). No lock is taken:
+        the bound strategy and the runtime are read once."""
+        rt = self.runtime
+        hub = None if rt is None else rt.hub
+        if hub is None or self._bound is None or self._bound() is not strategy:
+            return
+        if heavy:
+            hub.priority.enter()
+        else:
+            hub.priority.leave()
+
     # ---- bot_loop_start -----------------------------------------------------------------------------
     def bot_loop_start(self, strategy) -> None:
         """Store and publish the candles that closed since the last loop; ask for repairs of lagging series."""
@@ -394,6 +408,8 @@ class BotGlue:
                     return
                 self._ingest_on = False
                 self._bound = None
+                if rt.hub is not None:
+                    rt.hub.priority.leave()  # a loop that ended without saying so holds nothing back
                 self._cursors, self._heads = {}, {}
                 self.sources.data_provider.set(None)
                 repairer, self._repairer = self._repairer, None

@@ -28,7 +28,12 @@ class TradeCanvasStrategy(IStrategy):
     last loop; `ft_bot_cleanup` detaches the bot (the server stays up for the next `bot_start`). In every
     other run mode (backtesting, hyperopt, plotting, webserver) nothing starts.
 
-    Subclasses that override `bot_start`, `bot_loop_start` or `ft_bot_cleanup` must call `super()`.
+    While freqtrade refreshes and analyses the pairs (from `gather_informative_pairs`, which it calls just
+    before the refresh, to the end of `analyze`), the chart clients' work waits (hub/priority.py): the
+    loop's slowest part does not share the interpreter with them.
+
+    Subclasses that override `bot_start`, `bot_loop_start`, `gather_informative_pairs`, `analyze` or
+    `ft_bot_cleanup` must call `super()`.
     `self.tradecanvas.candles(pair, timeframe=None, limit=500)` and `.health(pair, timeframe=None)` read
     what the store covers.
     """
@@ -60,6 +65,27 @@ class TradeCanvasStrategy(IStrategy):
             process_glue().bot_loop_start(self)
         except Exception:
             log.exception("tradecanvas: bot_loop_start failed")
+
+    def gather_informative_pairs(self):
+        self._tc_loop_priority(True)  # freqtrade's loop calls it right before it refreshes the candles
+        return super().gather_informative_pairs()
+
+    def analyze(self, pairs: list[str]) -> None:
+        self._tc_loop_priority(True)
+        try:
+            super().analyze(pairs)
+        finally:
+            self._tc_loop_priority(False)
+
+    def _tc_loop_priority(self, heavy: bool) -> None:
+        if not _trading(self.config):
+            return
+        try:
+            from tradecanvas_ext.bot.glue import process_glue
+
+            process_glue().loop_priority(self, heavy)
+        except Exception:
+            log.exception("tradecanvas: loop priority failed")
 
     def ft_bot_cleanup(self) -> None:
         if _trading(self.config):

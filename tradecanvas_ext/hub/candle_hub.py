@@ -16,6 +16,8 @@ covers waits for it, one that overlaps or touches a queued one widens it; one fo
 waits any more when its turn comes (gone, or past its time bound) does nothing. All series' recoveries
 together take at most RECOVERY_TIME_SHARE of the wall clock after a burst (budget.py, in seconds of wall
 time): past it a recovery waits its turn, and its subscriptions announce the gap at their time bound.
+Both budgets also wait while the bot's loop holds client work back (`priority`, priority.py): catch-up
+pages, long fills and recoveries start after the loop's analysis, never during it.
 The backfill service fetches only what the store still misses and owns the cooldown (how soon the same
 range may be fetched again).
 
@@ -58,6 +60,7 @@ from ..domain import Candle, CandleBatch, SeriesId
 from . import messages as m
 from .budget import CatchUpBudget
 from .ports import ActiveSeries, CandleReader, GapBackfill
+from .priority import LoopPriority
 from .subscription import Candles, CatchUp, Event, Forming, Subscription, SubState
 
 if TYPE_CHECKING:
@@ -269,8 +272,9 @@ class CandleHub:
 
     def __init__(self, store: CandleReader, backfill: GapBackfill, registry: ActiveSeries, *,
                  gap_backfill: bool, metrics: Metrics, recovery_bound_s: float,
-                 workers: int = 8, recovery_workers: int = 4):
+                 workers: int = 8, recovery_workers: int = 4, priority: LoopPriority | None = None):
         self._store, self._backfill, self._registry = store, backfill, registry
+        self.priority = LoopPriority() if priority is None else priority  # the bot's loop goes first
         self._gap_backfill = gap_backfill
         self._metrics = metrics
         self.recovery_bound_s = recovery_bound_s
@@ -279,14 +283,14 @@ class CandleHub:
         self._clients: set[HubClient] = set()
         self._recoveries: dict[SeriesId, deque[_Repair]] = {}  # per series: the running one first
         self._last_forming: dict[SeriesId, tuple[float, int]] = {}
-        self._budget = CatchUpBudget(CATCHUP_CPU_SHARE, CATCHUP_BURST_S)
+        self._budget = CatchUpBudget(CATCHUP_CPU_SHARE, CATCHUP_BURST_S, priority=self.priority)
         self._paused_cv = threading.Condition(threading.Lock())
         self._paused: deque[tuple[Subscription, object]] = deque()  # catch-ups waiting for the budget
         self._deadlines: list[tuple[float, int, Subscription, object]] = []  # heap: recovery waits' bounds
         self._seq = itertools.count()  # ties in the heap never compare subscriptions
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tc-hub")
         self._recovery_pool = ThreadPoolExecutor(recovery_workers, thread_name_prefix="tc-hub-recovery")
-        self._recovery_budget = CatchUpBudget(RECOVERY_TIME_SHARE, RECOVERY_BURST_S)
+        self._recovery_budget = CatchUpBudget(RECOVERY_TIME_SHARE, RECOVERY_BURST_S, priority=self.priority)
         self._closing = threading.Event()
         self.recoveries_started = 0
         self.recoveries_run = 0  # those that called the backfill service (someone still waited)

@@ -19,7 +19,7 @@ from .page import bp as page_bp
 from .tail_answers import TailAnswers
 from .tail_front import TailFront
 from .ws import ENDPOINT as WS_ENDPOINT
-from .ws import init_websocket
+from .ws import bot_loop_first, init_websocket
 
 # Reachable without the token (contract section 2). The WebSocket checks its own token (?token= too).
 OPEN_ENDPOINTS = frozenset({"market.health", WS_ENDPOINT})
@@ -66,6 +66,7 @@ def create_app(runtime) -> Flask:
     init_websocket(app)
     _install_access_check(app, gate)
     _install_token_check(app, gate)
+    app.before_request(bot_loop_first)  # last: refusals are not held back
     app.after_request(functools.partial(_answer_headers, gate))
     # Flask's own middleware slot: the covered tail read answered from the kept bytes, the rest to Flask
     app.wsgi_app = TailFront(app.wsgi_app, runtime, answers, gate, app.json.mimetype)

@@ -1,7 +1,9 @@
 """The `/ws/market` WebSocket route (flask-sock): token check, then frames in to the hub and the hub's
 messages out, both on the request's own thread (two threads per socket: this one and simple_websocket's
 reader), until either side closes; a socket past its frame allowance is told (`rate_limited`) and closed.
-It never parses protocol messages itself (the hub does) and never logs the token."""
+While the bot's loop holds client work back (hub/priority.py), handshakes and frames wait for it: what the
+hub already queued (live candles) is still written. It never parses protocol messages itself (the hub
+does) and never logs the token."""
 from __future__ import annotations
 
 import json
@@ -122,6 +124,7 @@ def market_ws(ws) -> None:
                         _refuse_flood(ws, client)
                         return
                     allowance.charge(1.0 / FRAME_RATE_PER_S)
+                    hub.priority.wait()  # the bot's loop first: the frame is handled after its analysis
                     if isinstance(text, (bytes, bytearray)):
                         client.send_error("bad_request", "binary frames are not supported; send JSON text frames")
                     else:
@@ -136,6 +139,15 @@ def market_ws(ws) -> None:
             hub.disconnect(client)
     finally:
         registry.discard(ws)
+
+
+def bot_loop_first() -> None:
+    """A `before_request` hook, after the access checks: a WebSocket handshake waits while the bot's loop
+    holds client work back (hub/priority.py); anything else goes on."""
+    if request.endpoint == ENDPOINT:
+        hub = current_app.extensions["tradecanvas.runtime"].hub
+        if hub is not None:
+            hub.priority.wait()
 
 
 def init_websocket(app: Flask) -> Sock:
