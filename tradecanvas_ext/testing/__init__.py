@@ -7,6 +7,7 @@ from .emulator import (
     SPECS,
     TIMEFRAMES,
     DialectSpec,
+    EmulatorProcess,
     Endpoint,
     ExchangeEmulator,
     FaultController,
@@ -16,5 +17,5 @@ from .emulator import (
     main,
 )
 
-__all__ = ["DIALECTS", "SPECS", "DialectSpec", "Endpoint", "ExchangeEmulator", "FaultController", "ManualClock",
+__all__ = ["DIALECTS", "SPECS", "DialectSpec", "EmulatorProcess", "Endpoint", "ExchangeEmulator", "FaultController", "ManualClock",
            "TIMEFRAMES", "ccxt_config_for", "dialect_spec", "main"]

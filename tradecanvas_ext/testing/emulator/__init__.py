@@ -9,7 +9,8 @@ from .cli import main
 from .dialect import DialectSpec, Endpoint
 from .dialects import DIALECTS, SPECS, ccxt_config_for, dialect_spec
 from .faults import FaultController, FaultDecision
+from .process import EmulatorProcess
 from .server import ExchangeEmulator
 
-__all__ = ["DIALECTS", "SPECS", "DialectSpec", "Endpoint", "ExchangeEmulator", "FaultController", "FaultDecision",
+__all__ = ["DIALECTS", "SPECS", "DialectSpec", "EmulatorProcess", "Endpoint", "ExchangeEmulator", "FaultController", "FaultDecision",
            "ManualClock", "TIMEFRAMES", "ccxt_config_for", "dialect_spec", "main"]

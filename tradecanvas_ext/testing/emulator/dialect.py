@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
@@ -114,6 +114,56 @@ def fmt_short(units: int) -> str:
     """An integer count of 1e-8 as a decimal string without trailing zeros ("37000.1", "0", "12")."""
     text = fmt8(units).rstrip("0")
     return text[:-1] if text.endswith(".") else text
+
+
+# Text columns for answers built as bytes (`json_array`): per value a fixed-width row of ASCII bytes where
+# the characters the value's text does not have are 0 bytes, dropped when the rows are joined.
+_POW19 = 10 ** np.arange(18, -1, -1, dtype=np.int64)  # the place values of an int64's 19 digits
+_POW8 = _POW19[-8:]
+
+
+def _digits(a: np.ndarray, pows: np.ndarray, strip_leading: bool) -> np.ndarray:
+    out = ((a[:, None] // pows) % 10 + 48).astype(np.uint8)
+    if strip_leading:  # leading zeros dropped, the units digit always kept
+        out[(a[:, None] < pows) & (pows > 1)] = 0
+    return out
+
+
+def int_text(values: np.ndarray) -> np.ndarray:
+    """`str(v)` of every int64 value, as an (n, 20) byte matrix (0 bytes where the text has no character)."""
+    a = np.asarray(values, dtype=np.int64)
+    sign = np.where(a < 0, ord("-"), 0).astype(np.uint8)[:, None]
+    return np.hstack([sign, _digits(np.abs(a), _POW19, True)])
+
+
+def decimal_text(units: np.ndarray) -> np.ndarray:
+    """`fmt_short(u)` of every int64 count of 1e-8, as an (n, 21) byte matrix (0 bytes where the text has no
+    character): "37000.1", "0", "12"."""
+    a = np.asarray(units, dtype=np.int64)
+    q, r = np.divmod(np.abs(a), UNIT)
+    sign = np.where(a < 0, ord("-"), 0).astype(np.uint8)[:, None]
+    frac = _digits(r, _POW8, False)
+    frac[r[:, None] % (10 * _POW8) == 0] = 0  # trailing zeros: no non-zero digit at or after the place
+    dot = np.where(r != 0, ord("."), 0).astype(np.uint8)[:, None]
+    return np.hstack([sign, _digits(q, _POW19[-11:], True), dot, frac])
+
+
+def json_array(parts: Sequence[str | np.ndarray], order: Sequence[int]) -> str:
+    """The text of a JSON array whose items are, for each i in `order` (row indices: a row fault's order),
+    the concatenation of `parts` on row i: constant text (str, no NUL) or byte matrices from `int_text` /
+    `decimal_text`. The same text as json.dumps(..., separators=(",", ":")) of the rows as dicts or lists,
+    built in numpy: a 5000-row page in ~5 ms rather than ~100 (the emulator's service time)."""
+    mats = [p for p in parts if not isinstance(p, str)]
+    n = mats[0].shape[0] if mats else 0
+    cols = []
+    for p in [*parts, ","]:
+        if isinstance(p, str):
+            raw = np.frombuffer(p.encode(), dtype=np.uint8)
+            cols.append(np.broadcast_to(raw, (n, raw.size)))
+        else:
+            cols.append(p)
+    flat = np.hstack(cols)[np.asarray(order, dtype=np.intp)].ravel()
+    return "[" + flat[flat != 0].tobytes().decode()[:-1] + "]"
 
 
 def fmt_float(value: float) -> str:

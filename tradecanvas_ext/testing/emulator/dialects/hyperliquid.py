@@ -4,6 +4,7 @@ spotMetaAndAssetCtxs, perpDexs, exchangeStatus. Perpetuals of the configured mar
 
 from __future__ import annotations
 
+import json
 import math
 
 from .. import dialect as d
@@ -82,7 +83,7 @@ class HyperliquidDialect(d.Dialect):
                         "dayBaseVlm": "100.0"})
         return out
 
-    def _candles(self, body: object, now: float, decision: FaultDecision, salt: int) -> list:
+    def _candles(self, body: object, now: float, decision: FaultDecision, salt: int) -> str:
         req = body.get("req") if isinstance(body, dict) else None
         if not isinstance(req, dict):
             raise _deserialize_error()
@@ -96,12 +97,17 @@ class HyperliquidDialect(d.Dialect):
             raise _deserialize_error()
         mk = next((m for _, m in self.listed() if m.base == coin), None)
         if mk is None:
-            return []
+            return "[]"
         ep = HYPERLIQUID.endpoints[0]
         tf_ms = tf * 1000
         lo = max(math.ceil(start / tf_ms) * tf, ep.reach_start(tf, now) or 0)
         rows = self.truth.rows(mk, tf, lo, end // tf_ms * tf, now)
-        out = [{"t": t * 1000, "T": t * 1000 + tf_ms - 1, "s": coin, "i": interval, "o": d.fmt_short(o),
-                "c": d.fmt_short(c), "h": d.fmt_short(h), "l": d.fmt_short(lw), "v": d.fmt_short(v), "n": n}
-               for t, o, h, lw, c, v, _, n in d.columns(rows)]
-        return d.apply_row_faults(out, decision, self.seed, salt)
+        # the rows' JSON text built in numpy (json.dumps of the dicts, byte for byte): 5000 rows in ~5 ms, not
+        # ~100 (a real exchange's page is not built from Python dicts; the bench's figure is ccxt's and ours)
+        ms = rows.t * 1000
+        parts = ['{"t":', d.int_text(ms), ',"T":', d.int_text(ms + (tf_ms - 1)),
+                 ',"s":' + json.dumps(coin) + ',"i":' + json.dumps(interval) + ',"o":"', d.decimal_text(rows.o),
+                 '","c":"', d.decimal_text(rows.c), '","h":"', d.decimal_text(rows.h), '","l":"',
+                 d.decimal_text(rows.l), '","v":"', d.decimal_text(rows.v), '","n":', d.int_text(rows.trades), "}"]
+        order = d.apply_row_faults(list(range(len(rows))), decision, self.seed, salt)
+        return d.json_array(parts, order)
