@@ -11,6 +11,11 @@ with no `gap`) or that misses a stored candle it should have had by the end.
 
     python bench/chaos_bench.py                 # 5 + 5 minutes
     python bench/chaos_bench.py --phase-s 30    # a quick run while developing
+
+The emulator runs in its own process (`python -m tradecanvas_ext.testing.emulator`, real clock), as the
+remote exchange it stands for: in the bench's process it would share one interpreter with the 70 clients,
+so the hostile ones would slow the exchange's answers to the bot's refresh, and phase A's loops with them
+(`--emulator-in-process` for the old setup).
 """
 from __future__ import annotations
 
@@ -76,9 +81,38 @@ def get_json(url: str, timeout: float = 10.0):
         return json.loads(r.read().decode())
 
 
+# ---- the exchange -------------------------------------------------------------------------------------------
+class EmulatorCli:
+    """The emulator's own command line in a child process (real clock): what the bot needs of it is its
+    ccxt URL override, which the dialect builds from the URL the child prints."""
+
+    def __init__(self, seed: int, symbols: list[str]):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tradecanvas_ext.testing.emulator", "--port", str(self.port), "--seed",
+             str(seed), "--symbols", ",".join(symbols)], stdout=subprocess.PIPE, text=True,
+            env=subprocess_env(PYTHONUNBUFFERED="1"))
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.proc.kill()
+            raise SystemExit(f"the emulator did not start: {line!r}")
+        self.url = line.rsplit(" ", 1)[-1].strip()
+        self._dialect = ExchangeEmulator(seed=seed, symbols=symbols).dialect  # never started: its URL rules
+
+    def ccxt_config(self) -> dict:
+        return self._dialect.ccxt_config(self.url)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 # ---- the bot -----------------------------------------------------------------------------------------------
 class Bot:
-    def __init__(self, tmp: Path, emu: ExchangeEmulator, pairs: list[str], throttle_s: int, env: dict[str, str]):
+    def __init__(self, tmp: Path, emu: ExchangeEmulator | EmulatorCli, pairs: list[str], throttle_s: int, env: dict[str, str]):
         self.env = env
         self.tmp, self.port = tmp, free_port()
         self.userdir = tmp / "user_data"
@@ -397,6 +431,8 @@ def main() -> None:
     ap.add_argument("--malloc-arena-max", type=int, default=None,
                     help="MALLOC_ARENA_MAX for the bot process (glibc; default: glibc's own, 8 per core)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    ap.add_argument("--emulator-in-process", action="store_true",
+                    help="run the exchange emulator in the bench's process (default: its own process)")
     ap.add_argument("--py-spy", default=None, metavar="PATH",
                     help="a py-spy binary: record the bot's GIL-holding stacks in each phase (raw, collapsed) "
                          "to pyspy_a.txt and pyspy_b.txt in the temporary directory (implies --keep)")
@@ -404,7 +440,8 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="tc-chaos-bench-"))
     pairs = list(PAIRS[:args.pairs])
-    emu = ExchangeEmulator(seed=11, symbols=pairs).start()
+    emu = (ExchangeEmulator(seed=11, symbols=pairs).start() if args.emulator_in_process
+           else EmulatorCli(seed=11, symbols=pairs))
     env = {} if args.malloc_arena_max is None else {"MALLOC_ARENA_MAX": str(args.malloc_arena_max)}
     bot = Bot(tmp, emu, pairs, args.throttle_s, env).start()
     normals: list[Normal] = []
@@ -499,7 +536,7 @@ def main() -> None:
         "hostile_frames": sum(h.frames for h in hostiles),
         "hostile_refused_or_cut": sum(h.errors for h in hostiles),
         "bot_alive_until_stop": alive, "bot_exit_code": code,
-        "python": sys.version.split()[0],
+        "emulator": "in-process" if args.emulator_in_process else "own process", "python": sys.version.split()[0],
     }
     if args.keep or args.py_spy:
         out["tmp"] = str(tmp)
