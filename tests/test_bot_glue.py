@@ -287,7 +287,7 @@ def test_the_loops_refresh_and_analysis_hold_client_work_back(tmp_path, glue, mo
     HoldWatchingStrategy.held = []
     s = started(make_strategy(HoldWatchingStrategy, cfg, ex))
     priority = glue.runtime.hub.priority
-    priority.max_hold_s = 60.0
+    priority.max_hold_s, priority.linger_s = 60.0, 0.0  # no linger: "held" is the loop's own part only
     assert not priority.held
     s.gather_informative_pairs()  # freqtrade's process(): the informative pairs, then the refresh
     assert priority.held

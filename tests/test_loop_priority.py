@@ -26,7 +26,7 @@ class Clock:
 
 def test_a_hold_lasts_until_leave_or_max_hold():
     clock = Clock()
-    p = LoopPriority(max_hold_s=2.0, clock=clock)
+    p = LoopPriority(max_hold_s=2.0, linger_s=0.0, clock=clock)
     assert not p.held and p.hold_s() == 0.0
     p.enter()
     assert p.held and p.hold_s() == POLL_S
@@ -44,10 +44,32 @@ def test_a_hold_lasts_until_leave_or_max_hold():
     assert p.holds == 2
 
 
-@pytest.mark.parametrize("bad", [0, -1, float("nan")])
-def test_a_hold_needs_a_positive_bound(bad):
+def test_a_hold_lingers_after_leave_within_its_bound():
+    clock = Clock()
+    p = LoopPriority(max_hold_s=2.0, linger_s=0.2, clock=clock)
+    p.enter()
+    clock.t += 1.0
+    p.leave()  # the rest of freqtrade's iteration: 0.2 s more
+    assert p.held and p.hold_s() == pytest.approx(POLL_S)
+    clock.t += 0.19
+    assert p.held and p.hold_s() == pytest.approx(0.01)
+    clock.t += 0.02
+    assert not p.held
+    p.enter()
+    clock.t += 1.9
+    p.leave()  # the linger never goes past max_hold_s from the start
+    p.leave()  # a second leave changes nothing
+    clock.t += 0.09
+    assert p.held
+    clock.t += 0.02
+    assert not p.held
+
+
+@pytest.mark.parametrize("bad, linger", [(0, 0.0), (-1, 0.0), (float("nan"), 0.0), (1.0, -0.1), (1.0, 1.5),
+                                         (1.0, float("nan"))])
+def test_a_hold_needs_a_positive_bound(bad, linger):
     with pytest.raises(ValueError):
-        LoopPriority(max_hold_s=bad)
+        LoopPriority(max_hold_s=bad, linger_s=linger)
 
 
 def test_wait_returns_at_leave():
@@ -66,7 +88,7 @@ def test_wait_returns_at_leave():
 
 def test_a_budget_waits_while_the_loop_holds_even_with_credit():
     clock = Clock()
-    p = LoopPriority(max_hold_s=2.0, clock=clock)
+    p = LoopPriority(max_hold_s=2.0, linger_s=0.0, clock=clock)
     b = CatchUpBudget(0.1, 1.0, clock, priority=p)
     assert b.wait_s() == 0.0
     p.enter()
