@@ -83,3 +83,32 @@ def test_a_sync_inside_the_late_candle_grace_targets_the_newest_final_candle(mak
     clock.advance(15)  # the grace has passed: the next sync takes it
     again = rt.run_startup_sync()["series_results"][0]
     assert again["status"] == "synced" and again["after_head_time"] == NOW - 90
+
+
+def test_a_pair_listed_inside_the_window_is_synced_once_the_exchange_answered(make_runtime, exchange):
+    """The 700 candles before a listing 300 minutes ago stay holes (an empty answer is no evidence of a
+    void), but the series is up to its latest closed candle with nothing missing after its first: synced.
+    The same holes with the exchange never asked leave a series lagging."""
+    exchange.faults.listing("BTC/USDT", NOW - 300 * 60)
+    rt = make_runtime(series=[BTC, ETH], startup_sync_target_candles=1000)
+    out = rt.run_startup_sync()
+    rows = {r["series_id"]: r for r in out["series_results"]}
+    assert rows[BTC]["status"] == "synced" and rows[BTC]["error"] is None
+    assert 0 < rows[BTC]["covered_candles"] < 1000  # only what exists since the listing
+    assert rows[BTC]["after_head_time"] == rows[BTC]["target_time"]
+    first = rt.store.first_time(rt.series_ids[0])
+    assert first >= NOW - 300 * 60 - 60
+    holes = rt.store.holes(rt.series_ids[0], rows[BTC]["target_time"] - 999 * 60, rows[BTC]["target_time"])
+    assert holes and all(h.end < first and not h.void for h in holes)  # still holes, never voids
+    assert (out["series_synced"], out["series_lagging"]) == (2, 0)
+
+
+def test_recent_candles_alone_without_the_exchange_are_lagging(make_runtime, exchange, tmp_path):
+    rt = make_runtime(series=[BTC], startup_sync_target_candles=1000, enable_ccxt_backfill=False,
+                      sources=lambda ctx: [s for s in default_sources(ctx) if s.name != "freqtrade"])
+    sid = rt.series_ids[0]
+    last = expected_latest_closed_time(NOW, 60)
+    rt.store.upsert_closed(sid, exchange.candles("BTC/USDT", "1m", last - 299 * 60, last))
+    out = rt.run_startup_sync()
+    row = out["series_results"][0]
+    assert row["after_head_time"] == row["target_time"] and row["status"] == "lagging"

@@ -32,7 +32,9 @@ def sync_one(runtime, sid: SeriesId, target: int | None = None) -> dict:
         res = runtime.backfill.ensure_tail_coverage(sid, target, to_time=target_time)
         row["after_head_time"] = runtime.store.head_time(sid)
         row["covered_candles"] = res.covered
-        if res.complete and row["after_head_time"] is not None and row["after_head_time"] >= target_time:
+        head = row["after_head_time"]
+        if head is not None and head >= target_time and (
+                res.complete or (not res.errors and _history_starts_inside(runtime, sid, res))):
             row["status"] = "synced"
         elif res.errors:
             row["error"] = "; ".join(res.errors)[:1000]
@@ -42,6 +44,18 @@ def sync_one(runtime, sid: SeriesId, target: int | None = None) -> dict:
         log.exception("%s: startup sync failed", sid)
         row["error"] = f"{type(exc).__name__}: {exc}"
     return row
+
+
+def _history_starts_inside(runtime, sid: SeriesId, res) -> bool:
+    """A pair listed inside the window: the exchange was asked this time (the range level ran) and every
+    hole left is before the series' first candle. Its empty answer there is not evidence of a void
+    (contract section 5), so the holes stay holes; but the series is up to its latest closed candle with
+    nothing missing after its start, which is what "synced" tells a user. Without the exchange's answer
+    (ccxt off, a cooldown) the same holes leave it lagging."""
+    if "ccxt" not in res.sources:
+        return False
+    first = runtime.store.first_time(sid)
+    return first is not None and all(h.settled or h.end < first for h in res.holes)
 
 
 def run_startup_kline_sync(runtime, on_result: Callable[[dict], None] | None = None) -> dict:
