@@ -52,16 +52,20 @@ wheel: $(STAMP) $(LWC)
 FT_OLDEST ?= 2026.1
 FT_NEWEST ?= 2026.9
 FT_E2E ?= tests/test_e2e_bot.py tests/test_e2e_follow.py tests/test_e2e_futures_mark.py
-FT_TEST_TOOLS := "pytest>=8" pytest-timeout "pytest-socket>=0.7" "websocket-client>=1.7"
+FT_TEST_TOOLS := "pytest>=8" pytest-timeout "pytest-socket>=0.7" "pytest-xdist>=3" "websocket-client>=1.7"
 test-freqtrade-range: wheel
-	set -e; for v in $(FT_OLDEST) $(FT_NEWEST); do \
+	set -e; main=$$($(PY) -c 'import freqtrade; print(freqtrade.__version__)'); \
+	for v in $(FT_OLDEST) $(FT_NEWEST); do \
+	  if [ "$$v" = "$$main" ] && [ -z "$(FT_RANGE_ALL)" ]; then \
+	    echo "== freqtrade $$v is the main venv's: its end-to-end tests are part of make test (FT_RANGE_ALL=1 runs them here too)"; \
+	    continue; fi; \
 	  venv=.venv-ft-$$v; constraints=tests/freqtrade_constraints/$$v.txt; t0=$$(date +%s); \
 	  [ -x $$venv/bin/python ] || $(PYTHON) -m venv $$venv; \
 	  $$venv/bin/python -m pip install -q --upgrade pip; \
 	  $$venv/bin/python -m pip install -q $$([ -f $$constraints ] && echo "-c $$constraints") "freqtrade==$$v" \
 	    "$$(ls $(WHEEL_DIR)/tradecanvas_ext-*.whl | tail -n 1)" $(FT_TEST_TOOLS); \
 	  echo "== freqtrade $$($$venv/bin/python -c 'import freqtrade; print(freqtrade.__version__)') installed in $$(($$(date +%s) - t0)) s"; \
-	  $$venv/bin/python -m pytest -p no:cacheprovider -m slow $(FT_E2E) $(PYTEST_ARGS); \
+	  $$venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadfile -m slow $(FT_E2E) $(PYTEST_ARGS); \
 	  echo "== freqtrade $$v: $$(($$(date +%s) - t0)) s in all"; \
 	done
 
@@ -70,8 +74,12 @@ $(STAMP): | $(LWC)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tradecanvas_ext tests bench user_data
 
+# Two workers (pytest-xdist), each test file whole in one of them (module fixtures and the order inside a file
+# stay as written); each worker has its own PostgreSQL database (tests/conftest.py). Most of the suite waits
+# (real processes, sockets, the clock), so two workers fit two cores. TEST_JOBS=0 runs it in one process.
+TEST_JOBS ?= 2
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $$([ "$(TEST_JOBS)" = 0 ] || echo "-n $(TEST_JOBS) --dist loadfile") $(PYTEST_ARGS)
 
 # the documentation's docs/screenshots/*.png, regenerated on purpose by the browser test (a plain test run writes
 # its screenshots to a temporary folder and leaves the tracked files alone)

@@ -6,12 +6,34 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from tradecanvas_ext.store import open_store
 
 PG_URL_ENV = "TRADECANVAS_TEST_PG_URL"
 REPO = Path(__file__).resolve().parents[1]
+
+
+_config: pytest.Config | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _config
+    _config = config
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """In CI a failure is printed when it happens, not only in the summary at the end: a run cut off by
+    its time limit still shows what failed and why."""
+    if not report.failed or not os.environ.get("CI") or _config is None:
+        return
+    if _config.pluginmanager.hasplugin("xdist") and os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller prints it
+    tr = _config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line("")
+        tr.write_sep("!", f"FAILED {report.nodeid} ({report.when}, {report.duration:.1f} s)")
+        tr.write_line(report.longreprtext[-6000:])
 
 
 def wait_for(pred, timeout: float, interval: float = 0.2, what: str = "condition"):
@@ -36,9 +58,35 @@ def wait_for(pred, timeout: float, interval: float = 0.2, what: str = "condition
 def subprocess_env(**extra: str) -> dict:
     """The environment for a child process (freqtrade, our CLI) that must import THIS checkout's
     tradecanvas_ext, not whichever one the virtualenv has installed (a worktree, another clone)."""
-    env = {**os.environ, **extra}
+    # freqtrade logs through rich, which wraps at the terminal's width (80 without one, as in an xdist
+    # worker): a log line the tests look for must stay one line
+    env = {**os.environ, "COLUMNS": "1000", **extra}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     return env
+
+
+_worker_db: dict[str, str] = {}
+
+
+def _worker_database(url: str) -> str:
+    """Under pytest-xdist each worker gets a database of its own on the same server (`<db>_<worker>`,
+    created on first use): the tests drop and recreate the tc_* tables, which workers sharing one
+    database would do under each other's feet."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    if url not in _worker_db:
+        base = make_url(url)
+        name = f"{base.database or 'postgres'}_{worker}"
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            admin.dispose()
+        _worker_db[url] = base.set(database=name).render_as_string(hide_password=False)
+    return _worker_db[url]
 
 
 def pg_url_or_skip() -> str:
@@ -47,7 +95,7 @@ def pg_url_or_skip() -> str:
         if os.environ.get("TRADECANVAS_REQUIRE_PG"):
             pytest.fail(f"{PG_URL_ENV} is not set but TRADECANVAS_REQUIRE_PG is: CI must run PostgreSQL tests")
         pytest.skip(f"PostgreSQL not available: set {PG_URL_ENV} (.ci/run starts one)")
-    return url
+    return _worker_database(url)
 
 
 def reset_pg(url: str) -> None:

@@ -640,12 +640,18 @@ def test_oversized_frames_never_hold_a_connection(make_runtime):
     """A frame over the size cap closes its socket, and its connection's thread and place under
     max_connections are given back (simple_websocket alone can leave the route's receive() waiting)."""
     rt = make_runtime(serve=True, enable_market_gap_backfill=False)
-    for _ in range(20):
-        s = stalled_client(rt.url, {"type": "subscribe", "series_id": "binance:spot:BTC/USDT:1m"}, rcvbuf=1 << 20)
-        s.sendall(frame(json.dumps({"type": "ping", "pad": "x" * 70_000})))
-        try:
+    socks = []
+    try:  # 20 at once: each close takes the server's close handshake (~2 s), so they overlap
+        for _ in range(20):
+            socks.append(stalled_client(rt.url, {"type": "subscribe", "series_id": "binance:spot:BTC/USDT:1m"},
+                                        rcvbuf=1 << 20))
+        wait_for(lambda: rt.hub.client_count == 20, 15, interval=0.05, what="20 clients connected")
+        for s in socks:
+            s.sendall(frame(json.dumps({"type": "ping", "pad": "x" * 70_000})))
+        for s in socks:
             assert_closed_soon(s, "an oversized frame")
-        finally:
+    finally:
+        for s in socks:
             s.close()
     wait_for(lambda: rt.server.connection_count() == 0, 15, interval=0.05, what="every connection to end")
     assert rt.hub.client_count == 0
