@@ -36,6 +36,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         tr.write_line(report.longreprtext[-6000:])
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with slow tests (real bots, killed processes) first, each file's tests in their own order:
+    under xdist the long files then start at once and the short ones fill in around them, instead of a
+    long file starting last and running on alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the rest keeps its order
+
+
 def wait_for(pred, timeout: float, interval: float = 0.2, what: str = "condition"):
     """Poll `pred` until it returns something true. Other exceptions mean "not yet"; an AssertionError
     inside it (e.g. "the bot process exited") fails at once."""
@@ -80,7 +88,8 @@ def _worker_database(url: str) -> str:
         name = f"{base.database or 'postgres'}_{worker}"
         admin = create_engine(base, isolation_level="AUTOCOMMIT")
         try:
-            with admin.connect() as conn:
+            with admin.connect() as conn:  # one worker at a time copies template1
+                conn.execute(text("SELECT pg_advisory_lock(7719999)"))
                 if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
                     conn.execute(text(f'CREATE DATABASE "{name}"'))
         finally:
