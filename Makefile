@@ -45,6 +45,15 @@ wheel: $(STAMP) $(LWC)
 	  need = {'tradecanvas_ext/web/static/vendor/lightweight-charts.standalone.production.js', 'tradecanvas_ext/web/static/vendor/lightweight-charts.LICENSE'}; \
 	  sys.exit(f'the wheel lacks {sorted(need - names)}') if need - names else print('wheel ok: chart script and licence inside')"
 
+# `make test` and `make test-freqtrade-range` on two workers (pytest-xdist), each test file whole in one of
+# them (module fixtures and the order inside a file stay as written); each worker has its own PostgreSQL
+# database (tests/conftest.py). Most of the suite waits (real processes, sockets, the clock), so two workers
+# fit two cores. The files with slow tests go first (tests/conftest.py), in that order (--no-loadscope-reorder:
+# xdist would start the files with the most tests first, and the few long end-to-end ones last). TEST_JOBS=0
+# runs them in one process.
+TEST_JOBS ?= 2
+XDIST_ARGS := $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder)
+
 # The oldest and the newest freqtrade of setup.cfg's range, each in its own venv (.venv-ft-<version>, kept between
 # runs) with the built wheel, running the bot end-to-end tests. Kept cheap for CI: plain freqtrade (no hyperopt
 # extras) and only the test tools those tests import; pip's own cache is reused. A version's pip constraints, when
@@ -65,7 +74,7 @@ test-freqtrade-range: wheel
 	  $$venv/bin/python -m pip install -q $$([ -f $$constraints ] && echo "-c $$constraints") "freqtrade==$$v" \
 	    "$$(ls $(WHEEL_DIR)/tradecanvas_ext-*.whl | tail -n 1)" $(FT_TEST_TOOLS); \
 	  echo "== freqtrade $$($$venv/bin/python -c 'import freqtrade; print(freqtrade.__version__)') installed in $$(($$(date +%s) - t0)) s"; \
-	  $$venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder -m slow $(FT_E2E) $(PYTEST_ARGS); \
+	  $$venv/bin/python -m pytest -p no:cacheprovider $(XDIST_ARGS) -m slow $(FT_E2E) $(PYTEST_ARGS); \
 	  echo "== freqtrade $$v: $$(($$(date +%s) - t0)) s in all"; \
 	done
 
@@ -74,14 +83,8 @@ $(STAMP): | $(LWC)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tradecanvas_ext tests bench user_data
 
-# Two workers (pytest-xdist), each test file whole in one of them (module fixtures and the order inside a file
-# stay as written); each worker has its own PostgreSQL database (tests/conftest.py). Most of the suite waits
-# (real processes, sockets, the clock), so two workers fit two cores. The files with slow tests go first
-# (tests/conftest.py), in that order (--no-loadscope-reorder: xdist would start the files with the most tests
-# first, and the few long end-to-end ones last). TEST_JOBS=0 runs it in one process.
-TEST_JOBS ?= 2
 test: lint
-	$(PY) -m pytest $$([ "$(TEST_JOBS)" = 0 ] || echo "-n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder") $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST_ARGS) $(PYTEST_ARGS)
 
 # the documentation's docs/screenshots/*.png, regenerated on purpose by the browser test (a plain test run writes
 # its screenshots to a temporary folder and leaves the tracked files alone)

@@ -27,8 +27,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     its time limit still shows what failed and why."""
     if not report.failed or not os.environ.get("CI") or _config is None:
         return
-    if _config.pluginmanager.hasplugin("xdist") and os.environ.get("PYTEST_XDIST_WORKER"):
-        return  # the controller prints it
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the xdist controller prints it
     tr = _config.pluginmanager.get_plugin("terminalreporter")
     if tr is not None:
         tr.write_line("")
